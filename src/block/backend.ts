@@ -1,0 +1,179 @@
+/**
+ * BlockBackend: the one checked entry point to a driver graph. The CLI, the NBD server and the
+ * JS API all hold one of these; every request passes here exactly once, so the checks below
+ * (bounds, read-only, closed), writethrough emulation, in-flight tracking and counters live
+ * nowhere else.
+ */
+import type { BlockDriver, Extent, ZeroFlags } from './driver.js';
+import { VdiskError } from './errors.js';
+import type { Preallocation } from './preallocation.js';
+
+export interface BackendOptions {
+  /** The guest-visible write cache; off means every write is durable before it completes. */
+  writeCache: boolean;
+  /** Refuse writes even if the driver graph could do them. */
+  readOnly?: boolean;
+}
+
+export interface BackendCounters {
+  reads: number;
+  writes: number;
+  zeroWrites: number;
+  discards: number;
+  flushes: number;
+  bytesRead: number;
+  bytesWritten: number;
+  errors: number;
+}
+
+export class BlockBackend {
+  readonly root: BlockDriver;
+  readonly writeCache: boolean;
+  readonly readOnly: boolean;
+  readonly counters: BackendCounters = {
+    reads: 0,
+    writes: 0,
+    zeroWrites: 0,
+    discards: 0,
+    flushes: 0,
+    bytesRead: 0,
+    bytesWritten: 0,
+    errors: 0,
+  };
+
+  #inFlight = 0;
+  #drained: (() => void) | undefined;
+  #closing: Promise<void> | undefined;
+
+  constructor(root: BlockDriver, options: BackendOptions) {
+    this.root = root;
+    this.writeCache = options.writeCache;
+    this.readOnly = Boolean(options.readOnly) || root.readOnly;
+  }
+
+  get length(): number {
+    return this.root.length();
+  }
+
+  get closed(): boolean {
+    return this.#closing !== undefined;
+  }
+
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** Reads `length` bytes at `offset` into a new Buffer. */
+  async read(offset: number, length: number): Promise<Buffer> {
+    const buf = Buffer.allocUnsafe(length);
+    await this.readInto(offset, buf);
+    return buf;
+  }
+
+  readInto(offset: number, buf: Buffer): Promise<void> {
+    return this.#run(offset, buf.length, false, async () => {
+      await this.root.read(offset, buf);
+      this.counters.reads++;
+      this.counters.bytesRead += buf.length;
+    });
+  }
+
+  write(offset: number, buf: Buffer, flags: { fua?: boolean } = {}): Promise<void> {
+    return this.#run(offset, buf.length, true, async () => {
+      const fua = Boolean(flags.fua) || !this.writeCache;
+      await this.#durably(fua, (f) => this.root.write(offset, buf, f));
+      this.counters.writes++;
+      this.counters.bytesWritten += buf.length;
+    });
+  }
+
+  writeZeroes(offset: number, length: number, flags: ZeroFlags = {}): Promise<void> {
+    return this.#run(offset, length, true, async () => {
+      const fua = Boolean(flags.fua) || !this.writeCache;
+      await this.#durably(fua, (f) => this.root.writeZeroes(offset, length, { ...flags, ...f }));
+      this.counters.zeroWrites++;
+    });
+  }
+
+  discard(offset: number, length: number): Promise<void> {
+    return this.#run(offset, length, true, async () => {
+      await this.root.discard(offset, length);
+      if (!this.writeCache) await this.root.flush();
+      this.counters.discards++;
+    });
+  }
+
+  flush(): Promise<void> {
+    return this.#run(0, 0, false, async () => {
+      await this.root.flush();
+      this.counters.flushes++;
+    });
+  }
+
+  /** The state of the run of bytes starting at `offset`, at most `length` long. */
+  blockStatus(offset: number, length: number): Promise<Extent> {
+    return this.#run(offset, length, false, () => this.root.blockStatus(offset, length));
+  }
+
+  /** Changes the length; the new tail is allocated as `preallocation` says. */
+  truncate(length: number, preallocation: Preallocation = 'off'): Promise<void> {
+    checkInteger(length, 'length');
+    return this.#run(0, 0, true, async () => {
+      if (!this.root.capabilities.resize) throw new VdiskError('ENOTSUP', 'This image cannot be resized');
+      await this.root.truncate(length, preallocation);
+      if (!this.writeCache) await this.root.flush();
+    });
+  }
+
+  /** Waits for requests in flight, writes out what is pending and releases the image. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    if (this.#inFlight > 0) await new Promise<void>((resolve) => (this.#drained = resolve));
+    await this.root.close();
+  }
+
+  /** A write whose durability the caller asked for: native FUA where the graph has it, else a flush. */
+  async #durably(fua: boolean, op: (flags: { fua?: boolean }) => Promise<void>): Promise<void> {
+    if (!fua) return op({});
+    if (this.root.capabilities.fua) return op({ fua: true });
+    await op({});
+    await this.root.flush();
+  }
+
+  async #run<T>(offset: number, length: number, writes: boolean, op: () => Promise<T>): Promise<T> {
+    if (this.#closing) throw new VdiskError('ESHUTDOWN', 'The image is closed');
+    if (writes && this.readOnly) throw new VdiskError('EROFS', 'The image is opened read-only');
+    checkInteger(offset, 'offset');
+    checkInteger(length, 'length');
+    const size = this.root.length();
+    if (offset + length > size) {
+      throw new VdiskError(
+        'EINVAL',
+        `Request past the end of the image: offset ${offset} + length ${length} > image length ${size}`,
+      );
+    }
+    this.#inFlight++;
+    try {
+      return await op();
+    } catch (err) {
+      this.counters.errors++;
+      throw err;
+    } finally {
+      this.#inFlight--;
+      if (this.#inFlight === 0 && this.#drained) {
+        this.#drained();
+        this.#drained = undefined;
+      }
+    }
+  }
+}
+
+function checkInteger(value: number, what: string): void {
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new VdiskError('EINVAL', `Invalid ${what}: ${value} (must be a non-negative integer below 2^53)`);
+  }
+}

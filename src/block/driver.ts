@@ -1,0 +1,91 @@
+/**
+ * The interface every node of the block-driver graph implements: protocol drivers (file,
+ * memory), format drivers (raw, qcow2) and filters. Requests reaching a driver have already
+ * been checked by BlockBackend (bounds, read-only, flags), so drivers do not repeat that.
+ */
+import type { Preallocation } from './preallocation.js';
+
+export interface WriteFlags {
+  /** Force unit access: the data is durable when the write completes. */
+  fua?: boolean;
+}
+
+export interface ZeroFlags extends WriteFlags {
+  /** The range may be deallocated (hole punched, cluster freed) as long as it reads as zero. */
+  mayUnmap?: boolean;
+  /** Fail with ENOTSUP rather than writing zero bytes when there is no cheap way (NBD FAST_ZERO). */
+  noFallback?: boolean;
+}
+
+/** What a driver can do natively; BlockBackend emulates or refuses the rest. */
+export interface DriverCapabilities {
+  /** FUA writes are durable on completion without a separate flush of the whole image. */
+  fua: boolean;
+  /** discard releases host space. */
+  discard: boolean;
+  /** writeZeroes is cheaper than writing zero bytes. */
+  writeZeroes: boolean;
+  /** blockStatus distinguishes data, zero and unallocated ranges (else: everything is data). */
+  blockStatus: boolean;
+  /** truncate can change the length. */
+  resize: boolean;
+}
+
+/** Size constraints, as NBD's BLOCK_SIZE info carries them. */
+export interface Alignment {
+  /** Requests not aligned to this are slower (read-modify-write) but still correct. */
+  request: number;
+  /** Buffers for direct I/O are aligned to this. */
+  memory: number;
+}
+
+/**
+ * The state of one range of guest offsets. A driver answers for the longest run that starts at
+ * the asked offset and has the same state, up to the asked length.
+ */
+export interface Extent {
+  offset: number;
+  length: number;
+  /** This layer decides what the range reads as; false: it falls through to a backing image. */
+  allocated: boolean;
+  /** The range reads as zeros. */
+  zero: boolean;
+  /** The range is backed by bytes stored in a host file (not a hole, not a zero flag). */
+  data: boolean;
+  /** Where the range's bytes start in the host file named by hostFile, when they are there as is. */
+  hostOffset?: number;
+  hostFile?: string;
+  /** The data is stored compressed (no host offset). */
+  compressed?: boolean;
+  /** How many backing layers down the range was found allocated (0 = this image). */
+  depth?: number;
+}
+
+export interface BlockDriver {
+  /** The driver's kind ("file", "memory", "raw", "qcow2"). */
+  readonly driverName: string;
+  /** The host file this node stands for, if any. */
+  readonly filename: string | undefined;
+  readonly capabilities: DriverCapabilities;
+  readonly alignment: Alignment;
+  readonly readOnly: boolean;
+
+  /** Length in bytes of what this node presents (guest length for formats). */
+  length(): number;
+
+  read(offset: number, buf: Buffer): Promise<void>;
+  write(offset: number, buf: Buffer, flags?: WriteFlags): Promise<void>;
+  writeZeroes(offset: number, length: number, flags?: ZeroFlags): Promise<void>;
+  /** Hint that a range is no longer needed; it may read as anything this driver documents afterwards. */
+  discard(offset: number, length: number): Promise<void>;
+  flush(): Promise<void>;
+  blockStatus(offset: number, length: number): Promise<Extent>;
+  truncate(length: number, preallocation: Preallocation): Promise<void>;
+  /** Releases everything; pending state is written out first when writable. Idempotent. */
+  close(): Promise<void>;
+
+  /** Bytes the node uses on the host (st_blocks * 512 for files), when known. */
+  allocatedSize?(): Promise<number | undefined>;
+  /** Format-specific facts for `info` (qcow2: compat, cluster size, …). */
+  formatSpecific?(): Record<string, unknown> | undefined;
+}

@@ -1,0 +1,45 @@
+/**
+ * What a format declares to be creatable: its `-o` options (QEMU's create_opts) and the function
+ * that makes a new image. The option list is data, so the generic parser (src/tools/options.ts)
+ * validates, prints help and prints the "Formatting …" line for every format alike.
+ */
+
+/** QEMU's option types: QEMU_OPT_STRING, _BOOL, _NUMBER, _SIZE. */
+export type CreateOptionType = 'str' | 'bool' | 'num' | 'size';
+
+export interface CreateOptionDesc {
+  name: string;
+  type: CreateOptionType;
+  /** One line for `-o help`. */
+  help: string;
+  /** For 'str' options with a closed set of values; anything else is "invalid parameter value: X". */
+  values?: readonly string[];
+  /** The value shown in the "Formatting …" line when the option is not given (QEMU's def_value_str). */
+  defaultValue?: string;
+}
+
+export type CreateOptionValue = string | number | boolean;
+
+/** Progress of a long creation (full preallocation): bytes done out of total. */
+export type ProgressCallback = (done: number, total: number) => void;
+
+export interface CreateRequest {
+  filename: string;
+  /** The virtual size in bytes, as the user asked for it. */
+  size: number;
+  /** The options the user gave, checked against the format's list and converted; never `size`. */
+  options: Readonly<Record<string, CreateOptionValue>>;
+  onProgress?: ProgressCallback;
+}
+
+export interface FormatCreator {
+  /** Every option `-o` accepts for this format, `size` included. */
+  readonly options: readonly CreateOptionDesc[];
+  /** Refuses requests the format cannot make, before anything on disk is touched. */
+  validate?(request: CreateRequest): void;
+  /** Makes the image: creates or truncates the file, writes the metadata, preallocates. */
+  create(request: CreateRequest): Promise<void>;
+}
+
+/** The `size` option every format has, as QEMU's BLOCK_OPT_SIZE. */
+export const SIZE_OPTION: CreateOptionDesc = { name: 'size', type: 'size', help: 'Virtual disk size' };

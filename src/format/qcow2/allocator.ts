@@ -1,0 +1,206 @@
+/**
+ * Finds free host clusters and takes them (refcount 0 -> 1). When the refcount block that must
+ * count a cluster is missing, the allocator creates it, self-counted, in the range it covers;
+ * when the refcount table is full, it builds a bigger one at the end of the image, writes it
+ * whole and switches the header to it in one write (rule R5). Callers hold the image's
+ * metadata lock.
+ */
+import type { BlockDriver } from '../../block/driver.js';
+import { VdiskError } from '../../block/errors.js';
+import { writeU64 } from '../../util/u64.js';
+import type { MetadataWriter } from './metadata-writer.js';
+import { setRefcount } from './refcount-block.js';
+import type { Refcounts } from './refcounts.js';
+
+export interface RefcountTableLocation {
+  offset: number;
+  clusters: number;
+}
+
+export interface AllocatorDeps {
+  file: BlockDriver;
+  writer: MetadataWriter;
+  refcounts: Refcounts;
+  clusterBits: number;
+  /** Where the refcount table is now. */
+  table: RefcountTableLocation;
+  /** Points the header at a new refcount table (one write, durable on return). */
+  switchRefcountTable(location: RefcountTableLocation): Promise<void>;
+}
+
+/** QEMU's limit on the refcount table: 8 MiB. */
+const MAX_REFCOUNT_TABLE_BYTES = 8 * 1024 * 1024;
+/** Host offsets must stay below 2^56. */
+const MAX_HOST_OFFSET = 2 ** 56;
+
+export class Allocator {
+  readonly #deps: AllocatorDeps;
+  readonly #clusterSize: number;
+  /** No free cluster lies below this one. */
+  #freeHint = 0;
+  /** One past the highest cluster in use or in the file. */
+  #highWater: number;
+
+  constructor(deps: AllocatorDeps) {
+    this.#deps = deps;
+    this.#clusterSize = 2 ** deps.clusterBits;
+    this.#highWater = Math.ceil(deps.file.length() / this.#clusterSize);
+  }
+
+  get refcountTable(): RefcountTableLocation {
+    return this.#deps.table;
+  }
+
+  /** One past the highest host cluster known to be in use. */
+  get highWater(): number {
+    return this.#highWater;
+  }
+
+  /** Takes `count` contiguous free clusters; returns the host offset of the first. */
+  async allocate(count: number): Promise<number> {
+    const { refcounts } = this.#deps;
+    for (;;) {
+      let start = this.#freeHint;
+      let run = 0;
+      for (let c = start; run < count; c++) {
+        if ((await refcounts.get(c)) === 0) {
+          run++;
+        } else {
+          run = 0;
+          start = c + 1;
+        }
+      }
+      if ((start + count) * this.#clusterSize > MAX_HOST_OFFSET) {
+        throw new VdiskError('ENOSPC', 'The image has reached the largest host offset qcow2 allows');
+      }
+      const missing = await refcounts.update(start, count, +1);
+      if (missing) {
+        await this.#addRefblock(missing.tableIndex);
+        continue;
+      }
+      if (start === this.#freeHint) this.#freeHint = start + count;
+      this.#highWater = Math.max(this.#highWater, start + count);
+      return start * this.#clusterSize;
+    }
+  }
+
+  /** Writes every changed refcount block and makes them durable. */
+  async flushRefcounts(): Promise<void> {
+    if (this.#deps.refcounts.cache.hasDirty) await this.#deps.refcounts.cache.flush();
+  }
+
+  /** Drops one reference to `count` clusters at `offset`; clusters reaching 0 become free. */
+  async free(offset: number, count: number): Promise<void> {
+    const cluster = offset / this.#clusterSize;
+    const missing = await this.#deps.refcounts.update(cluster, count, -1);
+    if (missing) {
+      throw new VdiskError('ECORRUPT', `Freeing cluster 0x${offset.toString(16)} that no refcount block counts`);
+    }
+    this.#freeHint = Math.min(this.#freeHint, cluster);
+  }
+
+  /** Adds a reference to clusters already in use (snapshots, shared clusters). */
+  async addReference(offset: number, count: number): Promise<void> {
+    const missing = await this.#deps.refcounts.update(offset / this.#clusterSize, count, +1);
+    if (missing) {
+      throw new VdiskError('ECORRUPT', `Referencing cluster 0x${offset.toString(16)} that no refcount block counts`);
+    }
+  }
+
+  /** Creates the refcount block for table index `tableIndex`, inside the range it counts. */
+  async #addRefblock(tableIndex: number): Promise<void> {
+    const { refcounts, writer, file } = this.#deps;
+    if (tableIndex >= refcounts.tableCapacity) {
+      await this.#growTable(tableIndex);
+      return;
+    }
+    // No block counts this range, so every cluster in it is free: take its first one.
+    const cluster = tableIndex * refcounts.perBlock;
+    const offset = cluster * this.#clusterSize;
+    const block = Buffer.alloc(this.#clusterSize);
+    setRefcount(block, 0, refcounts.order, 1);
+    writer.claim('refblock', offset, this.#clusterSize);
+    await writer.writeTable('refblock', offset, block);
+    await file.flush();
+    refcounts.setTableEntry(tableIndex, offset);
+    await this.#writeTableEntry(tableIndex, offset);
+    await file.flush();
+    this.#highWater = Math.max(this.#highWater, cluster + 1);
+  }
+
+  async #writeTableEntry(index: number, blockOffset: number): Promise<void> {
+    const entry = Buffer.alloc(8);
+    writeU64(entry, 0, blockOffset);
+    await this.#deps.writer.writeTable('refcount-table', this.#deps.table.offset + index * 8, entry);
+  }
+
+  /**
+   * Builds a refcount table big enough for `neededIndex` past everything in use: the new table
+   * first, then the new refcount blocks that count the table and themselves.
+   */
+  async #growTable(neededIndex: number): Promise<void> {
+    const { refcounts, writer, file } = this.#deps;
+    const perBlock = refcounts.perBlock;
+    const oldEntries = refcounts.tableCapacity;
+    const entriesPerCluster = this.#clusterSize / 8;
+    const wanted = Math.max(neededIndex + 1, oldEntries * 2);
+    const tableClusters = Math.ceil(wanted / entriesPerCluster);
+    if (tableClusters * this.#clusterSize > MAX_REFCOUNT_TABLE_BYTES) {
+      throw new VdiskError('ENOSPC', 'The refcount table would exceed 8 MiB');
+    }
+    const entries = tableClusters * entriesPerCluster;
+    const start = this.#highWater;
+
+    // The new table sits at [start, start+tableClusters); new blocks follow it. Each new block
+    // is needed for a range that holds the table or a new block and has no block yet.
+    let newBlocks: number[] = [];
+    for (;;) {
+      const end = start + tableClusters + newBlocks.length;
+      const needed: number[] = [];
+      for (let j = Math.floor(start / perBlock); j <= Math.floor((end - 1) / perBlock); j++) {
+        if ((refcounts.table[j] ?? 0) === 0) needed.push(j);
+      }
+      if (needed.length === newBlocks.length) break;
+      newBlocks = needed;
+    }
+    const end = start + tableClusters + newBlocks.length;
+    const table = Array.from({ length: entries }, (_, i) => refcounts.table[i] ?? 0);
+
+    // Blocks that exist already count their part of the new area through the cache.
+    for (let c = start; c < end; c++) {
+      const j = Math.floor(c / perBlock);
+      if (!newBlocks.includes(j)) {
+        const missing = await refcounts.update(c, 1, +1);
+        if (missing) throw new VdiskError('EIO', 'Refcount table growth lost track of a refcount block');
+      }
+    }
+    await refcounts.cache.flush();
+
+    for (const [k, j] of newBlocks.entries()) {
+      const blockOffset = (start + tableClusters + k) * this.#clusterSize;
+      const block = Buffer.alloc(this.#clusterSize);
+      for (let c = Math.max(start, j * perBlock); c < Math.min(end, (j + 1) * perBlock); c++) {
+        setRefcount(block, c - j * perBlock, refcounts.order, 1);
+      }
+      writer.claim('refblock', blockOffset, this.#clusterSize);
+      await writer.writeTable('refblock', blockOffset, block);
+      table[j] = blockOffset;
+    }
+
+    const tableOffset = start * this.#clusterSize;
+    const tableBuffer = Buffer.alloc(tableClusters * this.#clusterSize);
+    for (const [i, entry] of table.entries()) writeU64(tableBuffer, i * 8, entry);
+    writer.claim('refcount-table', tableOffset, tableBuffer.length);
+    await writer.writeTable('refcount-table', tableOffset, tableBuffer);
+    await file.flush();
+
+    const old = this.#deps.table;
+    await this.#deps.switchRefcountTable({ offset: tableOffset, clusters: tableClusters });
+    this.#deps.table = { offset: tableOffset, clusters: tableClusters };
+    refcounts.replaceTable(table);
+    this.#highWater = end;
+
+    writer.release(old.offset, old.clusters * this.#clusterSize);
+    await this.free(old.offset, old.clusters);
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * The active L1 table and the L2 tables it points to: looking up what a guest cluster maps to,
+ * and changing entries. New L2 tables are written and flushed before the L1 entry points at
+ * them (rule R2), and their refcount before that (R1). Callers hold the metadata lock.
+ */
+import type { BlockDriver } from '../../block/driver.js';
+import { VdiskError } from '../../block/errors.js';
+import type { Allocator } from './allocator.js';
+import type { Qcow2Geometry } from './geometry.js';
+import { decodeL1, encodeL1 } from './l1-entry.js';
+import { decodeL2, encodeL2, type L2Entry } from './l2-entry.js';
+import type { MetadataCache } from './metadata-cache.js';
+import type { MetadataWriter } from './metadata-writer.js';
+
+export interface L2TablesDeps {
+  file: BlockDriver;
+  writer: MetadataWriter;
+  cache: MetadataCache;
+  allocator: Allocator;
+  geometry: Qcow2Geometry;
+  l1Offset: number;
+  /** The L1 table as read from the image (l1_size entries). */
+  l1: Buffer;
+  /** With lazy refcounts, L2 write-outs need not wait for refcount blocks. */
+  lazyRefcounts: boolean;
+}
+
+export class L2Tables {
+  readonly #d: L2TablesDeps;
+  readonly #g: Qcow2Geometry;
+
+  constructor(deps: L2TablesDeps) {
+    this.#d = deps;
+    this.#g = deps.geometry;
+  }
+
+  get l1Entries(): number {
+    return this.#d.l1.length / 8;
+  }
+
+  /** Host offset of the L2 table for L1 index `i` (0 = none). */
+  l2Offset(i: number): number {
+    if (i >= this.l1Entries) return 0;
+    return decodeL1(this.#d.l1, i, this.#g).l2Offset;
+  }
+
+  /** The entry for guest cluster `cluster`, read through the cache. */
+  async entry(cluster: number): Promise<L2Entry> {
+    const l1Index = Math.floor(cluster / this.#g.l2Entries);
+    const l2Offset = this.l2Offset(l1Index);
+    if (l2Offset === 0) return { kind: 'unallocated' };
+    const table = await this.#d.cache.get(l2Offset);
+    try {
+      return decodeL2(table.data, cluster % this.#g.l2Entries, this.#g);
+    } finally {
+      this.#d.cache.release(table);
+    }
+  }
+
+  /**
+   * The entries of `count` guest clusters from `cluster`, stopping early at the end of an L2
+   * table (so one table read serves the whole answer).
+   */
+  async entries(cluster: number, count: number): Promise<L2Entry[]> {
+    const per = this.#g.l2Entries;
+    const l1Index = Math.floor(cluster / per);
+    const first = cluster % per;
+    const n = Math.min(count, per - first);
+    const l2Offset = this.l2Offset(l1Index);
+    if (l2Offset === 0) return Array.from({ length: n }, () => ({ kind: 'unallocated' }) as L2Entry);
+    const table = await this.#d.cache.get(l2Offset);
+    try {
+      const out: L2Entry[] = new Array(n);
+      for (let i = 0; i < n; i++) out[i] = decodeL2(table.data, first + i, this.#g);
+      return out;
+    } finally {
+      this.#d.cache.release(table);
+    }
+  }
+
+  /** Sets the entries of consecutive guest clusters, creating the L2 table if needed. */
+  async setEntries(cluster: number, entries: L2Entry[]): Promise<void> {
+    const per = this.#g.l2Entries;
+    let done = 0;
+    while (done < entries.length) {
+      const c = cluster + done;
+      const l1Index = Math.floor(c / per);
+      const first = c % per;
+      const n = Math.min(entries.length - done, per - first);
+      const l2Offset = await this.#writableTable(l1Index);
+      const table = await this.#d.cache.get(l2Offset);
+      try {
+        for (let i = 0; i < n; i++) encodeL2(table.data, first + i, entries[done + i]!, this.#g);
+        this.#d.cache.markDirty(table);
+      } finally {
+        this.#d.cache.release(table);
+      }
+      done += n;
+    }
+  }
+
+  /** The offset of a table that may be changed in place for L1 index `i` (allocated if missing). */
+  async #writableTable(l1Index: number): Promise<number> {
+    if (l1Index >= this.l1Entries) {
+      throw new VdiskError('EINVAL', `Guest offset beyond the L1 table (index ${l1Index} of ${this.l1Entries})`);
+    }
+    const current = decodeL1(this.#d.l1, l1Index, this.#g);
+    if (current.l2Offset !== 0 && current.copied) return current.l2Offset;
+    if (current.l2Offset !== 0) {
+      throw new VdiskError('ENOTSUP', 'Writing to an L2 table shared with an internal snapshot is not supported');
+    }
+    const { allocator, cache, writer, file } = this.#d;
+    const offset = await allocator.allocate(1);
+    writer.claim('l2', offset, this.#g.clusterSize);
+    const table = await cache.create(offset);
+    try {
+      // R1 then R2: the new table's refcount, then the table itself, are durable before L1 names it.
+      if (!this.#d.lazyRefcounts) await allocator.flushRefcounts();
+      await writer.writeTable('l2', offset, Buffer.from(table.data));
+      table.dirty = false;
+      await file.flush();
+    } finally {
+      cache.release(table);
+    }
+    encodeL1(this.#d.l1, l1Index, { l2Offset: offset, copied: true }, this.#g);
+    await writer.writeTable('l1', this.#d.l1Offset + l1Index * 8, this.#d.l1.subarray(l1Index * 8, l1Index * 8 + 8));
+    return offset;
+  }
+}

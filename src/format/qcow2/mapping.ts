@@ -1,0 +1,61 @@
+/**
+ * Where a range of guest bytes lives, as runs of one kind each: data at a host offset, zeros,
+ * unallocated (falls through to the backing image), or compressed. Runs are cut at subcluster
+ * granularity with extended L2 entries and merged where host data is contiguous.
+ */
+import type { Qcow2Geometry } from './geometry.js';
+import { type L2Entry, subclusterKind } from './l2-entry.js';
+import type { L2Tables } from './l2-tables.js';
+
+export type RunKind = 'data' | 'zero' | 'unallocated' | 'compressed';
+
+export interface Run {
+  kind: RunKind;
+  /** Guest offset of the run's first byte. */
+  offset: number;
+  length: number;
+  /** data: host offset of the run's first byte. compressed: the cluster's entry. */
+  host: number;
+  entry?: L2Entry;
+}
+
+/** The runs covering [offset, offset+length), in order. */
+export async function mapRange(tables: L2Tables, g: Qcow2Geometry, offset: number, length: number): Promise<Run[]> {
+  const runs: Run[] = [];
+  const end = offset + length;
+  let pos = offset;
+  while (pos < end) {
+    const cluster = Math.floor(pos / g.clusterSize);
+    const lastCluster = Math.floor((end - 1) / g.clusterSize);
+    const entries = await tables.entries(cluster, lastCluster - cluster + 1);
+    for (let i = 0; i < entries.length && pos < end; i++) {
+      const entry = entries[i]!;
+      const clusterStart = (cluster + i) * g.clusterSize;
+      const clusterEnd = Math.min(clusterStart + g.clusterSize, end);
+      while (pos < clusterEnd) {
+        const sc = Math.floor((pos - clusterStart) / g.subclusterSize);
+        const scEnd = Math.min(clusterStart + (sc + 1) * g.subclusterSize, clusterEnd);
+        const kind = subclusterKind(entry, sc);
+        const host = kind === 'data' ? (entry as { host: number }).host + (pos - clusterStart) : 0;
+        push(runs, { kind, offset: pos, length: scEnd - pos, host, entry: kind === 'compressed' ? entry : undefined });
+        pos = scEnd;
+      }
+    }
+  }
+  return runs;
+}
+
+function push(runs: Run[], run: Run): void {
+  const last = runs[runs.length - 1];
+  if (
+    last &&
+    last.kind === run.kind &&
+    run.kind !== 'compressed' &&
+    last.offset + last.length === run.offset &&
+    (run.kind !== 'data' || last.host + last.length === run.host)
+  ) {
+    last.length += run.length;
+    return;
+  }
+  runs.push(run);
+}

@@ -1,0 +1,73 @@
+/** Reading guest bytes: one host read per contiguous data run, zeros, backing data, or inflated clusters. */
+import { inflateRawSync } from 'node:zlib';
+import { VdiskError } from '../../block/errors.js';
+import type { L2Entry } from './l2-entry.js';
+import { mapRange, type Run } from './mapping.js';
+import type { ImageParts } from './parts.js';
+
+/** Fills `buf` with the guest bytes at `offset`. The caller holds the clusters shared. */
+export async function readGuest(parts: ImageParts, offset: number, buf: Buffer): Promise<void> {
+  const runs = await parts.metadataLock.run(() => mapRange(parts.tables, parts.geometry, offset, buf.length));
+  await Promise.all(
+    runs.map((run) => readRun(parts, run, buf.subarray(run.offset - offset, run.offset - offset + run.length))),
+  );
+}
+
+export async function readRun(parts: ImageParts, run: Run, out: Buffer): Promise<void> {
+  switch (run.kind) {
+    case 'data':
+      await parts.file.read(run.host, out);
+      return;
+    case 'zero':
+      out.fill(0);
+      return;
+    case 'unallocated':
+      await readBacking(parts, run.offset, out);
+      return;
+    case 'compressed': {
+      const cluster = await readCompressed(parts, run.entry!);
+      const start = run.offset % parts.geometry.clusterSize;
+      cluster.copy(out, 0, start, start + out.length);
+      return;
+    }
+  }
+}
+
+/** Reads what the backing image has at `offset`; zeros past its end or without one. */
+export async function readBacking(parts: ImageParts, offset: number, out: Buffer): Promise<void> {
+  const backing = parts.backing;
+  const inBacking = backing ? Math.max(0, Math.min(out.length, backing.length() - offset)) : 0;
+  if (inBacking > 0) await backing!.read(offset, out.subarray(0, inBacking));
+  out.fill(0, inBacking);
+}
+
+/** The whole guest cluster a compressed entry describes. */
+export async function readCompressed(parts: ImageParts, entry: L2Entry): Promise<Buffer> {
+  if (entry.kind !== 'compressed') throw new VdiskError('EIO', 'Not a compressed cluster');
+  const clusterSize = parts.geometry.clusterSize;
+  const available = Math.min(entry.length, parts.file.length() - entry.host);
+  if (available <= 0) {
+    throw new VdiskError(
+      'ECORRUPT',
+      `Compressed cluster at 0x${entry.host.toString(16)} lies past the end of the file`,
+    );
+  }
+  const compressed = Buffer.allocUnsafe(available);
+  await parts.file.read(entry.host, compressed);
+  let plain: Buffer;
+  try {
+    // The stored length is rounded up to sectors, so trailing bytes after the stream are normal.
+    plain = inflateRawSync(compressed, { finishFlush: 2 /* Z_SYNC_FLUSH */, maxOutputLength: clusterSize });
+  } catch (err) {
+    throw new VdiskError('ECORRUPT', `Compressed cluster at 0x${entry.host.toString(16)} does not decompress`, {
+      cause: err,
+    });
+  }
+  if (plain.length !== clusterSize) {
+    throw new VdiskError(
+      'ECORRUPT',
+      `Compressed cluster at 0x${entry.host.toString(16)} decompresses to ${plain.length} bytes, not ${clusterSize}`,
+    );
+  }
+  return plain;
+}

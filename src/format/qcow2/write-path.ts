@@ -1,0 +1,265 @@
+/**
+ * Writing guest bytes. Clusters that are already this image's own data (COPIED) are written in
+ * place under a shared lock. Any other cluster is remapped under an exclusive lock: a host
+ * cluster is allocated (or a preallocated zero cluster reused), the bytes the write does not
+ * cover are copied in from the old content (copy-on-write), the new cluster is written whole
+ * in one request, and only then does the L2 entry point at it.
+ */
+import type { Qcow2Geometry } from './geometry.js';
+import type { L2Entry, SubclusterBitmap } from './l2-entry.js';
+import { subclusterKind } from './l2-entry.js';
+import { mapRange } from './mapping.js';
+import type { ImageParts } from './parts.js';
+import { readBacking, readCompressed } from './read-path.js';
+
+const ALL = 0xffffffff;
+
+export async function writeGuest(parts: ImageParts, offset: number, buf: Buffer): Promise<void> {
+  const g = parts.geometry;
+  const first = Math.floor(offset / g.clusterSize);
+  const end = Math.ceil((offset + buf.length) / g.clusterSize);
+
+  let release = await parts.clusterLocks.acquire(first, end, 'shared');
+  try {
+    const runs = await parts.metadataLock.run(() => mapRange(parts.tables, g, offset, buf.length));
+    if (runs.every((r) => r.kind === 'data') && (await allCopied(parts, first, end))) {
+      await writeRuns(parts, runs, offset, buf);
+      return;
+    }
+    release();
+    release = await parts.clusterLocks.acquire(first, end, 'exclusive');
+    await remap(parts, offset, buf);
+  } finally {
+    release();
+  }
+}
+
+async function allCopied(parts: ImageParts, first: number, end: number): Promise<boolean> {
+  return parts.metadataLock.run(async () => {
+    for (let c = first; c < end; ) {
+      const entries = await parts.tables.entries(c, end - c);
+      for (const e of entries) if (e.kind !== 'data' || !e.copied) return false;
+      c += entries.length;
+    }
+    return true;
+  });
+}
+
+async function writeRuns(
+  parts: ImageParts,
+  runs: { offset: number; length: number; host: number }[],
+  offset: number,
+  buf: Buffer,
+): Promise<void> {
+  for (const run of runs) await parts.writer.check('data', run.host, run.length);
+  await Promise.all(
+    runs.map((run) => parts.file.write(run.host, buf.subarray(run.offset - offset, run.offset - offset + run.length))),
+  );
+}
+
+interface ClusterPlan {
+  cluster: number;
+  old: L2Entry;
+  host: number;
+  /** In-place update of an extended-L2 cluster this image owns (only the bitmap changes). */
+  reuse: boolean;
+}
+
+/** Remaps every cluster of the request. The caller holds the clusters exclusively. */
+async function remap(parts: ImageParts, offset: number, buf: Buffer): Promise<void> {
+  const g = parts.geometry;
+  const first = Math.floor(offset / g.clusterSize);
+  const end = Math.ceil((offset + buf.length) / g.clusterSize);
+
+  const plans = await parts.metadataLock.run(() => planClusters(parts, first, end));
+  let copiedOldData = false;
+  const writes: { host: number; data: Buffer }[] = [];
+  for (const plan of plans) {
+    const clusterStart = plan.cluster * g.clusterSize;
+    const from = Math.max(offset, clusterStart);
+    const to = Math.min(offset + buf.length, clusterStart + g.clusterSize);
+    const piece = buf.subarray(from - offset, to - offset);
+    const { image, start, copied } = await composeCluster(parts, plan, from - clusterStart, piece);
+    copiedOldData ||= copied;
+    writes.push({ host: plan.host + start, data: image });
+  }
+  for (const w of writes) await parts.writer.check('data', w.host, w.data.length);
+  await Promise.all(writes.map((w) => parts.file.write(w.host, w.data)));
+
+  await parts.metadataLock.run(async () => {
+    if (copiedOldData) parts.l2Cache.dependOnFileFlush();
+    const toFree: L2Entry[] = [];
+    const newEntries = plans.map((plan) => {
+      const clusterStart = plan.cluster * g.clusterSize;
+      const from = Math.max(offset, clusterStart) - clusterStart;
+      const to = Math.min(offset + buf.length, clusterStart + g.clusterSize) - clusterStart;
+      if (!plan.reuse && plan.old.kind !== 'unallocated' && plan.host !== oldHost(plan.old)) toFree.push(plan.old);
+      return newEntry(g, plan, from, to);
+    });
+    await setEntriesGrouped(parts, plans, newEntries);
+    if (toFree.length > 0) await freeEntries(parts, toFree);
+  });
+}
+
+/** Writes consecutive clusters' entries together. */
+async function setEntriesGrouped(parts: ImageParts, plans: ClusterPlan[], entries: L2Entry[]): Promise<void> {
+  let i = 0;
+  while (i < plans.length) {
+    let j = i + 1;
+    while (j < plans.length && plans[j]!.cluster === plans[j - 1]!.cluster + 1) j++;
+    await parts.tables.setEntries(plans[i]!.cluster, entries.slice(i, j));
+    i = j;
+  }
+}
+
+function oldHost(entry: L2Entry): number {
+  return entry.kind === 'data' || entry.kind === 'zero' ? entry.host : -1;
+}
+
+/** Decides, per cluster, which host cluster the new data goes to. Runs under the metadata lock. */
+async function planClusters(parts: ImageParts, first: number, end: number): Promise<ClusterPlan[]> {
+  const g = parts.geometry;
+  const olds: L2Entry[] = [];
+  for (let c = first; c < end; ) {
+    const entries = await parts.tables.entries(c, end - c);
+    olds.push(...entries);
+    c += entries.length;
+  }
+  const plans: ClusterPlan[] = [];
+  const needNew: number[] = [];
+  olds.forEach((old, i) => {
+    const cluster = first + i;
+    if ((old.kind === 'data' || old.kind === 'zero') && old.copied && old.host !== 0) {
+      // Our own cluster: an extended-L2 bitmap update, or a preallocated zero cluster to fill.
+      plans.push({ cluster, old, host: old.host, reuse: old.kind === 'data' });
+    } else {
+      plans.push({ cluster, old, host: -1, reuse: false });
+      needNew.push(plans.length - 1);
+    }
+  });
+  // Allocate consecutive new clusters contiguously so the data goes out in fewer writes.
+  let i = 0;
+  while (i < needNew.length) {
+    let j = i + 1;
+    while (j < needNew.length && needNew[j] === needNew[j - 1]! + 1) j++;
+    const host = await parts.allocator.allocate(j - i);
+    for (let k = i; k < j; k++) plans[needNew[k]!]!.host = host + (k - i) * g.clusterSize;
+    i = j;
+  }
+  return plans;
+}
+
+/**
+ * The bytes to write into a plan's host cluster: the guest's piece, plus the old content of
+ * whatever the new entry will claim but the write does not cover. Returns the smallest span
+ * that must be written, and whether old data (not zeros) was copied.
+ */
+async function composeCluster(
+  parts: ImageParts,
+  plan: ClusterPlan,
+  pieceStart: number,
+  piece: Buffer,
+): Promise<{ image: Buffer; start: number; copied: boolean }> {
+  const g = parts.geometry;
+  // The span the new entry will claim as data: whole cluster, or whole subclusters with extended L2.
+  const unit = g.extendedL2 ? g.subclusterSize : g.clusterSize;
+  let spanStart = Math.floor(pieceStart / unit) * unit;
+  let spanEnd = Math.ceil((pieceStart + piece.length) / unit) * unit;
+  if (g.extendedL2 && (plan.old.kind === 'compressed' || (plan.old.kind === 'data' && !plan.old.copied))) {
+    // Everything the old shared cluster held must move to the new one.
+    spanStart = 0;
+    spanEnd = g.clusterSize;
+  }
+  if (spanStart === pieceStart && spanEnd === pieceStart + piece.length) {
+    return { image: piece, start: pieceStart, copied: false };
+  }
+  const image = Buffer.alloc(spanEnd - spanStart);
+  let copied = false;
+  const clusterStart = plan.cluster * g.clusterSize;
+  const fill = async (from: number, to: number) => {
+    if (from >= to) return;
+    copied =
+      (await readOld(parts, plan, clusterStart, from, image.subarray(from - spanStart, to - spanStart))) || copied;
+  };
+  await fill(spanStart, pieceStart);
+  await fill(pieceStart + piece.length, spanEnd);
+  piece.copy(image, pieceStart - spanStart);
+  return { image, start: spanStart, copied };
+}
+
+/** Reads what the cluster read as before this write into `out`; true if that was stored data. */
+async function readOld(
+  parts: ImageParts,
+  plan: ClusterPlan,
+  clusterStart: number,
+  from: number,
+  out: Buffer,
+): Promise<boolean> {
+  const g = parts.geometry;
+  const old = plan.old;
+  if (old.kind === 'compressed') {
+    (await readCompressed(parts, old)).copy(out, 0, from, from + out.length);
+    return true;
+  }
+  let stored = false;
+  for (let pos = from; pos < from + out.length; ) {
+    const sc = Math.floor(pos / g.subclusterSize);
+    const next = Math.min((sc + 1) * g.subclusterSize, from + out.length);
+    const slice = out.subarray(pos - from, next - from);
+    const kind = subclusterKind(old, sc);
+    if (kind === 'data') {
+      await parts.file.read((old as { host: number }).host + pos, slice);
+      stored = true;
+    } else if (kind === 'unallocated' && parts.backing) {
+      await readBacking(parts, clusterStart + pos, slice);
+      stored = true;
+    } else {
+      slice.fill(0);
+    }
+    pos = next;
+  }
+  return stored;
+}
+
+function newEntry(g: Qcow2Geometry, plan: ClusterPlan, from: number, to: number): L2Entry {
+  if (!g.extendedL2) return { kind: 'data', host: plan.host, copied: true };
+  const firstSc = Math.floor(from / g.subclusterSize);
+  const lastSc = Math.ceil(to / g.subclusterSize) - 1;
+  let written = 0;
+  for (let sc = firstSc; sc <= lastSc; sc++) written |= 1 << sc;
+  written >>>= 0;
+  const old = plan.old;
+  let sub: SubclusterBitmap;
+  if (old.kind === 'compressed' || (old.kind === 'data' && !old.copied)) {
+    sub = { alloc: ALL, zero: 0 };
+  } else if (old.kind === 'data' || old.kind === 'unallocated') {
+    const before = old.sub ?? { alloc: old.kind === 'data' ? ALL : 0, zero: 0 };
+    sub = { alloc: (before.alloc | written) >>> 0, zero: (before.zero & ~written) >>> 0 };
+  } else {
+    // A zero cluster: the rest keeps reading as zeros.
+    sub = { alloc: written, zero: (ALL & ~written) >>> 0 };
+  }
+  return { kind: 'data', host: plan.host, copied: true, sub };
+}
+
+/**
+ * Drops this image's references to host clusters no L2 entry names any more. The cleared entries
+ * are durable first (rule R4), then the refcounts drop, then the space is given back.
+ */
+export async function freeEntries(parts: ImageParts, entries: L2Entry[]): Promise<void> {
+  await parts.l2Cache.flush();
+  const g = parts.geometry;
+  const holes: number[] = [];
+  for (const entry of entries) {
+    if (entry.kind === 'data' || entry.kind === 'zero') {
+      if (entry.host === 0) continue;
+      await parts.allocator.free(entry.host, 1);
+      if (entry.copied) holes.push(entry.host);
+    } else if (entry.kind === 'compressed') {
+      const firstCluster = Math.floor(entry.host / g.clusterSize);
+      const lastCluster = Math.floor((entry.host + entry.length - 1) / g.clusterSize);
+      await parts.allocator.free(firstCluster * g.clusterSize, lastCluster - firstCluster + 1);
+    }
+  }
+  await Promise.all(holes.map((host) => parts.file.discard(host, g.clusterSize)));
+}

@@ -1,0 +1,52 @@
+/**
+ * Typed access to the small N-API addon (native/vdisk_native.cc): the Linux calls Node lacks.
+ * Loaded on first use so that modules which never touch a host file work without the build.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { VdiskError } from '../block/errors.js';
+
+export type LockKind = 'read' | 'write' | 'unlock';
+
+export interface BlockDeviceInfo {
+  /** Device size in bytes (BLKGETSIZE64). */
+  size: number;
+  /** Logical sector size in bytes (BLKSSZGET): the O_DIRECT alignment. */
+  logicalBlockSize: number;
+}
+
+export interface NativeHelpers {
+  /** fallocate(2) on the libuv pool; rejects with an Error whose code is the errno name. */
+  fallocate(fd: number, mode: number, offset: number, length: number): Promise<void>;
+  /** lseek(SEEK_DATA): the next data offset at or after `offset`, or -1 when there is none (ENXIO). */
+  seekData(fd: number, offset: number): number;
+  /** lseek(SEEK_HOLE): the next hole at or after `offset` (EOF counts as a hole), or -1 past EOF. */
+  seekHole(fd: number, offset: number): number;
+  /** Size and logical block size of a block device; null for anything else. */
+  blockDeviceInfo(fd: number): BlockDeviceInfo | null;
+  /** F_OFD_SETLK; throws an EAGAIN/EACCES-coded Error when another open file description conflicts. */
+  lock(fd: number, start: number, length: number, kind: LockKind): void;
+  /** F_OFD_GETLK: true when another open file description holds a lock that conflicts with `kind`. */
+  testLock(fd: number, start: number, length: number, kind: 'read' | 'write'): boolean;
+  readonly FALLOC_FL_KEEP_SIZE: number;
+  readonly FALLOC_FL_PUNCH_HOLE: number;
+  readonly FALLOC_FL_ZERO_RANGE: number;
+}
+
+const ADDON = 'build/Release/vdisk_native.node';
+let loaded: NativeHelpers | undefined;
+
+/** The addon, built by `npm install` (node-gyp) at the package root. */
+export function native(): NativeHelpers {
+  if (loaded) return loaded;
+  const require = createRequire(import.meta.url);
+  // src/io/ (run from source) is two levels below the root, dist/src/io/ three.
+  const candidates = [new URL(`../../../${ADDON}`, import.meta.url), new URL(`../../${ADDON}`, import.meta.url)];
+  const found = candidates.find((url) => existsSync(url));
+  if (!found) {
+    throw new VdiskError('ENOTSUP', `The native helper ${ADDON} is not built; run 'npm install' (needs g++ and make)`);
+  }
+  loaded = require(fileURLToPath(found)) as NativeHelpers;
+  return loaded;
+}

@@ -1,0 +1,125 @@
+/**
+ * `create`: a new image of a given format and size, as qemu-img create makes it. Every check
+ * (format, size, options, what the format can do) happens in planCreate, before anything on
+ * disk is touched; the format's own creator (src/format/registry.ts) then makes the image.
+ */
+import { VdiskError } from '../block/errors.js';
+import type { CreateOptionValue, FormatCreator, ProgressCallback } from '../format/create-options.js';
+import { formatDefinition } from '../format/registry.js';
+import { formatOptionHelp, formatOptionSummary, joinOptionLists, resolveOptions } from './options.js';
+import { parseSize } from './size.js';
+
+export interface CreateImageOptions {
+  filename: string;
+  /** Image format; default raw, as qemu-img. */
+  format?: string;
+  /** Virtual size: bytes, or a size text such as "64M". May instead come from options.size. */
+  size?: number | string;
+  /** `-o` options: one list ("preallocation=full,size=1G"), several, or an object of values. */
+  options?: string | readonly string[] | Readonly<Record<string, CreateOptionValue>>;
+  /** Called while a long preallocation runs, with bytes done and bytes in total. */
+  onProgress?: ProgressCallback;
+}
+
+/** A checked creation request: what will be made, and qemu-img's line announcing it. */
+export interface CreatePlan {
+  filename: string;
+  format: string;
+  size: number;
+  /** The options given, converted to their types (without size). */
+  options: Readonly<Record<string, CreateOptionValue>>;
+  /** "Formatting 'x.img', fmt=raw size=1048576 preallocation=off", as qemu-img create prints it. */
+  summary: string;
+  creator: FormatCreator;
+}
+
+/** Prefixes a message with the image name, as qemu-img does for errors inside bdrv_img_create. */
+function aboutFile(filename: string, err: unknown): unknown {
+  if (!(err instanceof VdiskError) || err.message.startsWith(`${filename}: `)) return err;
+  return new VdiskError(err.code, `${filename}: ${err.message}`, { cause: err.cause ?? err });
+}
+
+function creatorOf(filename: string, format: string): FormatCreator {
+  let creator: FormatCreator | undefined;
+  try {
+    creator = formatDefinition(format).create;
+  } catch (err) {
+    throw aboutFile(filename, err);
+  }
+  if (!creator) throw new VdiskError('ENOTSUP', `Format driver '${format}' does not support image creation`);
+  return creator;
+}
+
+/** Checks a creation request completely without touching anything. */
+export function planCreate(request: CreateImageOptions): CreatePlan {
+  const { filename } = request;
+  const format = request.format ?? 'raw';
+  if (!filename) throw new VdiskError('EINVAL', 'Expecting image file name');
+  const given =
+    request.options === undefined
+      ? ''
+      : typeof request.options === 'string'
+        ? joinOptionLists([request.options])
+        : Array.isArray(request.options)
+          ? request.options.length > 0
+            ? joinOptionLists(request.options as readonly string[])
+            : ''
+          : (request.options as Readonly<Record<string, CreateOptionValue>>);
+  const size = request.size === undefined ? undefined : parseSize(request.size);
+  const creator = creatorOf(filename, format);
+  try {
+    const resolved = resolveOptions(given, creator.options);
+    const sizeOption = resolved.get('size');
+    if (size !== undefined && sizeOption) {
+      throw new VdiskError('EINVAL', 'The image size must be specified only once');
+    }
+    const finalSize = size ?? (sizeOption?.value as number | undefined);
+    if (finalSize === undefined) throw new VdiskError('EINVAL', 'Image creation needs a size parameter');
+    if (!sizeOption) {
+      resolved.set('size', {
+        desc: creator.options.find((d) => d.name === 'size')!,
+        text: String(finalSize),
+        value: finalSize,
+      });
+    }
+    const options: Record<string, CreateOptionValue> = {};
+    for (const [name, option] of resolved) if (name !== 'size') options[name] = option.value;
+    creator.validate?.({ filename, size: finalSize, options });
+    const described = formatOptionSummary(creator.options, resolved);
+    const summary = `Formatting '${filename}', fmt=${format}${described ? ` ${described}` : ''}`;
+    return { filename, format, size: finalSize, options, summary, creator };
+  } catch (err) {
+    throw aboutFile(filename, err);
+  }
+}
+
+/** Makes the image a plan describes. */
+export async function executeCreate(plan: CreatePlan, onProgress?: ProgressCallback): Promise<void> {
+  try {
+    await plan.creator.create({ filename: plan.filename, size: plan.size, options: plan.options, onProgress });
+  } catch (err) {
+    throw aboutFile(plan.filename, err);
+  }
+}
+
+/** Creates an image: checks the request, then makes it. Returns what was made. */
+export async function createImage(request: CreateImageOptions): Promise<CreatePlan> {
+  const plan = planCreate(request);
+  await executeCreate(plan, request.onProgress);
+  return plan;
+}
+
+/**
+ * The text of `-o help` for a format: with a file name, every option ("Supported options:");
+ * without, the format's own list and a note about protocol options, as qemu-img prints it.
+ */
+export function createOptionHelp(format = 'raw', filename?: string): string {
+  const creator = formatDefinition(format).create;
+  if (!creator) throw new VdiskError('ENOTSUP', `Format driver '${format}' does not support image creation`);
+  const list = formatOptionHelp(creator.options);
+  if (filename !== undefined) return `Supported options:\n${list}`;
+  return (
+    `Supported ${format} options:\n${list}\n` +
+    'The protocol level may support further options.\nSpecify the target filename to include those options.\n'
+  );
+}

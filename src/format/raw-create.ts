@@ -61,8 +61,10 @@ async function createRaw(request: CreateRequest): Promise<void> {
   try {
     file = await FileDriver.open({ filename, cache: cacheMode('writeback'), readOnly: false, create: true });
   } catch (err) {
-    if (err instanceof VdiskError && err.code === 'ENOENT') {
-      throw new VdiskError('ENOENT', err.message.replace(/^Could not open/, 'Could not create'), { cause: err });
+    if (err instanceof VdiskError && err.message.startsWith('Could not open')) {
+      throw new VdiskError(err.code, err.message.replace(/^Could not open/, 'Could not create'), {
+        cause: err.cause ?? err,
+      });
     }
     throw err;
   }

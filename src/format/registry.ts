@@ -6,6 +6,7 @@ import type { CacheMode } from '../block/cache-mode.js';
 import type { BlockDriver } from '../block/driver.js';
 import { VdiskError } from '../block/errors.js';
 import type { FormatCreator } from './create-options.js';
+import { qcow2Creator } from './qcow2/create.js';
 import { openQcow2 } from './qcow2/open.js';
 import { RawDriver } from './raw.js';
 import { rawCreator } from './raw-create.js';
@@ -48,6 +49,7 @@ const formats = new Map<FormatName, FormatDefinition>([
       name: 'qcow2',
       probe: (head) => head.length >= 4 && head.readUInt32BE(0) === QCOW2_MAGIC,
       open: (child, context) => openQcow2(child, context),
+      create: qcow2Creator,
     },
   ],
 ]);

@@ -50,21 +50,19 @@ function creatorOf(filename: string, format: string): FormatCreator {
   return creator;
 }
 
+function optionInput(options: CreateImageOptions['options']): string | Readonly<Record<string, CreateOptionValue>> {
+  if (options === undefined || options === '') return '';
+  if (typeof options === 'string') return joinOptionLists([options]);
+  if (Array.isArray(options)) return options.length > 0 ? joinOptionLists(options as readonly string[]) : '';
+  return options as Readonly<Record<string, CreateOptionValue>>;
+}
+
 /** Checks a creation request completely without touching anything. */
 export function planCreate(request: CreateImageOptions): CreatePlan {
   const { filename } = request;
   const format = request.format ?? 'raw';
   if (!filename) throw new VdiskError('EINVAL', 'Expecting image file name');
-  const given =
-    request.options === undefined
-      ? ''
-      : typeof request.options === 'string'
-        ? joinOptionLists([request.options])
-        : Array.isArray(request.options)
-          ? request.options.length > 0
-            ? joinOptionLists(request.options as readonly string[])
-            : ''
-          : (request.options as Readonly<Record<string, CreateOptionValue>>);
+  const given = optionInput(request.options);
   const size = request.size === undefined ? undefined : parseSize(request.size);
   const creator = creatorOf(filename, format);
   try {

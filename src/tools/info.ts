@@ -5,7 +5,7 @@
 import type { BlockBackend } from '../block/backend.js';
 import type { BlockDriver } from '../block/driver.js';
 import { openImageWithFormat } from '../block/open.js';
-import type { FormatName } from '../format/registry.js';
+import { type FormatName, formatDefinition } from '../format/registry.js';
 import { dumpQobject, inQdictOrder, toQemuJson } from './qemu-json.js';
 import { formatSize } from './size.js';
 
@@ -66,8 +66,10 @@ export async function backendInfo(backend: BlockBackend, filename: string, forma
 
 /** Opens an image read-only and reports on it, as qemu-img info does. */
 export async function imageInfo(filename: string, options: ImageInfoOptions = {}): Promise<ImageInfo> {
+  const wanted = options.format ?? 'probe';
+  if (wanted !== 'probe') formatDefinition(wanted); // an unknown format fails before the file is opened
   const { backend, format } = await openImageWithFormat(filename, {
-    format: options.format ?? 'probe',
+    format: wanted,
     readOnly: true,
     lock: options.lock ?? true,
   });

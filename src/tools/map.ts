@@ -118,7 +118,8 @@ export function formatMapHuman(entries: readonly MapEntry[]): string {
     if (e.data && e.offset === undefined) {
       throw new VdiskError('ENOTSUP', 'File contains external, encrypted or compressed clusters.');
     }
-    if (e.data && !e.zero) text += `${hexColumn(e.start)}${hexColumn(e.length)}${hexColumn(e.offset ?? 0)}${e.filename ?? ''}\n`;
+    if (e.data && !e.zero)
+      text += `${hexColumn(e.start)}${hexColumn(e.length)}${hexColumn(e.offset ?? 0)}${e.filename ?? ''}\n`;
   }
   return text;
 }

@@ -180,7 +180,10 @@ export function formatOptionHelp(descs: readonly CreateOptionDesc[]): string {
  * declared order, given options and defaults; strings with ',' doubled, sizes and numbers as
  * parsed integers, booleans as given.
  */
-export function formatOptionSummary(descs: readonly CreateOptionDesc[], given: ReadonlyMap<string, ResolvedOption>): string {
+export function formatOptionSummary(
+  descs: readonly CreateOptionDesc[],
+  given: ReadonlyMap<string, ResolvedOption>,
+): string {
   const parts: string[] = [];
   for (const desc of descs) {
     const option = given.get(desc.name);

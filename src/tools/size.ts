@@ -34,7 +34,12 @@ function strtoull(
     negative = text[i] === '-';
     i++;
   }
-  if (base === 16 && text[i] === '0' && (text[i + 1] === 'x' || text[i + 1] === 'X') && digitValue(text[i + 2], 16) >= 0) {
+  if (
+    base === 16 &&
+    text[i] === '0' &&
+    (text[i + 1] === 'x' || text[i + 1] === 'X') &&
+    digitValue(text[i + 2], 16) >= 0
+  ) {
     i += 2;
   }
   const start = i;

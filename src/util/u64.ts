@@ -101,3 +101,8 @@ export function bitsOf(high: number, low: number, lowBit: number, highBit: numbe
   }
   return value;
 }
+
+/** Reads bits [lowBit, highBit] of the big-endian 64-bit field at `off` (at most 53 bits wide). */
+export function readU64Bits(buf: Buffer, off: number, lowBit: number, highBit: number): number {
+  return bitsOf(buf.readUInt32BE(off), buf.readUInt32BE(off + 4), lowBit, highBit);
+}

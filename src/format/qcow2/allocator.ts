@@ -107,24 +107,40 @@ export class Allocator {
     }
   }
 
-  /** Creates the refcount block for table index `tableIndex`, inside the range it counts. */
+  /**
+   * Creates the refcount block for table index `tableIndex` at the first free cluster, as QEMU
+   * does, so a contiguous allocation can still be found after it. The new block counts itself
+   * when it lies in its own range; otherwise the block that covers it counts it.
+   */
   async #addRefblock(tableIndex: number): Promise<void> {
     const { refcounts, writer, file } = this.#deps;
     if (tableIndex >= refcounts.tableCapacity) {
       await this.#growTable(tableIndex);
       return;
     }
-    // No block counts this range, so every cluster in it is free: take its first one.
-    const cluster = tableIndex * refcounts.perBlock;
+    let cluster = this.#freeHint;
+    while ((await refcounts.get(cluster)) !== 0) cluster++;
+    const home = Math.floor(cluster / refcounts.perBlock);
+    if (home !== tableIndex && (refcounts.table[home] ?? 0) === 0) {
+      // The free cluster's own range has no block yet: make that one first (it counts itself).
+      await this.#addRefblock(home);
+      return;
+    }
     const offset = cluster * this.#clusterSize;
     const block = Buffer.alloc(this.#clusterSize);
-    setRefcount(block, 0, refcounts.order, 1);
+    if (home === tableIndex) {
+      setRefcount(block, cluster - tableIndex * refcounts.perBlock, refcounts.order, 1);
+    } else {
+      await refcounts.update(cluster, 1, +1);
+      await this.flushRefcounts();
+    }
     writer.claim('refblock', offset, this.#clusterSize);
     await writer.writeTable('refblock', offset, block);
     await file.flush();
     refcounts.setTableEntry(tableIndex, offset);
     await this.#writeTableEntry(tableIndex, offset);
     await file.flush();
+    if (cluster === this.#freeHint) this.#freeHint = cluster + 1;
     this.#highWater = Math.max(this.#highWater, cluster + 1);
   }
 

@@ -143,6 +143,25 @@ function validateTable(
 }
 
 /**
+ * The cluster bits of a qcow2 header, from its first 24 bytes: lets a reader learn how much of
+ * cluster 0 to read before decoding the header (header_length may be up to a cluster).
+ * Throws like decodeHeader for a file that is not qcow2 or a cluster size out of range.
+ */
+export function peekClusterBits(buf: Buffer): number {
+  if (buf.length < 24 || buf.readUInt32BE(HEADER.magic) !== QCOW2_MAGIC) {
+    throw new VdiskError('EINVAL', 'Image is not in qcow2 format');
+  }
+  const version = buf.readUInt32BE(HEADER.version);
+  if (version !== 2 && version !== 3) throw unsupported(`Unsupported qcow2 version ${version}`);
+  const clusterBits = buf.readUInt32BE(HEADER.clusterBits);
+  if (clusterBits < MIN_CLUSTER_BITS || clusterBits > MAX_CLUSTER_BITS) {
+    const message = `Unsupported cluster size: 2^${clusterBits}`;
+    throw clusterBits < MIN_CLUSTER_BITS || clusterBits > 62 ? corrupt(message) : unsupported(message);
+  }
+  return clusterBits;
+}
+
+/**
  * Decodes and validates the header at the start of `buf` (pass cluster 0, or at least
  * header_length bytes of it; the feature-name table in it names unknown features in errors).
  */
@@ -155,12 +174,7 @@ export function decodeHeader(buf: Buffer, options: DecodeHeaderOptions = {}): Qc
   if (buf.length < (version === 2 ? V2_HEADER_LENGTH : V3_MIN_HEADER_LENGTH)) {
     throw corrupt('qcow2 header is truncated');
   }
-
-  const clusterBits = buf.readUInt32BE(HEADER.clusterBits);
-  if (clusterBits < MIN_CLUSTER_BITS || clusterBits > MAX_CLUSTER_BITS) {
-    const message = `Unsupported cluster size: 2^${clusterBits}`;
-    throw clusterBits < MIN_CLUSTER_BITS || clusterBits > 62 ? corrupt(message) : unsupported(message);
-  }
+  const clusterBits = peekClusterBits(buf);
   const clusterSize = 2 ** clusterBits;
 
   let incompat = { value: 0, highBits: [] as number[] };

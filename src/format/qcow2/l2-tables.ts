@@ -106,14 +106,18 @@ export class L2Tables {
     }
     const current = decodeL1(this.#d.l1, l1Index, this.#g);
     if (current.l2Offset !== 0 && current.copied) return current.l2Offset;
-    if (current.l2Offset !== 0) {
-      throw new VdiskError('ENOTSUP', 'Writing to an L2 table shared with an internal snapshot is not supported');
-    }
     const { allocator, cache, writer, file } = this.#d;
     const offset = await allocator.allocate(1);
     writer.claim('l2', offset, this.#g.clusterSize);
     const table = await cache.create(offset);
     try {
+      if (current.l2Offset !== 0) {
+        // Shared with an internal snapshot: this image gets its own copy. The data clusters it
+        // names stay shared (no COPIED bit), so writes to them copy on write in turn.
+        const shared = await cache.get(current.l2Offset);
+        shared.data.copy(table.data);
+        cache.release(shared);
+      }
       // R1 then R2: the new table's refcount, then the table itself, are durable before L1 names it.
       if (!this.#d.lazyRefcounts) await allocator.flushRefcounts();
       await writer.writeTable('l2', offset, Buffer.from(table.data));
@@ -124,6 +128,11 @@ export class L2Tables {
     }
     encodeL1(this.#d.l1, l1Index, { l2Offset: offset, copied: true }, this.#g);
     await writer.writeTable('l1', this.#d.l1Offset + l1Index * 8, this.#d.l1.subarray(l1Index * 8, l1Index * 8 + 8));
+    if (current.l2Offset !== 0) {
+      // The snapshot keeps the old table; this image no longer references it (R4: L1 first).
+      await file.flush();
+      await allocator.free(current.l2Offset, 1);
+    }
     return offset;
   }
 }

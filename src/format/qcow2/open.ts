@@ -23,6 +23,7 @@ import { MetadataWriter } from './metadata-writer.js';
 import { newLocks } from './parts.js';
 import { decodeReftableEntry } from './refcount-block.js';
 import { Refcounts } from './refcounts.js';
+import { loadSnapshots } from './snapshots.js';
 
 /** QEMU's default L2 cache: enough for 32 MiB of L2 tables or the whole image, whichever is less. */
 const DEFAULT_L2_CACHE_BYTES = 32 * 1024 * 1024;
@@ -92,7 +93,9 @@ export async function openQcow2(
   writer.claim('l1', header.l1TableOffset, l1.length);
   writer.claim('refcount-table', header.refcountTableOffset, reftableBytes);
   for (const block of table) if (block !== 0) writer.claim('refblock', block, clusterSize);
-  if (header.nbSnapshots > 0) writer.claim('snapshot-table', header.snapshotsOffset, 1);
+  const { snapshots, size: snapshotTableBytes } = await loadSnapshots(file, header);
+  if (snapshots.length > 0) writer.claim('snapshot-table', header.snapshotsOffset, snapshotTableBytes);
+  for (const s of snapshots) writer.claim('snapshot-l1', s.l1TableOffset, s.l1Size * 8);
 
   const lazyRefcounts = (header.compatibleFeatures & COMPAT_LAZY_REFCOUNTS) !== 0;
   const l2CacheTables = Math.max(

@@ -1,0 +1,85 @@
+/**
+ * The vdisk command line: dispatches `vdisk <command> …` to one module per command, and turns
+ * every failure into one line on stderr ("vdisk: <message>") and exit status 1, as qemu-img
+ * does. A stack trace is printed only when VDISK_DEBUG is set.
+ */
+import { readFileSync } from 'node:fs';
+import { isVdiskError } from '../block/errors.js';
+import { formatNames } from '../format/registry.js';
+import type { CliCommand, CliStreams } from './args.js';
+import { createCommand } from './create.js';
+import { demoCommand } from './demo.js';
+import { infoCommand } from './info.js';
+import { ioCommand } from './io.js';
+import { mapCommand } from './map.js';
+
+export const COMMANDS: readonly CliCommand[] = [createCommand, infoCommand, mapCommand, ioCommand, demoCommand];
+
+/** The package version, from package.json (two or three levels up: src/cli or dist/src/cli). */
+export function version(): string {
+  for (const up of ['../../package.json', '../../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(up, import.meta.url), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'vdisk' && pkg.version) return pkg.version;
+    } catch {
+      // try the next candidate
+    }
+  }
+  return 'unknown';
+}
+
+function mainHelp(): string {
+  const lines = COMMANDS.map((c) => `  ${c.summary}`).join('\n');
+  return `usage: vdisk <command> [options]
+vdisk: a virtual-disk storage engine for RAW and QCOW2 images, byte-compatible with QEMU.
+
+Commands:
+${lines}
+
+  vdisk <command> --help   a command's options
+  vdisk --version          the version
+
+Sizes take the suffixes k, M, G, T, P, E (powers of 1024). Formats: ${formatNames().join(', ')}.
+Errors are one line on stderr and exit status 1; set VDISK_DEBUG=1 for stack traces.
+`;
+}
+
+export const stdio: CliStreams = {
+  out: (text) => {
+    process.stdout.write(text);
+  },
+  err: (text) => {
+    process.stderr.write(text);
+  },
+};
+
+/** Runs one vdisk command line (without the program name) and returns the exit status. */
+export async function runCli(argv: readonly string[], streams: CliStreams = stdio): Promise<number> {
+  const [name, ...rest] = argv;
+  try {
+    if (name === undefined) {
+      streams.err("vdisk: Expecting a command (see 'vdisk --help')\n");
+      return 1;
+    }
+    if (name === '--help' || name === '-h' || name === 'help') {
+      const topic = name === 'help' ? COMMANDS.find((c) => c.name === rest[0]) : undefined;
+      streams.out(topic ? topic.help : mainHelp());
+      return 0;
+    }
+    if (name === '--version' || name === '-V') {
+      streams.out(`vdisk version ${version()}\n`);
+      return 0;
+    }
+    const command = COMMANDS.find((c) => c.name === name);
+    if (!command) {
+      streams.err(`vdisk: Command not found: ${name} (see 'vdisk --help')\n`);
+      return 1;
+    }
+    return await command.run(rest, streams);
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    streams.err(isVdiskError(err) ? `vdisk: ${message}\n` : `vdisk: internal error: ${message}\n`);
+    if (process.env.VDISK_DEBUG && err instanceof Error && err.stack) streams.err(`${err.stack}\n`);
+    return 1;
+  }
+}

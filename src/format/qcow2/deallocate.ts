@@ -15,7 +15,9 @@ export type DeallocateMode =
   /** Write-zeroes that may give the space back. */
   | 'zero-unmap'
   /** Write-zeroes that keeps the host clusters allocated (preallocated zero clusters). */
-  | 'zero-keep';
+  | 'zero-keep'
+  /** Shrinking: the clusters leave the image entirely. */
+  | 'forget';
 
 /**
  * Applies `mode` to `count` whole guest clusters from `cluster`. The caller holds the clusters
@@ -30,7 +32,7 @@ export async function deallocateClusters(
 ): Promise<boolean> {
   const g = parts.geometry;
   const hasZeroFlag = g.version >= 3;
-  if (!hasZeroFlag && mode !== 'discard' && parts.backing) return false;
+  if (!hasZeroFlag && (mode === 'zero-unmap' || mode === 'zero-keep') && parts.backing) return false;
   await parts.metadataLock.run(async () => {
     const toFree: L2Entry[] = [];
     for (let c = cluster; c < cluster + count; ) {
@@ -58,7 +60,7 @@ function replacement(parts: ImageParts, old: L2Entry, mode: DeallocateMode, keep
   const host = keep ? (old as { host: number }).host : 0;
   // Without a backing file and without data, unallocated already reads as zeros.
   const needZero = g.version >= 3 && (parts.backing !== undefined || old.kind !== 'unallocated' || keep);
-  if (mode === 'discard' && g.version < 3) return { kind: 'unallocated' };
+  if (mode === 'forget' || (mode === 'discard' && g.version < 3)) return { kind: 'unallocated' };
   if (!needZero) return { kind: 'unallocated' };
   if (g.extendedL2) {
     if (keep) return { kind: 'data', host, copied: true, sub: { alloc: 0, zero: ALL } };

@@ -10,6 +10,7 @@ import { INCOMPATIBLE_DIRTY } from './header-store.js';
 import { mapRange } from './mapping.js';
 import type { ImageParts } from './parts.js';
 import { readGuest } from './read-path.js';
+import { resizeImage } from './resize.js';
 import { writeGuest } from './write-path.js';
 
 export class Qcow2Image implements BlockDriver {
@@ -33,7 +34,7 @@ export class Qcow2Image implements BlockDriver {
   }
 
   get capabilities(): DriverCapabilities {
-    return { fua: false, discard: true, writeZeroes: true, blockStatus: true, resize: false };
+    return { fua: false, discard: true, writeZeroes: true, blockStatus: true, resize: true };
   }
 
   get alignment(): Alignment {
@@ -118,8 +119,9 @@ export class Qcow2Image implements BlockDriver {
     };
   }
 
-  async truncate(_length: number, _preallocation: Preallocation): Promise<void> {
-    throw new VdiskError('ENOTSUP', 'Resizing qcow2 images is not supported yet');
+  async truncate(length: number, preallocation: Preallocation): Promise<void> {
+    await this.#beforeWrite();
+    await resizeImage(this.parts, length, preallocation);
   }
 
   close(): Promise<void> {

@@ -38,6 +38,34 @@ export class L2Tables {
     return this.#d.l1.length / 8;
   }
 
+  /**
+   * Grows the L1 table to `entries` (rule R5): the bigger table is written whole at a new place
+   * and made durable, `switchHeader` points the header at it in one write, then the old table is
+   * freed.
+   */
+  async growL1(entries: number, switchHeader: (offset: number, entries: number) => Promise<void>): Promise<void> {
+    if (entries <= this.l1Entries) return;
+    const { allocator, writer, file } = this.#d;
+    const cs = this.#g.clusterSize;
+    const bytes = entries * 8;
+    const clusters = Math.ceil(bytes / cs);
+    const offset = await allocator.allocate(clusters);
+    const table = Buffer.alloc(bytes);
+    this.#d.l1.copy(table);
+    await allocator.flushRefcounts();
+    writer.claim('l1', offset, bytes);
+    await writer.writeTable('l1', offset, table);
+    await file.flush();
+    const old = { offset: this.#d.l1Offset, bytes: this.#d.l1.length };
+    await switchHeader(offset, entries);
+    this.#d.l1 = table;
+    this.#d.l1Offset = offset;
+    if (old.bytes > 0) {
+      writer.release(old.offset, old.bytes);
+      await allocator.free(old.offset, Math.ceil(old.bytes / cs));
+    }
+  }
+
   /** Host offset of the L2 table for L1 index `i` (0 = none). */
   l2Offset(i: number): number {
     if (i >= this.l1Entries) return 0;

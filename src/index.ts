@@ -1,14 +1,15 @@
 /** vdisk's public API: open and create images, and the types and errors they use. */
-export { BlockBackend } from './block/backend.js';
+
 export type { BackendCounters, BackendOptions } from './block/backend.js';
-export { CACHE_MODE_NAMES, parseCacheMode } from './block/cache-mode.js';
+export { BlockBackend } from './block/backend.js';
 export type { CacheMode, CacheModeName } from './block/cache-mode.js';
+export { CACHE_MODE_NAMES, parseCacheMode } from './block/cache-mode.js';
 export type { BlockDriver, Extent, WriteFlags, ZeroFlags } from './block/driver.js';
-export { ERROR_CODES, VdiskError, isVdiskError } from './block/errors.js';
 export type { ErrorCode } from './block/errors.js';
-export { openImage } from './block/open.js';
+export { ERROR_CODES, isVdiskError, VdiskError } from './block/errors.js';
 export type { OpenImageOptions } from './block/open.js';
-export { PREALLOCATIONS, parsePreallocation } from './block/preallocation.js';
+export { openImage } from './block/open.js';
 export type { Preallocation } from './block/preallocation.js';
+export { PREALLOCATIONS, parsePreallocation } from './block/preallocation.js';
 export type { FormatName } from './format/registry.js';
 export { MemoryDriver } from './io/memory.js';

@@ -95,6 +95,19 @@ export class BlockBackend {
     });
   }
 
+  /** Writes whole clusters compressed, where the format can (qcow2); ENOTSUP elsewhere. */
+  writeCompressed(offset: number, buf: Buffer): Promise<void> {
+    return this.#run(offset, buf.length, true, async () => {
+      const root = this.root;
+      if (!root.writeCompressed)
+        throw new VdiskError('ENOTSUP', `The ${root.driverName} format cannot store compressed data`);
+      await root.writeCompressed(offset, buf);
+      if (!this.writeCache) await root.flush();
+      this.counters.writes++;
+      this.counters.bytesWritten += buf.length;
+    });
+  }
+
   discard(offset: number, length: number): Promise<void> {
     return this.#run(offset, length, true, async () => {
       await this.root.discard(offset, length);

@@ -84,6 +84,11 @@ export interface BlockDriver {
   /** Releases everything; pending state is written out first when writable. Idempotent. */
   close(): Promise<void>;
 
+  /** Writes one whole cluster compressed (formats that can: qcow2). */
+  writeCompressed?(offset: number, buf: Buffer): Promise<void>;
+  /** The size of a cluster of this format, for writeCompressed and for copying tools. */
+  clusterSize?(): number;
+
   /** Bytes the node uses on the host (st_blocks * 512 for files), when known. */
   allocatedSize?(): Promise<number | undefined>;
   /** Format-specific facts for `info` (qcow2: compat, cluster size, …). */

@@ -13,12 +13,11 @@ import type { BlockDriver } from '../block/driver.js';
 import { VdiskError } from '../block/errors.js';
 import { parsePreallocation } from '../block/preallocation.js';
 import { probeFormat } from '../format/registry.js';
-import { formatFixed } from './printf.js';
+import { CommandError, checkLength, cvtnum, getopt, hexDump, parsePattern, reportText, timed } from './io-text.js';
 import { dumpQobject } from './qemu-json.js';
-import { formatIoSize, INT64_MAX, strtosz } from './size.js';
+import { formatIoSize } from './size.js';
 
-/** QEMU's BDRV_REQUEST_MAX_BYTES: the longest single request qemu-io accepts. */
-export const MAX_REQUEST_BYTES = 2147483136;
+export { CommandError, hexDump, MAX_REQUEST_BYTES } from './io-text.js';
 
 export interface IoSessionOptions {
   backend: BlockBackend;
@@ -44,141 +43,8 @@ interface CommandInfo {
   run(session: IoSession, argv: string[]): Promise<boolean>;
 }
 
-/** A command failed; its message was printed already. */
-class Failed extends Error {}
-
-/** getopt(3) with GNU argument permutation, as qemu-io's commands parse their flags. */
-function getopt(
-  session: IoSession,
-  command: CommandInfo,
-  argv: string[],
-  spec: string,
-): { flags: Array<[string, string]>; rest: string[] } {
-  const flags: Array<[string, string]> = [];
-  const rest: string[] = [];
-  for (let i = 1; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === '--') {
-      rest.push(...argv.slice(i + 1));
-      break;
-    }
-    if (!arg.startsWith('-') || arg === '-') {
-      rest.push(arg);
-      continue;
-    }
-    for (let j = 1; j < arg.length; j++) {
-      const c = arg[j]!;
-      const at = spec.indexOf(c);
-      if (at < 0 || c === ':') {
-        session.err(`${argv[0]}: invalid option -- '${c}' (usage: ${command.name} ${command.args})\n`);
-        throw new Failed();
-      }
-      if (spec[at + 1] !== ':') {
-        flags.push([c, '']);
-        continue;
-      }
-      if (j + 1 < arg.length) flags.push([c, arg.slice(j + 1)]);
-      else if (i + 1 < argv.length) flags.push([c, argv[++i]!]);
-      else {
-        session.err(`${argv[0]}: option requires an argument -- '${c}' (usage: ${command.name} ${command.args})\n`);
-        throw new Failed();
-      }
-      break;
-    }
-  }
-  return { flags, rest };
-}
-
-/** qemu-io's cvtnum: a size text, with its two parsing messages. */
-function cvtnum(session: IoSession, text: string): number {
-  const parsed = strtosz(text);
-  if (!parsed.ok && parsed.error === 'invalid') {
-    session.err(`Parsing error: non-numeric argument, or extraneous/unrecognized suffix -- ${text}\n`);
-    throw new Failed();
-  }
-  if (!parsed.ok || parsed.value > INT64_MAX || parsed.value > BigInt(Number.MAX_SAFE_INTEGER)) {
-    session.err(`Parsing error: argument too large -- ${text}\n`);
-    throw new Failed();
-  }
-  return Number(parsed.value);
-}
-
-/** qemu-io's parse_pattern: strtol(arg, 0) in 0..255. */
-function parsePattern(session: IoSession, text: string): number {
-  const m = /^[ \t\n\v\f\r]*([+-]?)(?:0[xX]([0-9a-fA-F]+)|0([0-7]*)|([1-9][0-9]*))$/.exec(text);
-  let value = Number.NaN;
-  if (m) {
-    const magnitude = m[2] ? Number.parseInt(m[2], 16) : m[4] ? Number(m[4]) : Number.parseInt(m[3] || '0', 8);
-    value = m[1] === '-' ? -magnitude : magnitude;
-  }
-  if (!(value >= 0 && value <= 255)) {
-    session.err(`${text} is not a valid pattern byte\n`);
-    throw new Failed();
-  }
-  return value;
-}
-
-function checkLength(session: IoSession, count: number, text: string, suffix = ''): void {
-  if (count > MAX_REQUEST_BYTES) {
-    session.err(`length cannot exceed ${MAX_REQUEST_BYTES}${suffix}, given ${text}\n`);
-    throw new Failed();
-  }
-}
-
-/** qemu-io's timestr: "00.00 sec" under a second, else "h:mm:ss.ss" (always that with -C). */
-function timeText(seconds: number, fixed: boolean): string {
-  const whole = Math.floor(seconds);
-  const frac = seconds - whole;
-  if (fixed || whole > 0) {
-    const h = Math.floor(whole / 3600);
-    const m = Math.floor((whole % 3600) / 60);
-    const s = (whole % 60) + frac;
-    return `${h}:${String(m).padStart(2, '0')}:${formatFixed(s, 2).padStart(5, '0')}`;
-  }
-  return `${formatFixed(frac, 2).padStart(5, '0')} sec`;
-}
-
-/** The isalnum-or-dot hex dump of qemu-io read -v. */
-export function hexDump(buf: Buffer, offset: number): string {
-  let text = '';
-  for (let i = 0; i < buf.length; i += 16) {
-    const line = buf.subarray(i, Math.min(i + 16, buf.length));
-    const hex = [...line].map((b) => `${b.toString(16).padStart(2, '0')} `).join('');
-    const chars = [...line].map((b) => (/[A-Za-z0-9]/.test(String.fromCharCode(b)) ? String.fromCharCode(b) : '.'));
-    text += `${(offset + i).toString(16).padStart(8, '0')}:  ${hex} ${chars.join('')}\n`;
-  }
-  return text;
-}
-
 function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
-}
-
-/** qemu-io's print_report: "wrote 4096/4096 bytes at offset 0" and the speed line, or -C's CSV. */
-function report(
-  session: IoSession,
-  op: string,
-  seconds: number,
-  offset: number,
-  count: number,
-  total: number,
-  csv: boolean,
-): void {
-  const t = seconds > 0 ? seconds : 1e-9;
-  if (csv) {
-    session.out(`${total},1,${timeText(seconds, true)},${formatFixed(count / t, 3)},${formatFixed(1 / t, 3)}\n`);
-    return;
-  }
-  session.out(`${op} ${total}/${count} bytes at offset ${offset}\n`);
-  session.out(
-    `${formatIoSize(total)}, 1 ops; ${timeText(seconds, false)} (${formatIoSize(total / t)}/sec and ${formatFixed(1 / t, 4)} ops/sec)\n`,
-  );
-}
-
-async function timed(op: () => Promise<void>): Promise<number> {
-  const t0 = process.hrtime.bigint();
-  await op();
-  return Number(process.hrtime.bigint() - t0) / 1e9;
 }
 
 const readCommand: CommandInfo = {
@@ -189,7 +55,7 @@ const readCommand: CommandInfo = {
   argmin: 2,
   argmax: -1,
   async run(session, argv) {
-    const { flags, rest } = getopt(session, this, argv, 'Cl:pP:qs:v');
+    const { flags, rest } = getopt(argv, 'Cl:pP:qs:v', usageOf(this));
     let csv = false;
     let quiet = false;
     let verbose = false;
@@ -201,29 +67,27 @@ const readCommand: CommandInfo = {
       if (c === 'C') csv = true;
       else if (c === 'q') quiet = true;
       else if (c === 'v') verbose = true;
-      else if (c === 'P') pattern = parsePattern(session, arg);
+      else if (c === 'P') pattern = parsePattern(arg);
       else if (c === 's') {
         sflag = true;
-        patternOffset = cvtnum(session, arg);
-      } else if (c === 'l') patternCount = cvtnum(session, arg);
+        patternOffset = cvtnum(arg);
+      } else if (c === 'l') patternCount = cvtnum(arg);
     }
     if (rest.length !== 2) return session.usage(this);
-    const offset = cvtnum(session, rest[0]!);
-    const count = cvtnum(session, rest[1]!);
-    checkLength(session, count, rest[1]!);
+    const offset = cvtnum(rest[0]!);
+    const count = cvtnum(rest[1]!);
+    checkLength(count, rest[1]!);
     if (pattern === undefined && (patternCount !== undefined || sflag)) return session.usage(this);
     const checkCount = patternCount ?? count - patternOffset;
     if (checkCount < 0 || checkCount + patternOffset > count) {
-      session.err('pattern verification range exceeds end of read data\n');
-      return false;
+      throw new CommandError('pattern verification range exceeds end of read data');
     }
     const buf = Buffer.alloc(count, 0xab);
     let seconds: number;
     try {
       seconds = await timed(() => session.backend.readInto(offset, buf));
     } catch (err) {
-      session.err(`read failed: ${errorText(err)}\n`);
-      return false;
+      throw new CommandError(`read failed: ${errorText(err)}`);
     }
     let ok = true;
     if (pattern !== undefined) {
@@ -235,7 +99,7 @@ const readCommand: CommandInfo = {
     }
     if (quiet) return ok;
     if (verbose) session.out(hexDump(buf, offset));
-    report(session, 'read', seconds, offset, count, count, csv);
+    session.out(reportText('read', seconds, offset, count, csv));
     return ok;
   },
 };
@@ -249,7 +113,7 @@ const writeCommand: CommandInfo = {
   argmax: -1,
   writes: true,
   async run(session, argv) {
-    const { flags, rest } = getopt(session, this, argv, 'CfnpP:quz');
+    const { flags, rest } = getopt(argv, 'CfnpP:quz', usageOf(this));
     let csv = false;
     let quiet = false;
     let fua = false;
@@ -264,24 +128,21 @@ const writeCommand: CommandInfo = {
       else if (c === 'n') noFallback = true;
       else if (c === 'u') mayUnmap = true;
       else if (c === 'z') zero = true;
-      else if (c === 'P') pattern = parsePattern(session, arg);
+      else if (c === 'P') pattern = parsePattern(arg);
     }
     if (rest.length !== 2) return session.usage(this);
     if (noFallback && !zero) {
-      session.err('-n requires -z to be specified\n');
-      return false;
+      throw new CommandError('-n requires -z to be specified');
     }
     if (mayUnmap && !zero) {
-      session.err('-u requires -z to be specified\n');
-      return false;
+      throw new CommandError('-u requires -z to be specified');
     }
     if (zero && pattern !== undefined) {
-      session.err('Only one of -z, -P, and -s can be specified at the same time\n');
-      return false;
+      throw new CommandError('Only one of -z, -P, and -s can be specified at the same time');
     }
-    const offset = cvtnum(session, rest[0]!);
-    const count = cvtnum(session, rest[1]!);
-    if (!noFallback) checkLength(session, count, rest[1]!, ' without -n');
+    const offset = cvtnum(rest[0]!);
+    const count = cvtnum(rest[1]!);
+    if (!noFallback) checkLength(count, rest[1]!, ' without -n');
     const backend = session.backend;
     let seconds: number;
     try {
@@ -293,10 +154,9 @@ const writeCommand: CommandInfo = {
         seconds = await timed(() => backend.write(offset, buf, { fua }));
       }
     } catch (err) {
-      session.err(`write failed: ${errorText(err)}\n`);
-      return false;
+      throw new CommandError(`write failed: ${errorText(err)}`);
     }
-    if (!quiet) report(session, 'wrote', seconds, offset, count, count, csv);
+    if (!quiet) session.out(reportText('wrote', seconds, offset, count, csv));
     return true;
   },
 };
@@ -310,21 +170,20 @@ const discardCommand: CommandInfo = {
   argmax: -1,
   writes: true,
   async run(session, argv) {
-    const { flags, rest } = getopt(session, this, argv, 'Cq');
+    const { flags, rest } = getopt(argv, 'Cq', usageOf(this));
     const csv = flags.some(([c]) => c === 'C');
     const quiet = flags.some(([c]) => c === 'q');
     if (rest.length !== 2) return session.usage(this);
-    const offset = cvtnum(session, rest[0]!);
-    const count = cvtnum(session, rest[1]!);
-    checkLength(session, count, rest[1]!);
+    const offset = cvtnum(rest[0]!);
+    const count = cvtnum(rest[1]!);
+    checkLength(count, rest[1]!);
     let seconds: number;
     try {
       seconds = await timed(() => session.backend.discard(offset, count));
     } catch (err) {
-      session.err(`discard failed: ${errorText(err)}\n`);
-      return false;
+      throw new CommandError(`discard failed: ${errorText(err)}`);
     }
-    if (!quiet) report(session, 'discard', seconds, offset, count, count, csv);
+    if (!quiet) session.out(reportText('discard', seconds, offset, count, csv));
     return true;
   },
 };
@@ -341,8 +200,7 @@ const flushCommand: CommandInfo = {
       await session.backend.flush();
       return true;
     } catch (err) {
-      session.err(`flush failed: ${errorText(err)}\n`);
-      return false;
+      throw new CommandError(`flush failed: ${errorText(err)}`);
     }
   },
 };
@@ -356,24 +214,22 @@ const truncateCommand: CommandInfo = {
   argmax: 3,
   writes: true,
   async run(session, argv) {
-    const { flags, rest } = getopt(session, this, argv, 'm:');
+    const { flags, rest } = getopt(argv, 'm:', usageOf(this));
     let mode = 'off';
     for (const [, arg] of flags) mode = arg;
     let prealloc: ReturnType<typeof parsePreallocation>;
     try {
       prealloc = parsePreallocation(mode);
     } catch {
-      session.err(`vdisk: Invalid preallocation mode '${mode}'\n`);
-      return false;
+      throw new CommandError(`vdisk: Invalid preallocation mode '${mode}'`);
     }
     if (rest.length < 1) return session.usage(this);
-    const length = cvtnum(session, rest[0]!);
+    const length = cvtnum(rest[0]!);
     try {
       await session.backend.truncate(length, prealloc);
       return true;
     } catch (err) {
-      session.err(`vdisk: ${errorText(err)}\n`);
-      return false;
+      throw new CommandError(`vdisk: ${errorText(err)}`);
     }
   },
 };
@@ -456,8 +312,7 @@ const mapCommand: CommandInfo = {
       }
       return true;
     } catch (err) {
-      session.err(`vdisk: Failed to get allocation status: ${errorText(err)}\n`);
-      return false;
+      throw new CommandError(`vdisk: Failed to get allocation status: ${errorText(err)}`);
     }
   },
 };
@@ -473,8 +328,7 @@ const helpCommand: CommandInfo = {
     if (argv.length > 1) {
       const command = findCommand(argv[1]!);
       if (!command) {
-        session.err(`command ${argv[1]} not found\n`);
-        return false;
+        throw new CommandError(`command ${argv[1]} not found`);
       }
       session.out(oneline(command));
       return true;
@@ -516,6 +370,10 @@ function oneline(command: CommandInfo): string {
   return `${command.name} ${command.args ? `${command.args} ` : command.name === 'map' ? ' ' : ''}-- ${command.oneline}\n`;
 }
 
+function usageOf(command: CommandInfo): string {
+  return `${command.name} ${command.args}`.trimEnd();
+}
+
 function findCommand(name: string): CommandInfo | undefined {
   return COMMANDS.find((c) => c.name === name || c.alias === name);
 }
@@ -555,7 +413,7 @@ export class IoSession {
 
   /** Reports a wrong number of operands with the command's usage, and fails. */
   usage(command: CommandInfo): false {
-    this.err(`${command.name}: wrong arguments (usage: ${command.name} ${command.args})\n`);
+    this.err(`${command.name}: wrong arguments (usage: ${usageOf(command)})\n`);
     return false;
   }
 
@@ -600,8 +458,9 @@ export class IoSession {
     try {
       return await command.run(this, argv);
     } catch (err) {
-      if (err instanceof Failed) return false;
-      throw err;
+      if (!(err instanceof CommandError)) throw err;
+      this.err(`${err.message}\n`);
+      return false;
     }
   }
 }

@@ -84,6 +84,32 @@ export class Allocator {
     }
   }
 
+  /** Where the next compressed cluster may go: a byte offset inside a cluster we own, or 0. */
+  #nextCompressedByte = 0;
+
+  /**
+   * Takes `length` bytes for compressed data, packed after the previous compressed cluster when
+   * they fit in the same host cluster (QEMU's alloc_bytes). Every host cluster the bytes touch
+   * gains one reference.
+   */
+  async allocateBytes(length: number): Promise<number> {
+    const cs = this.#clusterSize;
+    const next = this.#nextCompressedByte;
+    if (next !== 0 && next % cs !== 0 && (next % cs) + length <= cs) {
+      await this.addReference(Math.floor(next / cs) * cs, 1);
+      this.#nextCompressedByte = next + length;
+      return next;
+    }
+    const offset = await this.allocate(Math.ceil(length / cs));
+    this.#nextCompressedByte = offset + length;
+    return offset;
+  }
+
+  /** Forgets the packing position (the cluster it pointed into may be freed). */
+  resetCompressedPacking(): void {
+    this.#nextCompressedByte = 0;
+  }
+
   /** Writes every changed refcount block and makes them durable. */
   async flushRefcounts(): Promise<void> {
     if (this.#deps.refcounts.cache.hasDirty) await this.#deps.refcounts.cache.flush();

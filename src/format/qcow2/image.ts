@@ -5,6 +5,7 @@
 import type { Alignment, BlockDriver, DriverCapabilities, Extent, ZeroFlags } from '../../block/driver.js';
 import { VdiskError } from '../../block/errors.js';
 import type { Preallocation } from '../../block/preallocation.js';
+import { writeCompressedCluster } from './compressed-write.js';
 import { deallocateClusters } from './deallocate.js';
 import { INCOMPATIBLE_DIRTY } from './header-store.js';
 import { mapRange } from './mapping.js';
@@ -80,6 +81,15 @@ export class Qcow2Image implements BlockDriver {
     await this.#beforeWrite();
     // Partial clusters are left alone: discard is a hint.
     await this.#wholeClusters(offset, length, 'discard', async () => {});
+  }
+
+  async writeCompressed(offset: number, buf: Buffer): Promise<void> {
+    await this.#beforeWrite();
+    await writeCompressedCluster(this.parts, offset, buf);
+  }
+
+  clusterSize(): number {
+    return this.parts.geometry.clusterSize;
   }
 
   async flush(): Promise<void> {

@@ -256,6 +256,8 @@ export async function freeEntries(parts: ImageParts, entries: L2Entry[]): Promis
       await parts.allocator.free(entry.host, 1);
       if (entry.copied) holes.push(entry.host);
     } else if (entry.kind === 'compressed') {
+      // Its host cluster may be the one compressed writes are packing into.
+      parts.allocator.resetCompressedPacking();
       const firstCluster = Math.floor(entry.host / g.clusterSize);
       const lastCluster = Math.floor((entry.host + entry.length - 1) / g.clusterSize);
       await parts.allocator.free(firstCluster * g.clusterSize, lastCluster - firstCluster + 1);

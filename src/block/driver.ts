@@ -46,7 +46,10 @@ export interface Alignment {
 export interface Extent {
   offset: number;
   length: number;
-  /** This layer decides what the range reads as; false: it falls through to a backing image. */
+  /**
+   * Some layer decides what the range reads as: this image, or the backing image `depth`
+   * levels down. False: no layer of the chain has it (it reads as zeros).
+   */
   allocated: boolean;
   /** The range reads as zeros. */
   zero: boolean;
@@ -57,7 +60,7 @@ export interface Extent {
   hostFile?: string;
   /** The data is stored compressed (no host offset). */
   compressed?: boolean;
-  /** How many backing layers down the range was found allocated (0 = this image). */
+  /** How many backing layers down the range was found (0 = this image); the bottom layer's when unallocated. */
   depth?: number;
 }
 

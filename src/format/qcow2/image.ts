@@ -113,7 +113,7 @@ export class Qcow2Image implements BlockDriver {
         Math.min(run.length, this.parts.backing.length() - offset),
       );
       if (offset < this.parts.backing.length()) {
-        return { ...below, offset, allocated: false, depth: (below.depth ?? 0) + 1 };
+        return { ...below, offset, depth: (below.depth ?? 0) + 1 };
       }
     }
     return {

@@ -1,0 +1,115 @@
+/**
+ * `compare`: whether two images read the same, as qemu-img compare decides it. Ranges both
+ * sides report as zero are not read; the first difference is named by its 512-byte sector.
+ * With `strict`, allocation status and size must match too.
+ */
+import type { BlockBackend } from '../block/backend.js';
+import { openImageWithFormat } from '../block/open.js';
+import type { FormatName } from '../format/registry.js';
+
+export interface CompareOptions {
+  formatA?: FormatName | 'probe';
+  formatB?: FormatName | 'probe';
+  strict?: boolean;
+  cache?: string;
+  lock?: boolean;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export type CompareResult =
+  | { identical: true; sizeMismatch: boolean }
+  | { identical: false; reason: 'content'; offset: number; sizeMismatch: boolean }
+  | { identical: false; reason: 'size' }
+  | { identical: false; reason: 'allocation'; offset: number };
+
+const CHUNK = 2 * 1024 * 1024;
+const SECTOR = 512;
+
+export async function compareImages(a: string, b: string, options: CompareOptions = {}): Promise<CompareResult> {
+  const open = (file: string, format: FormatName | 'probe' | undefined) =>
+    openImageWithFormat(file, { format: format ?? 'probe', readOnly: true, cache: options.cache, lock: options.lock });
+  const left = (await open(a, options.formatA)).backend;
+  try {
+    const right = (await open(b, options.formatB)).backend;
+    try {
+      return await compareBackends(left, right, options);
+    } finally {
+      await right.close();
+    }
+  } finally {
+    await left.close();
+  }
+}
+
+export async function compareBackends(
+  a: BlockBackend,
+  b: BlockBackend,
+  options: Pick<CompareOptions, 'strict' | 'onProgress'> = {},
+): Promise<CompareResult> {
+  const sizeMismatch = a.length !== b.length;
+  if (sizeMismatch && options.strict) return { identical: false, reason: 'size' };
+  const common = Math.min(a.length, b.length);
+  const total = Math.max(a.length, b.length);
+  let offset = 0;
+  while (offset < common) {
+    const [ea, eb] = await Promise.all([
+      a.blockStatus(offset, common - offset),
+      b.blockStatus(offset, common - offset),
+    ]);
+    const length = Math.min(ea.length, eb.length, CHUNK);
+    if (options.strict && (ea.allocated !== eb.allocated || ea.zero !== eb.zero)) {
+      return { identical: false, reason: 'allocation', offset };
+    }
+    if (!(ea.zero && eb.zero)) {
+      const [da, db] = await Promise.all([
+        readOrZero(a, offset, length, ea.zero),
+        readOrZero(b, offset, length, eb.zero),
+      ]);
+      const at = firstDifference(da, db);
+      if (at >= 0) return { identical: false, reason: 'content', offset: offset + at, sizeMismatch };
+    }
+    offset += length;
+    options.onProgress?.(offset, total);
+  }
+  // The longer image's tail must read as zeros.
+  const longer = a.length > b.length ? a : b;
+  while (offset < longer.length) {
+    const e = await longer.blockStatus(offset, longer.length - offset);
+    const length = Math.min(e.length, CHUNK);
+    if (!e.zero) {
+      const at = firstDifference(await longer.read(offset, length), Buffer.alloc(length));
+      if (at >= 0) return { identical: false, reason: 'content', offset: offset + at, sizeMismatch };
+    }
+    offset += length;
+    options.onProgress?.(offset, total);
+  }
+  return { identical: true, sizeMismatch };
+}
+
+async function readOrZero(backend: BlockBackend, offset: number, length: number, zero: boolean): Promise<Buffer> {
+  return zero ? Buffer.alloc(length) : backend.read(offset, length);
+}
+
+/** The start of the first 512-byte sector where the buffers differ, or -1. */
+function firstDifference(a: Buffer, b: Buffer): number {
+  if (a.equals(b)) return -1;
+  for (let pos = 0; pos < a.length; pos += SECTOR) {
+    const end = Math.min(pos + SECTOR, a.length);
+    if (a.compare(b, pos, end, pos, end) !== 0) return pos;
+  }
+  return -1;
+}
+
+/** The lines qemu-img compare prints for a result, and its exit code. */
+export function describeCompare(result: CompareResult): { lines: string[]; exitCode: number } {
+  const warning = 'sizeMismatch' in result && result.sizeMismatch ? ['Warning: Image size mismatch!'] : [];
+  if (result.identical) return { lines: [...warning, 'Images are identical.'], exitCode: 0 };
+  switch (result.reason) {
+    case 'size':
+      return { lines: ['Strict mode: Image size mismatch!'], exitCode: 1 };
+    case 'allocation':
+      return { lines: [`Strict mode: Offset ${result.offset} block status mismatch!`], exitCode: 1 };
+    case 'content':
+      return { lines: [...warning, `Content mismatch at offset ${result.offset}!`], exitCode: 1 };
+  }
+}

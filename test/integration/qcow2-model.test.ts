@@ -10,6 +10,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import type { BlockBackend } from '../../src/block/backend.js';
 import { openImage } from '../../src/block/open.js';
+import { createImage } from '../../src/tools/create.js';
 import { hasTool, run, runOk } from '../helpers/tools.js';
 
 const SIZE = 4 * 1024 * 1024;
@@ -48,6 +49,10 @@ interface Variant {
   backing: boolean;
   compat: '0.10' | '1.1';
   extendedL2?: boolean;
+  lazyRefcounts?: boolean;
+  preallocation?: 'metadata' | 'falloc' | 'full';
+  /** Made by vdisk create instead of qemu-img create. */
+  vdiskCreate?: boolean;
 }
 
 const VARIANTS: Variant[] = [
@@ -56,11 +61,24 @@ const VARIANTS: Variant[] = [
   { clusterSize: 512, refcountBits: 64, backing: false, compat: '1.1' },
   { clusterSize: 16384, refcountBits: 16, backing: true, compat: '0.10' },
   { clusterSize: 65536, refcountBits: 16, backing: true, compat: '1.1', extendedL2: true },
+  { clusterSize: 65536, refcountBits: 16, backing: false, compat: '1.1', lazyRefcounts: true, vdiskCreate: true },
+  { clusterSize: 4096, refcountBits: 4, backing: false, compat: '1.1', preallocation: 'metadata', vdiskCreate: true },
+  { clusterSize: 8192, refcountBits: 16, backing: true, compat: '1.1', vdiskCreate: true },
+  { clusterSize: 32768, refcountBits: 32, backing: false, compat: '1.1', preallocation: 'falloc', vdiskCreate: true },
 ];
 
 describe('qcow2 against an in-memory model', { skip: !hasTool('qemu-img') && 'qemu-img not installed' }, () => {
   for (const v of VARIANTS) {
-    const name = `cluster ${v.clusterSize}, refcount_bits ${v.refcountBits}, compat ${v.compat}${v.backing ? ', backing' : ''}${v.extendedL2 ? ', extended L2' : ''}`;
+    const name = [
+      `cluster ${v.clusterSize}, refcount_bits ${v.refcountBits}, compat ${v.compat}`,
+      v.backing && 'backing',
+      v.extendedL2 && 'extended L2',
+      v.lazyRefcounts && 'lazy refcounts',
+      v.preallocation && `preallocation=${v.preallocation}`,
+      v.vdiskCreate ? 'made by vdisk' : 'made by qemu-img',
+    ]
+      .filter(Boolean)
+      .join(', ');
     it(name, async () => {
       const dir = await mkdtemp(join(tmpdir(), 'vdisk-model-'));
       try {
@@ -87,15 +105,24 @@ async function runSequence(dir: string, v: Variant, ops: Op[]): Promise<void> {
     `refcount_bits=${v.refcountBits}`,
     `compat=${v.compat}`,
     ...(v.extendedL2 ? ['extended_l2=on'] : []),
+    ...(v.lazyRefcounts ? ['lazy_refcounts=on'] : []),
+    ...(v.preallocation ? [`preallocation=${v.preallocation}`] : []),
   ];
+  const create = async (extra: string[], size?: number) => {
+    if (v.vdiskCreate) {
+      await createImage({ filename: image, format: 'qcow2', size, options: [...options, ...extra].join(',') });
+    } else {
+      runOk('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', [...options, ...extra].join(','), image, ...(size ? [String(size)] : [])]);
+    }
+  };
   if (v.backing) {
     await rm(base, { force: true });
     runOk('qemu-img', ['create', '-q', '-f', 'raw', base, String(SIZE)]);
     runOk('qemu-io', ['-f', 'raw', '-c', `write -P 0x5a 0 ${SIZE / 2}`, base]);
     model.fill(0x5a, 0, SIZE / 2);
-    runOk('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', options.join(','), '-b', base, '-F', 'raw', image]);
+    await create([`backing_file=${base}`, 'backing_fmt=raw'], SIZE);
   } else {
-    runOk('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', options.join(','), image, String(SIZE)]);
+    await create([], SIZE);
   }
 
   let backend: BlockBackend = await openImage(image, { format: 'qcow2' });

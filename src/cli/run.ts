@@ -7,13 +7,25 @@ import { readFileSync } from 'node:fs';
 import { isVdiskError } from '../block/errors.js';
 import { formatNames } from '../format/registry.js';
 import type { CliCommand, CliStreams } from './args.js';
+import { compareCommand } from './compare.js';
+import { convertCommand } from './convert.js';
 import { createCommand } from './create.js';
 import { demoCommand } from './demo.js';
 import { infoCommand } from './info.js';
 import { ioCommand } from './io.js';
 import { mapCommand } from './map.js';
+import { resizeCommand } from './resize.js';
 
-export const COMMANDS: readonly CliCommand[] = [createCommand, infoCommand, mapCommand, ioCommand, demoCommand];
+export const COMMANDS: readonly CliCommand[] = [
+  createCommand,
+  infoCommand,
+  mapCommand,
+  convertCommand,
+  compareCommand,
+  resizeCommand,
+  ioCommand,
+  demoCommand,
+];
 
 /** The package version, from package.json (two or three levels up: src/cli or dist/src/cli). */
 export function version(): string {

@@ -101,6 +101,8 @@ export class Session {
   #inFlightBytes = 0;
   #paused = false;
   #corked = false;
+  /** The client closed its side: serve what it sent, then close. */
+  #eof = false;
   #closedResolve!: () => void;
   /** Resolves when the socket is closed and no request is in flight. */
   readonly closed: Promise<void>;
@@ -156,7 +158,10 @@ export class Session {
     const req = this.#request;
     const limits = this.#limits;
     while (this.#state === 'running') {
-      if (queue.length < REQUEST_SIZE) break;
+      if (queue.length < REQUEST_SIZE) {
+        if (this.#eof) this.#drain();
+        break;
+      }
       if (this.#inFlight >= limits.maxInFlightRequests || this.#socket.writableLength > limits.maxUnreadReplies) {
         this.#pause();
         return;
@@ -179,11 +184,14 @@ export class Session {
           // The payload cannot be accepted; skipping gigabytes of it would let one client hold
           // the server, so answer and hang up (the spec allows it for such lengths).
           queue.skip(REQUEST_SIZE);
-          this.#replyError(req.cookieHi, req.cookieLo, NBD_ERR.EINVAL, this.#tooLong(length), true);
+          this.#replyError(req.cookieHi, req.cookieLo, NBD_ERR.EINVAL, this.#tooLong(length));
           this.#protocolError(`write payload of ${length} bytes is larger than the maximum`, true);
           return;
         }
-        if (queue.length < REQUEST_SIZE + length) break; // wait for the rest of the payload
+        if (queue.length < REQUEST_SIZE + length) {
+          if (this.#eof) this.#drain(); // the payload never came
+          break; // wait for the rest of the payload
+        }
         queue.skip(REQUEST_SIZE);
         if (this.#exp.alignedBuffers && length > 0) {
           payload = this.#acquire(length);
@@ -213,7 +221,8 @@ export class Session {
   }
 
   #inputEnded(): void {
-    if (this.#state === 'running') this.#drain();
+    this.#eof = true;
+    this.#parse();
   }
 
   /** Stops reading; closes the connection once every reply is out. */
@@ -226,6 +235,7 @@ export class Session {
   #maybeFinish(): void {
     if (this.#state !== 'draining' || this.#inFlight > 0) return;
     this.#state = 'closed';
+    this.#maybeClosed();
     this.#uncork();
     // end() sends what is queued, then FIN; destroy if the client never reads it.
     this.#socket.end();
@@ -291,7 +301,7 @@ export class Session {
     }
     if (problem) {
       if (pooled && payload) alignedPool.release(payload);
-      this.#replyError(cookieHi, cookieLo, problem[0], problem[1], type === CMD.READ);
+      this.#replyError(cookieHi, cookieLo, problem[0], problem[1]);
       return;
     }
 
@@ -336,7 +346,7 @@ export class Session {
       (err: unknown) => {
         // Handlers answer their own errors; reaching here is a bug, which must not kill the server.
         this.#log?.(`Internal error in ${commandName(type)}: ${err instanceof Error ? err.message : String(err)}`);
-        this.#replyError(cookieHi, cookieLo, NBD_ERR.EIO, 'internal error', type === CMD.READ);
+        this.#replyError(cookieHi, cookieLo, NBD_ERR.EIO, 'internal error');
         this.#finished(bytes);
       },
     );
@@ -365,7 +375,7 @@ export class Session {
     try {
       await op;
     } catch (err) {
-      this.#replyError(cookieHi, cookieLo, nbdErrno(err), `${what}: ${errorText(err)}`, false);
+      this.#replyError(cookieHi, cookieLo, nbdErrno(err), `${what}: ${errorText(err)}`);
       return;
     }
     this.#replyOk(cookieHi, cookieLo);
@@ -412,7 +422,7 @@ export class Session {
         await exp.backend.write(offset, payload, fua ? FUA : NO_FLAGS);
       }
     } catch (err) {
-      this.#replyError(cookieHi, cookieLo, nbdErrno(err), `writing to file failed: ${errorText(err)}`, false);
+      this.#replyError(cookieHi, cookieLo, nbdErrno(err), `writing to file failed: ${errorText(err)}`);
       return;
     } finally {
       if (pooled) alignedPool.release(payload);
@@ -428,7 +438,7 @@ export class Session {
       try {
         await backend.flush();
       } catch (err) {
-        this.#replyError(cookieHi, cookieLo, nbdErrno(err), `flush failed: ${errorText(err)}`, true);
+        this.#replyError(cookieHi, cookieLo, nbdErrno(err), `flush failed: ${errorText(err)}`);
         return;
       }
     }
@@ -442,7 +452,7 @@ export class Session {
       await backend.readInto(offset, buf);
     } catch (err) {
       this.#release(buf);
-      this.#replyError(cookieHi, cookieLo, nbdErrno(err), `reading from file failed: ${errorText(err)}`, true);
+      this.#replyError(cookieHi, cookieLo, nbdErrno(err), `reading from file failed: ${errorText(err)}`);
       return;
     }
     const release = this.#releaser(buf);
@@ -486,36 +496,33 @@ export class Session {
       }
       pos = blockEnd;
     }
-    this.#cork();
+    let lastData = -1;
+    for (let i = 0; i < starts.length; i++) if (!zeros[i]) lastData = i;
     for (let i = 0; i < starts.length; i++) {
       const start = starts[i]!;
       const stop = i + 1 < starts.length ? starts[i + 1]! : end;
       const last = i + 1 === starts.length;
       if (zeros[i]) {
         this.#write1(encodeHoleChunk(cookieHi, cookieLo, offset + start, stop - start, last));
-        if (last) release?.();
       } else {
+        // The buffer goes back to the pool once the last view of it has been written out.
         this.#write2(
           encodeDataChunkHeader(cookieHi, cookieLo, offset + start, stop - start, last),
           buf.subarray(start, stop),
-          last ? release : undefined,
+          i === lastData ? release : undefined,
         );
       }
     }
-    // The buffer is released with the last chunk when that carries data; a hole needs nothing.
-    if (zeros[zeros.length - 1] && release) {
-      // Released above, after the last data chunk was queued: the socket holds no view of it
-      // until the writes issued before are done, so release once those are flushed.
-    }
+    if (lastData < 0) release?.();
   }
 
   async #blockStatus(cookieHi: number, cookieLo: number, offset: number, length: number, flags: number): Promise<void> {
     if (!this.#base && !this.#depth) {
-      this.#replyError(cookieHi, cookieLo, NBD_ERR.EINVAL, 'CMD_BLOCK_STATUS not negotiated', false);
+      this.#replyError(cookieHi, cookieLo, NBD_ERR.EINVAL, 'CMD_BLOCK_STATUS not negotiated');
       return;
     }
     if (length === 0) {
-      this.#replyError(cookieHi, cookieLo, NBD_ERR.EINVAL, 'need non-zero length', false);
+      this.#replyError(cookieHi, cookieLo, NBD_ERR.EINVAL, 'need non-zero length');
       return;
     }
     const one = (flags & CMD_FLAG.REQ_ONE) !== 0;
@@ -536,12 +543,11 @@ export class Session {
       }
     } catch (err) {
       if (pos === offset) {
-        this.#replyError(cookieHi, cookieLo, nbdErrno(err), `can't get block status: ${errorText(err)}`, false);
+        this.#replyError(cookieHi, cookieLo, nbdErrno(err), `can't get block status: ${errorText(err)}`);
         return;
       }
       // Report what is known; the client asks again from where the answer ends.
     }
-    this.#cork();
     if (this.#base) this.#write1(encodeBlockStatusChunk(cookieHi, cookieLo, CONTEXT_ID_BASE_ALLOCATION, base, !this.#depth));
     if (this.#depth) this.#write1(encodeBlockStatusChunk(cookieHi, cookieLo, CONTEXT_ID_ALLOCATION_DEPTH, depth, true));
   }
@@ -556,12 +562,11 @@ export class Session {
 
   /**
    * An error reply: a structured ERROR chunk with the message when structured replies are on
-   * (always for READ), else a simple reply with the error value.
+   * (which READ errors must be then), else a simple reply with the error value.
    */
-  #replyError(cookieHi: number, cookieLo: number, error: number, message: string, isRead: boolean): void {
+  #replyError(cookieHi: number, cookieLo: number, error: number, message: string): void {
     if (this.#structured) this.#write1(encodeErrorChunk(cookieHi, cookieLo, error, message));
     else this.#write1(encodeSimpleReply(error, cookieHi, cookieLo));
-    void isRead;
   }
 
   #cork(): void {
@@ -580,13 +585,13 @@ export class Session {
   }
 
   #write1(buf: Buffer): void {
-    if (this.#socketClosed || this.#socket.destroyed) return;
+    if (!this.#socket.writable) return;
     this.#cork();
     this.#socket.write(buf);
   }
 
   #write2(header: Buffer, data: Buffer, done: (() => void) | undefined): void {
-    if (this.#socketClosed || this.#socket.destroyed) {
+    if (!this.#socket.writable) {
       done?.();
       return;
     }

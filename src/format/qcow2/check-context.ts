@@ -54,6 +54,9 @@ interface Range {
   what: string;
 }
 
+/** Messages kept per L2 table for repeating; beyond that a count is kept. */
+const CAPTURE_LINES = 256;
+
 /** Formats an offset as QEMU's PRIx64 does (no prefix). */
 export function hexBare(value: number): string {
   return value.toString(16);
@@ -64,9 +67,9 @@ export class CheckContext {
   readonly header: Qcow2Header;
   readonly g: Qcow2Geometry;
   readonly cs: number;
-  /** BDRV_FIX_LEAKS and BDRV_FIX_ERRORS. */
-  readonly fixLeaks: boolean;
-  readonly fixErrors: boolean;
+  /** BDRV_FIX_LEAKS and BDRV_FIX_ERRORS (a second walk after a rebuild runs without them). */
+  fixLeaks: boolean;
+  fixErrors: boolean;
   readonly hasDataFile: boolean;
   readonly hasBacking: boolean;
   res: CheckCounts = zeroCounts();
@@ -75,6 +78,7 @@ export class CheckContext {
   /** Metadata that entry repairs must not overwrite (QEMU's overlap check). */
   readonly #metadata: Range[] = [];
   readonly #refblocks = new Set<number>();
+  #capture: { lines: string[]; dropped: number } | undefined;
 
   constructor(opts: {
     file: BlockDriver;
@@ -102,6 +106,22 @@ export class CheckContext {
 
   log(line: string): void {
     this.#log(line);
+    const c = this.#capture;
+    if (c) {
+      if (c.lines.length < CAPTURE_LINES) c.lines.push(line);
+      else c.dropped++;
+    }
+  }
+
+  /** Starts keeping the messages logged (those of one L2 table, to repeat for its other users). */
+  startCapture(): void {
+    this.#capture = { lines: [], dropped: 0 };
+  }
+
+  stopCapture(): { lines: string[]; dropped: number } {
+    const c = this.#capture ?? { lines: [], dropped: 0 };
+    this.#capture = undefined;
+    return c;
   }
 
   /** Reads `length` bytes at `offset`; what lies past the end of the file reads as zeros. */

@@ -1,0 +1,37 @@
+/**
+ * `resize`: a new virtual size, absolute or relative (+SIZE, -SIZE), as qemu-img resize takes
+ * it. Shrinking must be asked for explicitly; growth is preallocated as asked.
+ */
+import { VdiskError } from '../block/errors.js';
+import { openImageWithFormat } from '../block/open.js';
+import type { Preallocation } from '../block/preallocation.js';
+import type { FormatName } from '../format/registry.js';
+import { parseSize } from './size.js';
+
+export interface ResizeOptions {
+  format?: FormatName | 'probe';
+  /** "10G", "+1G", "-512M", or bytes. */
+  size: string | number;
+  preallocation?: Preallocation;
+  shrink?: boolean;
+}
+
+/** Resizes an image; returns the new size in bytes. */
+export async function resizeImage(filename: string, options: ResizeOptions): Promise<number> {
+  const { backend } = await openImageWithFormat(filename, { format: options.format ?? 'probe' });
+  try {
+    const text = String(options.size);
+    const relative = text.startsWith('+') || text.startsWith('-') ? text[0] : undefined;
+    const amount = parseSize(relative ? text.slice(1) : text);
+    const current = backend.length;
+    const size = relative === '+' ? current + amount : relative === '-' ? current - amount : amount;
+    if (size < 0) throw new VdiskError('EINVAL', 'New image size must be positive');
+    if (size < current && !options.shrink) {
+      throw new VdiskError('EINVAL', 'Use the --shrink option to perform a shrink operation.');
+    }
+    await backend.truncate(size, options.preallocation ?? 'off');
+    return size;
+  } finally {
+    await backend.close();
+  }
+}

@@ -1,0 +1,164 @@
+/**
+ * `serve`: exports an image over NBD, as qemu-nbd does. The operation behind `vdisk serve`,
+ * usable from the JS API: serveImage() opens the image, listens, and returns a handle whose
+ * close() stops the server cleanly (requests in flight finish, the image is flushed and closed).
+ */
+import type { BlockBackend } from '../block/backend.js';
+import { parseCacheMode } from '../block/cache-mode.js';
+import { VdiskError } from '../block/errors.js';
+import { openImageWithFormat } from '../block/open.js';
+import type { FormatName } from '../format/registry.js';
+import { createExport, type DetectZeroes, type DiscardMode } from '../nbd/export.js';
+import { type ListenAddress, NbdServer } from '../nbd/server.js';
+import type { SessionLimits } from '../nbd/session.js';
+import { loadTlsCredentials } from '../nbd/tls.js';
+
+export interface ServeOptions {
+  filename: string;
+  /** The image format, or 'probe' (qemu-nbd's default without -f). Default 'probe'. */
+  format?: FormatName | 'probe';
+  /** Host cache mode; default writeback, as qemu-nbd. */
+  cache?: string;
+  readOnly?: boolean;
+  /** Take the image lock (default true); false is qemu-nbd -U. */
+  lock?: boolean;
+  /** Listen on this Unix socket (qemu-nbd -k); otherwise on TCP. */
+  socket?: string;
+  /** TCP port (default 10809; 0 picks a free one). */
+  port?: number;
+  /** TCP address to bind (default 0.0.0.0, as qemu-nbd). */
+  bind?: string;
+  /** Export name (default ''). */
+  exportName?: string;
+  description?: string;
+  /** Clients at once (default 1; 0: no limit). */
+  shared?: number;
+  /** Keep serving after the last client leaves (default false, as qemu-nbd without -t). */
+  persistent?: boolean;
+  discard?: DiscardMode;
+  detectZeroes?: DetectZeroes;
+  /** Offer the qemu:allocation-depth context (qemu-nbd -A). */
+  allocationDepth?: boolean;
+  /** A directory with ca-cert.pem, server-cert.pem and server-key.pem: TLS is then required. */
+  tlsCreds?: string;
+  /** Require a client certificate signed by the CA (default true, as QEMU's verify-peer). */
+  tlsVerifyPeer?: boolean;
+  /** Seconds a client has to finish the handshake (default 10). */
+  handshakeTimeout?: number;
+  limits?: Partial<SessionLimits>;
+  log?: (message: string) => void;
+}
+
+export interface ServeHandle {
+  /** An NBD URI for the export (nbd+unix:///name?socket=… or nbd://host:port/name). */
+  readonly uri: string;
+  readonly address: ListenAddress;
+  readonly format: FormatName;
+  readonly size: number;
+  readonly backend: BlockBackend;
+  /** Resolves when the server has stopped and the image is closed (after close(), or idle). */
+  readonly closed: Promise<void>;
+  /** Stops serving: no new clients, requests in flight finish, the image is flushed and closed. */
+  close(): Promise<void>;
+}
+
+export async function serveImage(options: ServeOptions): Promise<ServeHandle> {
+  const discard = options.discard ?? 'ignore';
+  const detectZeroes = options.detectZeroes ?? 'off';
+  if (discard !== 'ignore' && discard !== 'unmap') {
+    throw new VdiskError('EINVAL', `Invalid discard option: ${discard} (use ignore or unmap)`);
+  }
+  if (detectZeroes !== 'off' && detectZeroes !== 'on' && detectZeroes !== 'unmap') {
+    throw new VdiskError('EINVAL', `Invalid detect-zeroes option: ${detectZeroes} (use off, on or unmap)`);
+  }
+  if (detectZeroes === 'unmap' && discard !== 'unmap') {
+    throw new VdiskError('EINVAL', 'setting --detect-zeroes to unmap is not allowed without setting --discard=unmap');
+  }
+  const shared = options.shared ?? 1;
+  if (!Number.isInteger(shared) || shared < 0) throw new VdiskError('EINVAL', `Invalid shared device number: ${shared}`);
+  const port = options.port ?? 10809;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new VdiskError('EINVAL', `Invalid port: ${port}`);
+  const exportName = options.exportName ?? '';
+  if (Buffer.byteLength(exportName) > 4096) throw new VdiskError('EINVAL', 'The export name is longer than 4096 bytes');
+  if (options.description !== undefined && Buffer.byteLength(options.description) > 4096) {
+    throw new VdiskError('EINVAL', 'The export description is longer than 4096 bytes');
+  }
+  const handshakeTimeout = options.handshakeTimeout ?? 10;
+  if (!(handshakeTimeout > 0)) throw new VdiskError('EINVAL', `Invalid handshake limit: ${handshakeTimeout}`);
+
+  const tls =
+    options.tlsCreds !== undefined
+      ? await loadTlsCredentials(options.tlsCreds, { verifyPeer: options.tlsVerifyPeer ?? true })
+      : undefined;
+  const cache = parseCacheMode(options.cache ?? 'writeback');
+  const { backend, format } = await openImageWithFormat(options.filename, {
+    format: options.format ?? 'probe',
+    cache,
+    readOnly: Boolean(options.readOnly),
+    lock: options.lock ?? true,
+  });
+
+  let server: NbdServer | undefined;
+  let resolveClosed!: () => void;
+  let rejectClosed!: (err: unknown) => void;
+  const closed = new Promise<void>((resolve, reject) => {
+    resolveClosed = resolve;
+    rejectClosed = reject;
+  });
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      try {
+        await server?.close();
+      } finally {
+        await backend.close();
+      }
+    })().then(resolveClosed, (err) => {
+      rejectClosed(err);
+      throw err;
+    });
+    return closing;
+  };
+  // Nobody may be awaiting `closed` (close() reports the same failure).
+  closed.catch(() => {});
+
+  try {
+    const exp = createExport(backend, {
+      name: exportName,
+      description: options.description,
+      readOnly: options.readOnly,
+      // Every connection shares this one open image, so flushes are visible to all (qemu-nbd: -e > 1).
+      multiConn: shared !== 1,
+      allocationDepth: options.allocationDepth,
+      discard,
+      detectZeroes,
+    });
+    server = new NbdServer({
+      export: exp,
+      tls,
+      shared,
+      persistent: options.persistent,
+      handshakeTimeoutMs: handshakeTimeout * 1000,
+      limits: options.limits,
+      log: options.log,
+      onIdle: () => {
+        close().catch(() => {});
+      },
+    });
+    const address = await server.listen(
+      options.socket !== undefined ? { socket: options.socket } : { host: options.bind ?? '0.0.0.0', port },
+    );
+    return { uri: nbdUri(address, exportName), address, format, size: backend.length, backend, closed, close };
+  } catch (err) {
+    await close().catch(() => {});
+    throw err;
+  }
+}
+
+/** The NBD URI (as libnbd and QEMU read it) of an export at an address. */
+export function nbdUri(address: ListenAddress, exportName: string): string {
+  const name = encodeURIComponent(exportName).replace(/%2F/g, '/');
+  if ('socket' in address) return `nbd+unix:///${name}?socket=${encodeURIComponent(address.socket).replace(/%2F/g, '/')}`;
+  const host = address.host.includes(':') ? `[${address.host}]` : address.host;
+  return `nbd://${host}:${address.port}/${name}`;
+}

@@ -1,16 +1,18 @@
 /** `vdisk create`: qemu-img create's arguments and output. */
-import { createOptionHelp, executeCreate, planCreate } from '../tools/create.js';
+import { createOptionHelp, executeCreate, planCreateWithBacking } from '../tools/create.js';
 import { hasHelpOption, joinOptionLists } from '../tools/options.js';
 import { formatFixed } from '../tools/printf.js';
 import { type CliCommand, parseCommandLine, usageError } from './args.js';
 
-const HELP = `usage: vdisk create [-f fmt] [-o options]... [-p] [-q] filename [size]
+const HELP = `usage: vdisk create [-f fmt] [-b backing_file -F backing_fmt] [-o options]... [-p] [-q] filename [size]
 
 Creates a new image of the given format (default raw) and virtual size.
 
-  -f fmt       image format: raw (qcow2 once it is registered)
+  -f fmt       image format: raw (default) or qcow2
+  -b file      backing file (qcow2), named relative to the new image; -F gives its format
   -o options   comma-separated name=value options ("-o help" lists them);
-               raw: preallocation=off|falloc|full
+               raw: preallocation=off|falloc|full; qcow2: cluster_size, preallocation
+               (off|metadata|falloc|full), compat, lazy_refcounts, refcount_bits, extended_l2…
   -p           show progress while preallocating
   -q           quiet: print nothing but errors
   size         bytes, or with a suffix k, M, G, T, P, E (powers of 1024): 64M, 1.5G
@@ -28,13 +30,19 @@ export const createCommand: CliCommand = {
       options: { type: 'string', short: 'o', multiple: true },
       progress: { type: 'boolean', short: 'p' },
       quiet: { type: 'boolean', short: 'q' },
+      backing: { type: 'string', short: 'b' },
+      'backing-format': { type: 'string', short: 'F' },
     });
     if (values.help) {
       streams.out(HELP);
       return 0;
     }
     const format = (values.format as string | undefined) ?? 'raw';
-    const optionLists = (values.options as string[] | undefined) ?? [];
+    const optionLists = [...((values.options as string[] | undefined) ?? [])];
+    // -b and -F are spellings of the backing_file and backing_fmt options, as in qemu-img.
+    if (values.backing !== undefined)
+      optionLists.push(`backing_file=${(values.backing as string).replaceAll(',', ',,')}`);
+    if (values['backing-format'] !== undefined) optionLists.push(`backing_fmt=${values['backing-format'] as string}`);
     const optionText = joinOptionLists(optionLists);
     if (optionText && hasHelpOption(optionText)) {
       streams.out(createOptionHelp(format, positionals[0]));
@@ -43,7 +51,7 @@ export const createCommand: CliCommand = {
     if (positionals.length === 0) throw usageError('create', 'Expecting image file name');
     if (positionals.length > 2) throw usageError('create', `Unexpected argument: ${positionals[2]}`);
     const [filename, size] = positionals as [string, string | undefined];
-    const plan = planCreate({ filename, format, size, options: optionText });
+    const plan = await planCreateWithBacking({ filename, format, size, options: optionText });
     const quiet = Boolean(values.quiet);
     if (!quiet) streams.out(`${plan.summary}\n`);
     const showProgress = Boolean(values.progress) && !quiet;

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { isVdiskError } from '../block/errors.js';
 import { formatNames } from '../format/registry.js';
 import type { CliCommand, CliStreams } from './args.js';
+import { checkCommand } from './check.js';
 import { compareCommand } from './compare.js';
 import { convertCommand } from './convert.js';
 import { createCommand } from './create.js';
@@ -15,6 +16,7 @@ import { infoCommand } from './info.js';
 import { ioCommand } from './io.js';
 import { mapCommand } from './map.js';
 import { resizeCommand } from './resize.js';
+import { serveCommand } from './serve.js';
 
 export const COMMANDS: readonly CliCommand[] = [
   createCommand,
@@ -24,6 +26,7 @@ export const COMMANDS: readonly CliCommand[] = [
   compareCommand,
   resizeCommand,
   ioCommand,
+  serveCommand,
   demoCommand,
 ];
 

@@ -3,7 +3,9 @@
  * (format, size, options, what the format can do) happens in planCreate, before anything on
  * disk is touched; the format's own creator (src/format/registry.ts) then makes the image.
  */
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { VdiskError } from '../block/errors.js';
+import { openImage } from '../block/open.js';
 import type { CreateOptionValue, FormatCreator, ProgressCallback } from '../format/create-options.js';
 import { formatDefinition } from '../format/registry.js';
 import { formatOptionHelp, formatOptionSummary, joinOptionLists, resolveOptions } from './options.js';
@@ -91,6 +93,43 @@ export function planCreate(request: CreateImageOptions): CreatePlan {
   }
 }
 
+/**
+ * planCreate, after taking the size from the backing image when the request names a backing
+ * file and no size (as qemu-img create -b does). The backing image must open.
+ */
+export async function planCreateWithBacking(request: CreateImageOptions): Promise<CreatePlan> {
+  if (request.size !== undefined) return planCreate(request);
+  const format = request.format ?? 'raw';
+  const creator = creatorOf(request.filename, format);
+  let backing: { file: string; format: string } | undefined;
+  try {
+    const resolved = resolveOptions(optionInput(request.options), creator.options);
+    if (resolved.has('size')) return planCreate(request);
+    const file = resolved.get('backing_file')?.value;
+    const fmt = resolved.get('backing_fmt')?.value;
+    if (file === undefined) return planCreate(request);
+    if (fmt === undefined) throw new VdiskError('EINVAL', 'Backing file specified without backing format');
+    backing = { file: String(file), format: String(fmt) };
+  } catch (err) {
+    throw aboutFile(request.filename, err);
+  }
+  const path = isAbsolute(backing.file) ? backing.file : resolve(dirname(request.filename), backing.file);
+  let size: number;
+  try {
+    const image = await openImage(path, { format: formatDefinition(backing.format).name, readOnly: true, lock: false });
+    size = image.length;
+    await image.close();
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    const code = err instanceof VdiskError ? err.code : 'EIO';
+    throw aboutFile(
+      request.filename,
+      new VdiskError(code, `${message}; could not open the backing image`, { cause: err }),
+    );
+  }
+  return planCreate({ ...request, size });
+}
+
 /** Makes the image a plan describes. */
 export async function executeCreate(plan: CreatePlan, onProgress?: ProgressCallback): Promise<void> {
   try {
@@ -102,7 +141,7 @@ export async function executeCreate(plan: CreatePlan, onProgress?: ProgressCallb
 
 /** Creates an image: checks the request, then makes it. Returns what was made. */
 export async function createImage(request: CreateImageOptions): Promise<CreatePlan> {
-  const plan = planCreate(request);
+  const plan = await planCreateWithBacking(request);
   await executeCreate(plan, request.onProgress);
   return plan;
 }

@@ -75,7 +75,8 @@ export async function serveImage(options: ServeOptions): Promise<ServeHandle> {
     throw new VdiskError('EINVAL', 'setting --detect-zeroes to unmap is not allowed without setting --discard=unmap');
   }
   const shared = options.shared ?? 1;
-  if (!Number.isInteger(shared) || shared < 0) throw new VdiskError('EINVAL', `Invalid shared device number: ${shared}`);
+  if (!Number.isInteger(shared) || shared < 0)
+    throw new VdiskError('EINVAL', `Invalid shared device number: ${shared}`);
   const port = options.port ?? 10809;
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new VdiskError('EINVAL', `Invalid port: ${port}`);
   const exportName = options.exportName ?? '';
@@ -158,7 +159,8 @@ export async function serveImage(options: ServeOptions): Promise<ServeHandle> {
 /** The NBD URI (as libnbd and QEMU read it) of an export at an address. */
 export function nbdUri(address: ListenAddress, exportName: string): string {
   const name = encodeURIComponent(exportName).replace(/%2F/g, '/');
-  if ('socket' in address) return `nbd+unix:///${name}?socket=${encodeURIComponent(address.socket).replace(/%2F/g, '/')}`;
+  if ('socket' in address)
+    return `nbd+unix:///${name}?socket=${encodeURIComponent(address.socket).replace(/%2F/g, '/')}`;
   const host = address.host.includes(':') ? `[${address.host}]` : address.host;
   return `nbd://${host}:${address.port}/${name}`;
 }

@@ -26,7 +26,12 @@ for (const clusterSize of [65536, 4096]) {
     const image = join(dir, 'c.qcow2');
     try {
       const slots = 1024;
-      await createImage({ filename: image, format: 'qcow2', size: slots * SLOT, options: `cluster_size=${clusterSize}` });
+      await createImage({
+        filename: image,
+        format: 'qcow2',
+        size: slots * SLOT,
+        options: `cluster_size=${clusterSize}`,
+      });
       const backend = await openImage(image, { format: 'qcow2' });
       const order = Array.from({ length: slots }, (_, i) => i).sort(() => Math.random() - 0.5);
       const seen: string[] = [];
@@ -50,7 +55,10 @@ for (const clusterSize of [65536, 4096]) {
         const check = run('qemu-img', ['check', image]);
         assert.equal(check.status, 0, check.stdout + check.stderr);
         // Every guest cluster is allocated exactly once: no cluster leaked by a double allocation.
-        assert.match(check.stdout, new RegExp(`${(slots * SLOT) / clusterSize}/${(slots * SLOT) / clusterSize} = 100.00% allocated`));
+        assert.match(
+          check.stdout,
+          new RegExp(`${(slots * SLOT) / clusterSize}/${(slots * SLOT) / clusterSize} = 100.00% allocated`),
+        );
       }
     } finally {
       await rm(dir, { recursive: true, force: true });

@@ -112,7 +112,16 @@ async function runSequence(dir: string, v: Variant, ops: Op[]): Promise<void> {
     if (v.vdiskCreate) {
       await createImage({ filename: image, format: 'qcow2', size, options: [...options, ...extra].join(',') });
     } else {
-      runOk('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', [...options, ...extra].join(','), image, ...(size ? [String(size)] : [])]);
+      runOk('qemu-img', [
+        'create',
+        '-q',
+        '-f',
+        'qcow2',
+        '-o',
+        [...options, ...extra].join(','),
+        image,
+        ...(size ? [String(size)] : []),
+      ]);
     }
   };
   if (v.backing) {

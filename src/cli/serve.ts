@@ -1,0 +1,135 @@
+/** `vdisk serve`: qemu-nbd's arguments; the server is src/tools/serve.ts and src/nbd/. */
+import { VdiskError } from '../block/errors.js';
+import { formatDefinition } from '../format/registry.js';
+import type { DetectZeroes, DiscardMode } from '../nbd/export.js';
+import { serveImage } from '../tools/serve.js';
+import { type CliCommand, oneFilename, parseCommandLine, usageError } from './args.js';
+
+const HELP = `usage: vdisk serve [-f fmt] [--cache=MODE] [-r] [-k PATH | -p PORT [-b ADDR]] [-x NAME]
+                   [-D TEXT] [-e N] [-t] [--discard=MODE] [--detect-zeroes=MODE] [-A]
+                   [--tls-creds DIR] filename
+
+Exports an image over NBD, as qemu-nbd does, until stopped (SIGINT or SIGTERM: clients'
+requests in flight finish, the image is flushed and closed). Prints the NBD URI it serves at.
+
+  -f, --format FMT        image format; without it the format is probed
+      --cache MODE        none, writeback (default), writethrough, directsync, unsafe
+  -n, --nocache           short for --cache=none
+  -r, --read-only         export read-only
+  -U, --force-share       do not take the image lock (only with -r)
+  -k, --socket PATH       listen on a Unix socket
+  -p, --port PORT         listen on TCP port PORT (default 10809; 0 picks a free port)
+  -b, --bind ADDR         the TCP address to bind (default 0.0.0.0)
+  -x, --export-name NAME  the export's name (default '')
+  -D, --description TEXT  the export's description
+  -e, --shared N          serve N clients at once (default 1; 0: no limit)
+  -t, --persistent        keep serving after the last client disconnects
+      --discard MODE      ignore (default) or unmap: what a client's trim does
+      --detect-zeroes MODE  off (default), on or unmap: turn writes of zeros into zero writes
+  -A, --allocation-depth  offer the qemu:allocation-depth metadata context
+      --tls-creds DIR     require TLS; DIR holds ca-cert.pem, server-cert.pem, server-key.pem
+      --tls-verify-peer on|off  require a client certificate signed by the CA (default on)
+      --handshake-limit N seconds a client has to finish the handshake (default 10)
+  -v, --verbose           report dropped clients and failed handshakes on stderr
+`;
+
+export const serveCommand: CliCommand = {
+  name: 'serve',
+  summary: 'serve [-f fmt] [-r] [-k path | -p port] [-x name] [-e n] [-t] filename   export over NBD',
+  help: HELP,
+  async run(args, streams) {
+    const { values, positionals } = parseCommandLine('serve', args, {
+      format: { type: 'string', short: 'f' },
+      cache: { type: 'string' },
+      nocache: { type: 'boolean', short: 'n' },
+      'read-only': { type: 'boolean', short: 'r' },
+      'force-share': { type: 'boolean', short: 'U' },
+      socket: { type: 'string', short: 'k' },
+      port: { type: 'string', short: 'p' },
+      bind: { type: 'string', short: 'b' },
+      'export-name': { type: 'string', short: 'x' },
+      description: { type: 'string', short: 'D' },
+      shared: { type: 'string', short: 'e' },
+      persistent: { type: 'boolean', short: 't' },
+      discard: { type: 'string' },
+      'detect-zeroes': { type: 'string' },
+      'allocation-depth': { type: 'boolean', short: 'A' },
+      'tls-creds': { type: 'string' },
+      'tls-verify-peer': { type: 'string' },
+      'handshake-limit': { type: 'string' },
+      verbose: { type: 'boolean', short: 'v' },
+    });
+    if (values.help) {
+      streams.out(HELP);
+      return 0;
+    }
+    const filename = oneFilename('serve', positionals);
+    const format = values.format as string | undefined;
+    if (values['force-share'] && !values['read-only']) {
+      throw usageError('serve', '--force-share (-U) needs --read-only (-r)');
+    }
+    const discard = (values.discard as string | undefined) ?? 'ignore';
+    if (discard !== 'ignore' && discard !== 'unmap') {
+      throw usageError('serve', `Invalid discard option: ${discard} (use ignore or unmap)`);
+    }
+    const detectZeroes = (values['detect-zeroes'] as string | undefined) ?? 'off';
+    if (detectZeroes !== 'off' && detectZeroes !== 'on' && detectZeroes !== 'unmap') {
+      throw usageError('serve', `Invalid detect-zeroes option: ${detectZeroes} (use off, on or unmap)`);
+    }
+    const verifyPeer = (values['tls-verify-peer'] as string | undefined) ?? 'on';
+    if (verifyPeer !== 'on' && verifyPeer !== 'off') {
+      throw usageError('serve', `Invalid --tls-verify-peer value: ${verifyPeer} (use on or off)`);
+    }
+    const verbose = Boolean(values.verbose);
+    const handle = await serveImage({
+      filename,
+      format: format === undefined ? 'probe' : formatDefinition(format).name,
+      cache: values.nocache ? 'none' : ((values.cache as string | undefined) ?? 'writeback'),
+      readOnly: Boolean(values['read-only']),
+      lock: !values['force-share'],
+      socket: values.socket as string | undefined,
+      port: integer(values.port, 'port', 0, 65535) ?? 10809,
+      bind: (values.bind as string | undefined) ?? '0.0.0.0',
+      exportName: (values['export-name'] as string | undefined) ?? '',
+      description: values.description as string | undefined,
+      shared: integer(values.shared, 'shared device number', 0, 2 ** 31 - 1) ?? 1,
+      persistent: Boolean(values.persistent),
+      discard: discard as DiscardMode,
+      detectZeroes: detectZeroes as DetectZeroes,
+      allocationDepth: Boolean(values['allocation-depth']),
+      tlsCreds: values['tls-creds'] as string | undefined,
+      tlsVerifyPeer: verifyPeer === 'on',
+      handshakeTimeout: integer(values['handshake-limit'], 'handshake limit', 1, 86400) ?? 10,
+      log: verbose ? (message) => streams.err(`vdisk serve: ${message}\n`) : undefined,
+    });
+    streams.out(`vdisk serve: listening on ${handle.uri}\n`);
+
+    let signals = 0;
+    const stop = (signal: NodeJS.Signals) => {
+      signals++;
+      if (signals > 1) {
+        // A second signal: the user does not want to wait for clients.
+        streams.err(`vdisk serve: ${signal} again, exiting without waiting\n`);
+        process.exit(1);
+      }
+      handle.close().catch(() => {});
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+    try {
+      await handle.closed;
+    } finally {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+    }
+    return 0;
+  },
+};
+
+function integer(value: unknown, what: string, min: number, max: number): number | undefined {
+  if (value === undefined) return undefined;
+  const text = String(value);
+  const n = /^[0-9]+$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) throw new VdiskError('EINVAL', `Invalid ${what}: '${text}'`);
+  return n;
+}

@@ -1,0 +1,454 @@
+/**
+ * The metadata walk of `check` (QEMU's check_refcounts_l1 and check_refcounts_l2): every L1
+ * entry of the active and the snapshot tables, every entry of the L2 tables they name, counted
+ * into the in-memory refcounts with QEMU's messages.
+ *
+ * Bounded by the file: what lies past its end reads as zeros and is never read; the L1 tables
+ * read add up to at most the file's size (plus one maximal table); each L2 table is read and
+ * judged once, however many L1 entries name it (the others repeat its messages and add their
+ * references in one pass at the end), so hostile tables that all name the same clusters cost
+ * no more than honest ones.
+ *
+ * Where QEMU would follow an unaligned offset, vdisk counts (and, with -r all, repairs the entry
+ * to) the cluster the offset lies in. With -r all vdisk also repairs what QEMU 7.2 leaves
+ * broken: an L2 entry naming a cluster past the end of the file becomes a zero cluster (it read
+ * as zeros anyway), an L1 entry naming an L2 table past the end is cleared (that table read as
+ * all unallocated), a compressed entry's COPIED bit is cleared.
+ */
+import { hex64, TWO_POW_32 } from '../../util/u64.js';
+import { CheckAbort, type CheckContext, hexBare } from './check-context.js';
+import { MAX_L1_SIZE_BYTES } from './constants.js';
+import { decodeL1, encodeL1 } from './l1-entry.js';
+import { decodeL2, encodeL2, type L2Entry } from './l2-entry.js';
+
+/** An entry repair written only after the refcounts are right (it names another cluster). */
+export interface EntryFix {
+  offset: number;
+  data: Buffer;
+  /** The kind of table the entry is in (the overlap check lets a write hit its own table). */
+  own: string;
+  /** For an entry of the active L1 table: its index, to keep the in-memory copy in step. */
+  activeL1Index?: number;
+}
+
+interface Stats {
+  allocated: number;
+  fragmented: number;
+  compressed: number;
+}
+
+interface Memo {
+  lines: string[];
+  dropped: number;
+  corruptions: number;
+  stats: Stats;
+  /** Further L1 entries that name this table, whose references are added by finish(). */
+  extra: number;
+}
+
+type Mode = { count: false; frag: boolean; active: boolean } | { count: true; weight: number };
+
+interface TableState {
+  table: Buffer;
+  offset: number;
+  mode: Mode;
+  stats: Stats;
+  nextContiguous: number;
+  /** An entry of this table was rewritten: its judgement cannot be reused. */
+  changed: boolean;
+}
+
+const COPIED_HIGH = 0x80000000;
+const COMPRESSED_HIGH = 0x40000000;
+const OFFSET_HIGH = 0xffffff;
+const SAFE_HIGH = 0x1fffff;
+
+function bare(high: number, low: number): string {
+  return hex64(high >>> 0, low >>> 0).slice(2);
+}
+
+export class MetadataWalk {
+  readonly #ctx: CheckContext;
+  readonly #memo = new Map<number, Memo>();
+  /** Entry repairs to write after the refcount repair, by the entry's file offset. */
+  readonly deferred = new Map<number, EntryFix>();
+  /** The active L1 table as the walk found it (entries cleared by repairs are zero). */
+  activeL1: Buffer = Buffer.alloc(0);
+  activeL1Offset = 0;
+  #l1Budget: number;
+
+  constructor(ctx: CheckContext) {
+    this.#ctx = ctx;
+    this.#l1Budget = ctx.fileLength + MAX_L1_SIZE_BYTES;
+  }
+
+  /** check_refcounts_l1 for the active table (with allocation statistics) or a snapshot's. */
+  async l1Table(offset: number, entries: number, active: boolean): Promise<void> {
+    const ctx = this.#ctx;
+    if (active) {
+      this.activeL1 = Buffer.alloc(entries * 8);
+      this.activeL1Offset = offset;
+    }
+    if (entries === 0) return;
+    const bytes = entries * 8;
+    ctx.inc(offset, bytes);
+    const inFile = ctx.inFile(offset, bytes);
+    this.#l1Budget -= inFile;
+    if (this.#l1Budget < 0) {
+      ctx.res.checkErrors++;
+      ctx.log('ERROR: the L1 tables add up to more than the image file holds');
+      throw new CheckAbort('File too large');
+    }
+    const table = active ? this.activeL1 : Buffer.alloc(inFile - (inFile % 8));
+    if (inFile >= 8) {
+      try {
+        await ctx.file.read(offset, table.subarray(0, inFile - (inFile % 8)));
+      } catch (err) {
+        ctx.ioFailure(err, 'I/O error in check_refcounts_l1');
+      }
+    }
+    const mode: Mode = { count: false, frag: active, active };
+    const n = Math.floor(inFile / 8);
+    for (let i = 0; i < n; i++) {
+      if (table.readUInt32BE(i * 8) === 0 && table.readUInt32BE(i * 8 + 4) === 0) continue;
+      await this.#l1Entry(table, offset, i, mode);
+    }
+  }
+
+  async #l1Entry(table: Buffer, l1Offset: number, i: number, mode: Mode & { count: false }): Promise<void> {
+    const ctx = this.#ctx;
+    const g = ctx.g;
+    const high = table.readUInt32BE(i * 8);
+    const low = table.readUInt32BE(i * 8 + 4);
+    const copied = (high & COPIED_HIGH) !== 0;
+    let l2: number | undefined;
+    let hugeHex: string | undefined;
+    try {
+      l2 = decodeL1(table, i, g).l2Offset;
+    } catch {
+      if ((high & 0x7f000000) !== 0 || (low & 0x1ff) !== 0) {
+        ctx.log(`ERROR found L1 entry with reserved bits set: ${bare(high, low)}`);
+        ctx.res.corruptions++;
+      }
+      const offHigh = high & OFFSET_HIGH;
+      const offLow = (low & 0xfffffe00) >>> 0;
+      if (offHigh > SAFE_HIGH) hugeHex = hex64(offHigh, offLow);
+      else l2 = offHigh * TWO_POW_32 + offLow;
+    }
+    if (l2 === 0) return; // only flag bits: nothing is named
+    const cs = ctx.cs;
+    const aligned = l2 === undefined ? undefined : l2 - (l2 % cs);
+    if (aligned === undefined || ctx.beyondEnd(aligned, cs)) {
+      if (ctx.fixErrors) {
+        const at = l1Offset + i * 8;
+        ctx.log(
+          `Repairing L1 entry ${i}: its L2 table at ${hugeHex ?? `0x${hexBare(l2!)}`} lies past the end of the file; ` +
+            'the entry is cleared (the table read as unallocated)',
+        );
+        await this.#write(at, Buffer.alloc(8), mode.active ? 'active L1 table' : 'inactive L1 table');
+        table.fill(0, i * 8, i * 8 + 8);
+        ctx.res.corruptionsFixed++;
+        return;
+      }
+      if (aligned === undefined) ctx.reportBeyondEnd(hugeHex!, cs);
+      else ctx.inc(aligned, cs);
+      return; // the table reads as zeros: nothing in it to count
+    }
+    ctx.inc(aligned, cs);
+    if (aligned !== l2) {
+      ctx.res.corruptions++;
+      ctx.log(
+        `${ctx.fixErrors ? 'Repairing' : 'ERROR'} l2_offset=${hexBare(l2!)}: Table is not cluster aligned; ` +
+          'L1 entry corrupted',
+      );
+      if (ctx.fixErrors) {
+        const data = Buffer.alloc(8);
+        encodeL1(data, 0, { l2Offset: aligned, copied }, g);
+        const own = mode.active ? 'active L1 table' : 'inactive L1 table';
+        const fix: EntryFix = { offset: l1Offset + i * 8, data, own };
+        if (mode.active) fix.activeL1Index = i;
+        this.deferred.set(fix.offset, fix);
+      }
+    }
+    await this.#l2Table(aligned, mode);
+  }
+
+  /** check_refcounts_l2, or a repeat of its judgement for a table seen before. */
+  async #l2Table(offset: number, mode: Mode): Promise<void> {
+    const ctx = this.#ctx;
+    if (!mode.count) {
+      const memo = this.#memo.get(offset);
+      if (memo) {
+        for (const line of memo.lines) ctx.log(line);
+        if (memo.dropped > 0) ctx.log(`(and ${memo.dropped} more messages about the L2 table at 0x${hexBare(offset)})`);
+        ctx.res.corruptions += memo.corruptions;
+        if (mode.frag) this.#addStats(memo.stats);
+        memo.extra++;
+        return;
+      }
+    }
+    const table = await ctx.readAt(offset, ctx.cs).catch((err) => ctx.ioFailure(err, 'I/O error in check_refcounts_l2'));
+    const s: TableState = {
+      table,
+      offset,
+      mode,
+      stats: { allocated: 0, fragmented: 0, compressed: 0 },
+      nextContiguous: 0,
+      changed: false,
+    };
+    const before = ctx.res.corruptions;
+    if (!mode.count) ctx.startCapture();
+    try {
+      for (let i = 0; i < ctx.g.l2Entries; i++) await this.#l2Entry(s, i);
+    } finally {
+      if (!mode.count) {
+        const captured = ctx.stopCapture();
+        if (mode.frag) this.#addStats(s.stats);
+        if (!s.changed) {
+          this.#memo.set(offset, { ...captured, corruptions: ctx.res.corruptions - before, stats: s.stats, extra: 0 });
+        }
+      }
+    }
+  }
+
+  /** Adds the references of tables named more than once (each table is read once more). */
+  async finish(): Promise<void> {
+    for (const [offset, memo] of this.#memo) {
+      if (memo.extra > 0) await this.#l2Table(offset, { count: true, weight: memo.extra });
+    }
+    this.#memo.clear();
+  }
+
+  #addStats(stats: Stats): void {
+    const r = this.#ctx.res;
+    r.allocatedClusters += stats.allocated;
+    r.fragmentedClusters += stats.fragmented;
+    r.compressedClusters += stats.compressed;
+  }
+
+  /** A message and a corruption, unless this pass only counts references. */
+  #report(s: TableState, line: string): void {
+    if (s.mode.count) return;
+    this.#ctx.log(line);
+    this.#ctx.res.corruptions++;
+  }
+
+  async #l2Entry(s: TableState, i: number): Promise<void> {
+    const ctx = this.#ctx;
+    const g = ctx.g;
+    const base = i * g.l2EntrySize;
+    const high = s.table.readUInt32BE(base);
+    const low = s.table.readUInt32BE(base + 4);
+    const zeroW = g.extendedL2 ? s.table.readUInt32BE(base + 8) : 0;
+    const allocW = g.extendedL2 ? s.table.readUInt32BE(base + 12) : 0;
+    if (high === 0 && low === 0 && zeroW === 0 && allocW === 0) return;
+    let e: L2Entry | undefined;
+    try {
+      e = decodeL2(s.table, i, g);
+    } catch {
+      e = undefined;
+    }
+    const w = { high, low, zeroW, allocW };
+    if (e) {
+      // What the codec accepts is valid: only counting and the end of the file remain.
+      if (e.kind === 'unallocated' || (e.kind === 'zero' && e.host === 0)) return;
+      if (e.kind === 'compressed') return this.#compressed(s, i, w, e.host, e.host.toString(16), e.length);
+      return this.#cluster(s, i, w, e.host, e.host.toString(16), e.kind === 'zero');
+    }
+    // The codec refused the entry: judge it as QEMU does, message by message.
+    const compressed = (high & COMPRESSED_HIGH) !== 0;
+    if (!compressed && ((high & 0x3f000000) !== 0 || (low & 0x1fe) !== 0)) {
+      this.#report(s, `ERROR found l2 entry with reserved bits set: ${bare(high, low)}`);
+    }
+    if (compressed) return this.#lenientCompressed(s, i, w);
+    const offHigh = high & OFFSET_HIGH;
+    const offLow = (low & 0xfffffe00) >>> 0;
+    const zeroFlag = !g.extendedL2 && (low & 1) !== 0;
+    const copied = (high & COPIED_HIGH) !== 0;
+    if (offHigh === 0 && offLow === 0 && !(ctx.hasDataFile && copied && !zeroFlag)) {
+      if (!zeroFlag && allocW !== 0) {
+        this.#report(s, 'ERROR: Unallocated cluster has non-zero subcluster allocation map');
+      }
+      return;
+    }
+    const offset = offHigh > SAFE_HIGH ? undefined : offHigh * TWO_POW_32 + offLow;
+    return this.#cluster(s, i, w, offset, bare(offHigh, offLow), zeroFlag);
+  }
+
+  /** A standard cluster (QCOW2_CLUSTER_NORMAL or ZERO_ALLOC). `offset` undefined: 2^53 or more. */
+  async #cluster(
+    s: TableState,
+    i: number,
+    w: { high: number; low: number; zeroW: number; allocW: number },
+    offset: number | undefined,
+    hex: string,
+    zeroFlag: boolean,
+  ): Promise<void> {
+    const ctx = this.#ctx;
+    const cs = ctx.cs;
+    if (ctx.g.extendedL2 && (w.zeroW & w.allocW) !== 0) {
+      this.#report(s, `ERROR offset=${hex}: Allocated cluster has corrupted subcluster allocation bitmap`);
+    }
+    const aligned = offset === undefined ? undefined : offset - (offset % cs);
+    const fixing = ctx.fixErrors && !s.mode.count;
+    if (fixing && !ctx.hasDataFile && (aligned === undefined || ctx.beyondEnd(aligned, cs)) && this.#canZero()) {
+      await this.#zeroEntry(s, i, w);
+      ctx.log(
+        `Repairing L2 entry pointing past the end of the file: offset 0x${hex} size 0x${cs.toString(16)} ` +
+          `(L2 table 0x${hexBare(s.offset)}, index ${i}); the cluster now reads as zeros`,
+      );
+      ctx.res.corruptionsFixed++;
+      return;
+    }
+    if (((w.low & 0xfffffe00) >>> 0) % cs !== 0) {
+      const containsData = ctx.g.extendedL2 ? w.allocW !== 0 : !zeroFlag;
+      if (!containsData) {
+        this.#report(
+          s,
+          `${fixing ? 'Repairing' : 'ERROR'} offset=${hex}: Preallocated cluster is not properly aligned; ` +
+            'L2 entry corrupted.',
+        );
+        if (fixing && this.#canZero()) {
+          await this.#zeroEntry(s, i, w);
+          ctx.res.corruptions--;
+          ctx.res.corruptionsFixed++;
+          return;
+        }
+      } else {
+        const fix = fixing && aligned !== undefined ? this.#realigned(w, aligned) : undefined;
+        this.#report(
+          s,
+          `${fix ? 'Repairing' : 'ERROR'} offset=${hex}: Data cluster is not properly aligned; L2 entry corrupted.`,
+        );
+        const at = s.offset + i * ctx.g.l2EntrySize;
+        if (fix) this.deferred.set(at, { offset: at, data: fix, own: 'l2' });
+      }
+    }
+    if (!s.mode.count) {
+      s.stats.allocated++;
+      const at = offset ?? Number.MAX_VALUE;
+      if (s.nextContiguous !== 0 && at !== s.nextContiguous) s.stats.fragmented++;
+      s.nextContiguous = at + cs;
+    }
+    if (ctx.hasDataFile) return;
+    if (aligned === undefined) {
+      if (!s.mode.count) ctx.reportBeyondEnd(`0x${hex}`, cs);
+      return;
+    }
+    ctx.inc(aligned, cs, s.mode.count ? s.mode.weight : 1, s.mode.count);
+  }
+
+  async #lenientCompressed(
+    s: TableState,
+    i: number,
+    w: { high: number; low: number; zeroW: number; allocW: number },
+  ): Promise<void> {
+    const g = this.#ctx.g;
+    const x = 62 - (g.clusterBits - 8);
+    const offHigh = w.high & (2 ** (x - 32) - 1);
+    const sectors = ((w.high >>> (x - 32)) & (2 ** (g.clusterBits - 8) - 1)) + 1;
+    const hex = bare(offHigh, w.low);
+    const offset = offHigh > SAFE_HIGH ? undefined : offHigh * TWO_POW_32 + w.low;
+    const size = sectors * 512 - (w.low & 511);
+    if ((w.high & COPIED_HIGH) !== 0) {
+      const fixing = this.#ctx.fixErrors && !s.mode.count && offset !== undefined;
+      this.#report(s, `ERROR: coffset=0x${hex}: copied flag must never be set for compressed clusters`);
+      if (fixing) {
+        const data = Buffer.from(s.table.subarray(i * g.l2EntrySize, (i + 1) * g.l2EntrySize));
+        data.writeUInt32BE((w.high & ~COPIED_HIGH) >>> 0, 0);
+        const at = s.offset + i * g.l2EntrySize;
+        this.deferred.set(at, { offset: at, data, own: 'l2' });
+      }
+    }
+    return this.#compressed(s, i, w, offset, hex, size);
+  }
+
+  /** A compressed cluster: it counts every host cluster its sectors touch. */
+  async #compressed(
+    s: TableState,
+    i: number,
+    w: { high: number; low: number; zeroW: number; allocW: number },
+    offset: number | undefined,
+    hex: string,
+    size: number,
+  ): Promise<void> {
+    const ctx = this.#ctx;
+    const entry = bare(w.high, w.low);
+    if (ctx.hasDataFile) return this.#report(s, `ERROR compressed cluster ${i} with data file, entry=0x${entry}`);
+    if (w.zeroW !== 0 || w.allocW !== 0) {
+      return this.#report(
+        s,
+        `ERROR compressed cluster ${i} with non-zero subcluster allocation bitmap, entry=0x${entry}`,
+      );
+    }
+    const beyond = offset === undefined || ctx.beyondEnd(offset, size);
+    if (beyond && ctx.fixErrors && !s.mode.count && this.#canZero()) {
+      this.deferred.delete(s.offset + i * ctx.g.l2EntrySize);
+      await this.#zeroEntry(s, i, w);
+      ctx.log(
+        `Repairing compressed L2 entry pointing past the end of the file: offset 0x${hex} ` +
+          `size 0x${size.toString(16)} (L2 table 0x${hexBare(s.offset)}, index ${i}); the cluster now reads as zeros`,
+      );
+      ctx.res.corruptionsFixed++;
+      return;
+    }
+    if (offset === undefined) {
+      if (!s.mode.count) ctx.reportBeyondEnd(`0x${hex}`, size);
+    } else {
+      ctx.inc(offset, size, s.mode.count ? s.mode.weight : 1, s.mode.count);
+    }
+    if (!s.mode.count) {
+      s.stats.allocated++;
+      s.stats.compressed++;
+      s.stats.fragmented++;
+    }
+  }
+
+  /** An entry can be made to read as zeros without a backing file showing through. */
+  #canZero(): boolean {
+    const ctx = this.#ctx;
+    return ctx.g.extendedL2 || ctx.g.version >= 3 || !ctx.hasBacking;
+  }
+
+  /** The entry naming the cluster `aligned` instead, with the same flags; undefined if it cannot be encoded. */
+  #realigned(w: { high: number; low: number; zeroW: number; allocW: number }, aligned: number): Buffer | undefined {
+    const g = this.#ctx.g;
+    const data = Buffer.alloc(g.l2EntrySize);
+    const copied = (w.high & COPIED_HIGH) !== 0;
+    try {
+      if (g.extendedL2) encodeL2(data, 0, { kind: 'data', host: aligned, copied, sub: { alloc: w.allocW, zero: w.zeroW } }, g);
+      else encodeL2(data, 0, { kind: 'data', host: aligned, copied }, g);
+    } catch {
+      return undefined;
+    }
+    return data;
+  }
+
+  /** QEMU's fix_l2_entry_by_zero: the entry reads as zeros from now on (written and flushed now). */
+  async #zeroEntry(s: TableState, i: number, w: { zeroW: number; allocW: number }): Promise<void> {
+    const g = this.#ctx.g;
+    const data = Buffer.alloc(g.l2EntrySize);
+    if (g.extendedL2) encodeL2(data, 0, { kind: 'unallocated', sub: { alloc: 0, zero: (w.zeroW | w.allocW) >>> 0 } }, g);
+    else if (g.version >= 3) encodeL2(data, 0, { kind: 'zero', host: 0, copied: false }, g);
+    else encodeL2(data, 0, { kind: 'unallocated' }, g);
+    await this.#write(s.offset + i * g.l2EntrySize, data, 'l2');
+    data.copy(s.table, i * g.l2EntrySize);
+    s.changed = true;
+    this.deferred.delete(s.offset + i * g.l2EntrySize);
+  }
+
+  /** An immediate metadata repair, refused (and the check stopped) where it would hit other metadata. */
+  async #write(offset: number, data: Buffer, own: string): Promise<void> {
+    const ctx = this.#ctx;
+    if (ctx.overlap(offset, data.length, own) !== undefined) {
+      ctx.log('ERROR: Overlap check failed');
+      ctx.res.checkErrors++;
+      throw new CheckAbort('Input/output error');
+    }
+    try {
+      await ctx.writeSync(offset, data);
+    } catch (err) {
+      ctx.ioFailure(err, 'Failed to overwrite a table entry');
+    }
+  }
+}

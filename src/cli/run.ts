@@ -21,6 +21,7 @@ import { serveCommand } from './serve.js';
 export const COMMANDS: readonly CliCommand[] = [
   createCommand,
   infoCommand,
+  checkCommand,
   mapCommand,
   convertCommand,
   compareCommand,

@@ -113,9 +113,7 @@ export async function countBitmaps(
         const offLow = (low & 0xfffffe00) >>> 0;
         const hasOffset = offHigh !== 0 || offLow !== 0;
         const invalid =
-          (high & 0xff000000) !== 0 ||
-          (low & 0x1fe) !== 0 ||
-          (hasOffset && ((low & 1) !== 0 || offLow % ctx.cs !== 0));
+          (high & 0xff000000) !== 0 || (low & 0x1fe) !== 0 || (hasOffset && ((low & 1) !== 0 || offLow % ctx.cs !== 0));
         if (invalid) {
           ctx.log(`ERROR bitmap '${bm.name}': invalid table entry ${first + j}: ${hex64(high, low)}`);
           ctx.res.corruptions++;

@@ -106,7 +106,11 @@ export async function compareRefcounts(
 }
 
 /** Writes the entry repairs the walk deferred until the refcounts were right. */
-export async function applyDeferred(ctx: CheckContext, fixes: MetadataWalk['deferred'], walk: MetadataWalk): Promise<void> {
+export async function applyDeferred(
+  ctx: CheckContext,
+  fixes: MetadataWalk['deferred'],
+  walk: MetadataWalk,
+): Promise<void> {
   if (fixes.size === 0) return;
   try {
     for (const fix of fixes.values()) {
@@ -198,7 +202,9 @@ export async function checkOflagCopied(
         if (refc === undefined) continue;
         if ((refc === 1) === ecopied) continue;
         r.corruptions++;
-        ctx.log(`${repair ? 'Repairing' : 'ERROR'} OFLAG_COPIED data cluster: l2_entry=${bare(eh, el)} refcount=${refc}`);
+        ctx.log(
+          `${repair ? 'Repairing' : 'ERROR'} OFLAG_COPIED data cluster: l2_entry=${bare(eh, el)} refcount=${refc}`,
+        );
         if (repair) {
           table.writeUInt32BE((refc === 1 ? eh | COPIED_HIGH : eh & ~COPIED_HIGH) >>> 0, base);
           dirty++;

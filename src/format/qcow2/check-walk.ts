@@ -187,7 +187,9 @@ export class MetadataWalk {
         return;
       }
     }
-    const table = await ctx.readAt(offset, ctx.cs).catch((err) => ctx.ioFailure(err, 'I/O error in check_refcounts_l2'));
+    const table = await ctx
+      .readAt(offset, ctx.cs)
+      .catch((err) => ctx.ioFailure(err, 'I/O error in check_refcounts_l2'));
     const s: TableState = {
       table,
       offset,
@@ -416,7 +418,8 @@ export class MetadataWalk {
     const data = Buffer.alloc(g.l2EntrySize);
     const copied = (w.high & COPIED_HIGH) !== 0;
     try {
-      if (g.extendedL2) encodeL2(data, 0, { kind: 'data', host: aligned, copied, sub: { alloc: w.allocW, zero: w.zeroW } }, g);
+      if (g.extendedL2)
+        encodeL2(data, 0, { kind: 'data', host: aligned, copied, sub: { alloc: w.allocW, zero: w.zeroW } }, g);
       else encodeL2(data, 0, { kind: 'data', host: aligned, copied }, g);
     } catch {
       return undefined;
@@ -428,7 +431,8 @@ export class MetadataWalk {
   async #zeroEntry(s: TableState, i: number, w: { zeroW: number; allocW: number }): Promise<void> {
     const g = this.#ctx.g;
     const data = Buffer.alloc(g.l2EntrySize);
-    if (g.extendedL2) encodeL2(data, 0, { kind: 'unallocated', sub: { alloc: 0, zero: (w.zeroW | w.allocW) >>> 0 } }, g);
+    if (g.extendedL2)
+      encodeL2(data, 0, { kind: 'unallocated', sub: { alloc: 0, zero: (w.zeroW | w.allocW) >>> 0 } }, g);
     else if (g.version >= 3) encodeL2(data, 0, { kind: 'zero', host: 0, copied: false }, g);
     else encodeL2(data, 0, { kind: 'unallocated' }, g);
     await this.#write(s.offset + i * g.l2EntrySize, data, 'l2');

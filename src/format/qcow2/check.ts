@@ -18,7 +18,7 @@ import type { BlockDriver } from '../../block/driver.js';
 import { VdiskError } from '../../block/errors.js';
 import { writeU64 } from '../../util/u64.js';
 import { countBitmaps } from './check-bitmaps.js';
-import { CheckAbort, type CheckCounts, CheckContext, type RepairMode, zeroCounts } from './check-context.js';
+import { CheckAbort, CheckContext, type CheckCounts, type RepairMode, zeroCounts } from './check-context.js';
 import { rebuildRefcountStructure } from './check-rebuild.js';
 import { applyDeferred, checkOflagCopied, checkRefblocks, compareRefcounts } from './check-repair.js';
 import { StoredRefcounts } from './check-stored.js';

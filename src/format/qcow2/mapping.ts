@@ -16,6 +16,8 @@ export interface Run {
   length: number;
   /** data: host offset of the run's first byte. compressed: the cluster's entry. */
   host: number;
+  /** data: the host cluster belongs to this image alone (COPIED), so it may be written in place. */
+  copied: boolean;
   entry?: L2Entry;
 }
 
@@ -37,7 +39,15 @@ export async function mapRange(tables: L2Tables, g: Qcow2Geometry, offset: numbe
         const scEnd = Math.min(clusterStart + (sc + 1) * g.subclusterSize, clusterEnd);
         const kind = subclusterKind(entry, sc);
         const host = kind === 'data' ? (entry as { host: number }).host + (pos - clusterStart) : 0;
-        push(runs, { kind, offset: pos, length: scEnd - pos, host, entry: kind === 'compressed' ? entry : undefined });
+        const copied = kind === 'data' && (entry as { copied: boolean }).copied;
+        push(runs, {
+          kind,
+          offset: pos,
+          length: scEnd - pos,
+          host,
+          copied,
+          entry: kind === 'compressed' ? entry : undefined,
+        });
         pos = scEnd;
       }
     }
@@ -50,6 +60,7 @@ function push(runs: Run[], run: Run): void {
   if (
     last &&
     last.kind === run.kind &&
+    last.copied === run.copied &&
     run.kind !== 'compressed' &&
     last.offset + last.length === run.offset &&
     (run.kind !== 'data' || last.host + last.length === run.host)

@@ -22,7 +22,7 @@ export async function writeGuest(parts: ImageParts, offset: number, buf: Buffer)
   let release = await parts.clusterLocks.acquire(first, end, 'shared');
   try {
     const runs = await parts.metadataLock.run(() => mapRange(parts.tables, g, offset, buf.length));
-    if (runs.every((r) => r.kind === 'data') && (await allCopied(parts, first, end))) {
+    if (runs.every((r) => r.kind === 'data' && r.copied)) {
       await writeRuns(parts, runs, offset, buf);
       return;
     }
@@ -32,17 +32,6 @@ export async function writeGuest(parts: ImageParts, offset: number, buf: Buffer)
   } finally {
     release();
   }
-}
-
-async function allCopied(parts: ImageParts, first: number, end: number): Promise<boolean> {
-  return parts.metadataLock.run(async () => {
-    for (let c = first; c < end; ) {
-      const entries = await parts.tables.entries(c, end - c);
-      for (const e of entries) if (e.kind !== 'data' || !e.copied) return false;
-      c += entries.length;
-    }
-    return true;
-  });
 }
 
 async function writeRuns(

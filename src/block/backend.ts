@@ -146,7 +146,12 @@ export class BlockBackend {
 
   async #close(): Promise<void> {
     if (this.#inFlight > 0) await new Promise<void>((resolve) => (this.#drained = resolve));
-    await this.root.close();
+    try {
+      // What was written is on stable storage when close returns, as QEMU's bdrv_close does.
+      if (!this.readOnly) await this.root.flush();
+    } finally {
+      await this.root.close();
+    }
   }
 
   /** A write whose durability the caller asked for: native FUA where the graph has it, else a flush. */

@@ -6,7 +6,7 @@
  * them, never `json:` pseudo-names, read-only, with a depth limit and loop detection.
  */
 import { realpath } from 'node:fs/promises';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { type FormatName, formatDefinition, probeFormat } from '../format/registry.js';
 import { FileDriver } from '../io/file.js';
 import { BlockBackend } from './backend.js';
@@ -113,7 +113,8 @@ async function openBacking(
   if (options.chain.length >= MAX_BACKING_DEPTH) {
     throw new VdiskError('ECORRUPT', `The backing chain of '${parent}' is deeper than ${MAX_BACKING_DEPTH} images`);
   }
-  const path = isAbsolute(name) ? name : resolve(dirname(parent), name);
+  // Named as QEMU names it: the parent's directory joined with the relative name.
+  const path = isAbsolute(name) ? name : join(dirname(parent), name);
   const real = await realpath(path).catch(() => path);
   if (options.chain.includes(real)) {
     throw new VdiskError('ECORRUPT', `The backing chain of '${parent}' loops back to '${name}'`);

@@ -1,13 +1,7 @@
 /** `vdisk check`: qemu-img check's arguments, messages, both output layouts and exit statuses. */
 import { VdiskError } from '../block/errors.js';
 import { formatDefinition } from '../format/registry.js';
-import {
-  checkExitCode,
-  checkImage,
-  formatCheckHuman,
-  formatCheckJson,
-  formatRepairedHuman,
-} from '../tools/check.js';
+import { checkExitCode, checkImage, formatCheckHuman, formatCheckJson, formatRepairedHuman } from '../tools/check.js';
 import { type CliCommand, oneFilename, outputFormat, parseCommandLine } from './args.js';
 
 const HELP = `usage: vdisk check [-f fmt] [--output=human|json] [-r leaks|all] [-q] [-U] filename
@@ -67,7 +61,9 @@ export const checkCommand: CliCommand = {
     }
     const status = checkExitCode(outcome);
     if (status === 1) {
-      streams.err(outcome.failure !== undefined ? `vdisk: Check failed: ${outcome.failure}\n` : 'vdisk: Check failed\n');
+      streams.err(
+        outcome.failure !== undefined ? `vdisk: Check failed: ${outcome.failure}\n` : 'vdisk: Check failed\n',
+      );
     }
     return status;
   },

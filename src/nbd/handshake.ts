@@ -84,9 +84,13 @@ interface MetaSelection {
  * client ended the handshake itself (NBD_OPT_ABORT); rejects with HandshakeError or InputClosed
  * when the connection must be dropped.
  */
-export async function negotiate(socket: Duplex, input: SocketInput, options: HandshakeOptions): Promise<Negotiated | undefined> {
+export async function negotiate(
+  socket: Duplex,
+  input: SocketInput,
+  options: HandshakeOptions,
+): Promise<Negotiated | undefined> {
   const exp = options.export;
-  let io = { socket, input };
+  const io = { socket, input };
   let tlsActive = false;
   let option = 0;
 
@@ -133,7 +137,8 @@ export async function negotiate(socket: Duplex, input: SocketInput, options: Han
     option = header.option;
     if (!header.magicOk) throw new HandshakeError('Bad option magic received');
     if (header.length > MAX_OPTION_LENGTH) {
-      if (fixed) error(REP.ERR_TOO_BIG, `Option length ${header.length} is larger than the maximum (${MAX_OPTION_LENGTH})`);
+      if (fixed)
+        error(REP.ERR_TOO_BIG, `Option length ${header.length} is larger than the maximum (${MAX_OPTION_LENGTH})`);
       throw new HandshakeError(`Option length ${header.length} is larger than the maximum (${MAX_OPTION_LENGTH})`);
     }
     await io.input.need(header.length);
@@ -141,7 +146,8 @@ export async function negotiate(socket: Duplex, input: SocketInput, options: Han
 
     if (!fixed) {
       // Plain newstyle: EXPORT_NAME is the only option there is.
-      if (option !== OPT.EXPORT_NAME || options.tls) throw new HandshakeError(`Unsupported option ${option} in newstyle`);
+      if (option !== OPT.EXPORT_NAME || options.tls)
+        throw new HandshakeError(`Unsupported option ${option} in newstyle`);
       exportName(data);
       return entered(data.toString('utf8'));
     }
@@ -155,7 +161,8 @@ export async function negotiate(socket: Duplex, input: SocketInput, options: Han
           }
           reply(REP.ACK);
           // Bytes the client sent before it could have seen the ACK are not trusted (CVE-2021-3716).
-          if (io.input.queue.length > 0) throw new HandshakeError('Data received after STARTTLS before the TLS handshake');
+          if (io.input.queue.length > 0)
+            throw new HandshakeError('Data received after STARTTLS before the TLS handshake');
           io.input.detach();
           io.socket = await startTls(io.socket, options.tls);
           io.input = new SocketInput(io.socket);
@@ -262,7 +269,8 @@ export async function negotiate(socket: Duplex, input: SocketInput, options: Han
           break;
         }
         const selection = selectContexts(req.queries, !set, exp.allocationDepth);
-        if (selection.base) send(encodeMetaContextReply(option, set ? CONTEXT_ID_BASE_ALLOCATION : 0, CONTEXT_BASE_ALLOCATION));
+        if (selection.base)
+          send(encodeMetaContextReply(option, set ? CONTEXT_ID_BASE_ALLOCATION : 0, CONTEXT_BASE_ALLOCATION));
         if (selection.depth) {
           send(encodeMetaContextReply(option, set ? CONTEXT_ID_ALLOCATION_DEPTH : 0, CONTEXT_ALLOCATION_DEPTH));
         }

@@ -22,6 +22,7 @@ import { alignedPool } from '../io/aligned.js';
 import type { NbdExport } from './export.js';
 import type { SocketInput } from './input.js';
 import {
+  CHUNK,
   CMD,
   CMD_FLAG,
   CONTEXT_ID_ALLOCATION_DEPTH,
@@ -38,14 +39,13 @@ import {
   encodeSimpleReply,
   NBD_ERR,
   newRequest,
+  REPLY_FLAG_DONE,
   REQUEST_SIZE,
+  SIMPLE_REPLY_SIZE,
   STATE_HOLE,
   STATE_ZERO,
   writeChunkHeader,
   writeSimpleReply,
-  CHUNK,
-  REPLY_FLAG_DONE,
-  SIMPLE_REPLY_SIZE,
 } from './protocol.js';
 
 export interface SessionLimits {
@@ -481,7 +481,13 @@ export class Session {
   }
 
   /** A read reply in which long runs of zeros go as holes and the rest as data chunks. */
-  #sendSparse(cookieHi: number, cookieLo: number, offset: number, buf: Buffer, release: (() => void) | undefined): void {
+  #sendSparse(
+    cookieHi: number,
+    cookieLo: number,
+    offset: number,
+    buf: Buffer,
+    release: (() => void) | undefined,
+  ): void {
     const end = buf.length;
     // Segments [start, stop) of the buffer, alternating data and zero.
     const starts: number[] = [];
@@ -548,7 +554,8 @@ export class Session {
       }
       // Report what is known; the client asks again from where the answer ends.
     }
-    if (this.#base) this.#write1(encodeBlockStatusChunk(cookieHi, cookieLo, CONTEXT_ID_BASE_ALLOCATION, base, !this.#depth));
+    if (this.#base)
+      this.#write1(encodeBlockStatusChunk(cookieHi, cookieLo, CONTEXT_ID_BASE_ALLOCATION, base, !this.#depth));
     if (this.#depth) this.#write1(encodeBlockStatusChunk(cookieHi, cookieLo, CONTEXT_ID_ALLOCATION_DEPTH, depth, true));
   }
 
@@ -570,6 +577,7 @@ export class Session {
   }
 
   #cork(): void {
+    if (NO_CORK) return;
     if (this.#corked || this.#state === 'closed') return;
     this.#corked = true;
     this.#socket.cork();
@@ -630,6 +638,7 @@ export class Session {
   }
 }
 
+const NO_CORK = process.env.VDISK_NBD_NO_CORK === '1';
 const FUA = { fua: true };
 const NO_FLAGS = {};
 

@@ -12,8 +12,9 @@ import { fromSystemError, VdiskError } from '../block/errors.js';
 
 export interface TlsCredentials {
   readonly dir: string;
-  readonly context: tls.SecureContext;
   readonly verifyPeer: boolean;
+  /** The certificate files as read, for tls.createServer(). */
+  readonly files: { ca: Buffer; cert: Buffer; key: Buffer; crl?: Buffer };
 }
 
 async function readCredential(dir: string, name: string, optional = false): Promise<Buffer | undefined> {
@@ -34,9 +35,10 @@ export async function loadTlsCredentials(dir: string, options: { verifyPeer?: bo
     readCredential(dir, 'server-key.pem'),
     readCredential(dir, 'ca-crl.pem', true),
   ]);
-  let context: tls.SecureContext;
+  const files = { ca: ca!, cert: cert!, key: key!, ...(crl ? { crl } : {}) };
   try {
-    context = tls.createSecureContext({ ca, cert, key, crl, minVersion: 'TLSv1.2' });
+    // Parse everything now, so that bad credentials stop the server before it listens.
+    tls.createSecureContext({ ...files, minVersion: 'TLSv1.2' });
   } catch (err) {
     throw new VdiskError(
       'EINVAL',
@@ -44,43 +46,45 @@ export async function loadTlsCredentials(dir: string, options: { verifyPeer?: bo
       { cause: err },
     );
   }
-  return { dir, context, verifyPeer: options.verifyPeer ?? true };
+  return { dir, verifyPeer: options.verifyPeer ?? true, files };
 }
 
 /**
  * Runs the server side of a TLS handshake over `socket` and resolves with the encrypted
- * socket; rejects if the handshake fails or the client's certificate is not trusted.
+ * socket; rejects if the handshake fails or the client's certificate is not trusted. The work
+ * is done by a tls.Server that never listens: it is handed the connection, and it is what checks
+ * the client's certificate (a bare TLSSocket would not).
  */
 export function startTls(socket: Duplex, creds: TlsCredentials): Promise<tls.TLSSocket> {
   return new Promise((resolve, reject) => {
-    const secure = new tls.TLSSocket(socket, {
-      isServer: true,
-      secureContext: creds.context,
+    const server = tls.createServer({
+      ...creds.files,
+      minVersion: 'TLSv1.2',
       requestCert: creds.verifyPeer,
       rejectUnauthorized: creds.verifyPeer,
     });
+    let settled = false;
     const fail = (err: Error) => {
-      cleanup();
-      secure.destroy();
-      reject(new VdiskError('EACCES', `TLS handshake failed: ${err.message}`, { cause: err }));
+      if (settled) return;
+      settled = true;
+      socket.destroy();
+      // OpenSSL's errors carry a short `reason` ("peer did not return a certificate").
+      const reason = (err as { reason?: unknown }).reason;
+      reject(
+        new VdiskError('EACCES', `TLS handshake failed: ${typeof reason === 'string' ? reason : err.message}`, {
+          cause: err,
+        }),
+      );
     };
-    const closed = () => fail(new Error('the client closed the connection'));
-    const cleanup = () => {
-      secure.off('error', fail);
-      secure.off('close', closed);
-      secure.off('secure', done);
-    };
-    const done = () => {
-      // A TLSSocket made by hand does not reject untrusted clients by itself (tls.Server does).
-      if (creds.verifyPeer && !secure.authorized) {
-        fail(new Error(`client certificate rejected: ${secure.authorizationError ?? 'none presented'}`));
-        return;
-      }
-      cleanup();
+    server.once('secureConnection', (secure: tls.TLSSocket) => {
+      if (settled) return;
+      settled = true;
+      socket.off('close', closed);
       resolve(secure);
-    };
-    secure.on('error', fail);
-    secure.on('close', closed);
-    secure.on('secure', done);
+    });
+    server.once('tlsClientError', (err: Error) => fail(err));
+    const closed = () => fail(new Error('the client closed the connection'));
+    socket.once('close', closed);
+    server.emit('connection', socket);
   });
 }

@@ -2,8 +2,11 @@
  * `info`: what qemu-img info reports about an image, as the same object its --output=json
  * prints, and both of its text layouts.
  */
+import { realpath } from 'node:fs/promises';
+import path from 'node:path';
 import type { BlockBackend } from '../block/backend.js';
 import type { BlockDriver } from '../block/driver.js';
+import { VdiskError } from '../block/errors.js';
 import { openImageWithFormat } from '../block/open.js';
 import { type FormatName, formatDefinition } from '../format/registry.js';
 import { dumpQobject, inQdictOrder, toQemuJson } from './qemu-json.js';
@@ -19,15 +22,25 @@ export interface ImageInfo {
   'actual-size'?: number;
   'format-specific'?: { type: string; data: Record<string, unknown> };
   'dirty-flag': boolean;
+  'backing-filename'?: string;
+  'full-backing-filename'?: string;
+  'backing-filename-format'?: string;
 }
 
 /**
  * Facts a format driver may add for info. Not part of BlockDriver yet: a driver that has these
- * members (qcow2: cluster size, dirty bit) gets them shown; others show what raw shows.
+ * members (qcow2: cluster size, dirty bit, backing file) gets them shown; others show what raw
+ * shows. Each may be a value or a method returning it.
  */
 interface InfoFacts {
-  clusterSize?: number;
-  dirty?: boolean;
+  clusterSize?: number | (() => number);
+  dirty?: boolean | (() => boolean);
+  backingName?: string;
+  backingFormat?: string;
+}
+
+function fact<T>(value: T | (() => T) | undefined, owner: object): T | undefined {
+  return typeof value === 'function' ? (value as () => T).call(owner) : value;
 }
 
 export interface ImageInfoOptions {
@@ -51,17 +64,23 @@ function formatSpecific(root: BlockDriver): ImageInfo['format-specific'] {
 export async function backendInfo(backend: BlockBackend, filename: string, format: string): Promise<ImageInfo> {
   const root = backend.root;
   const facts = root as BlockDriver & InfoFacts;
-  const actual = await root.allocatedSize?.();
-  const info: ImageInfo = {
-    'virtual-size': backend.length,
+  const clusterSize = fact(facts.clusterSize, root);
+  const backing = typeof facts.backingName === 'string' ? facts.backingName : undefined;
+  // Built in QAPI's field order (it decides the order of keys that share a QDict bucket).
+  const info: Record<string, unknown> = {
     filename,
-    'cluster-size': typeof facts.clusterSize === 'number' && facts.clusterSize > 0 ? facts.clusterSize : undefined,
     format,
-    'actual-size': actual,
+    'dirty-flag': Boolean(fact(facts.dirty, root)),
+    'actual-size': await root.allocatedSize?.(),
+    'virtual-size': backend.length,
+    'cluster-size': typeof clusterSize === 'number' && clusterSize > 0 ? clusterSize : undefined,
+    'backing-filename': backing,
+    'full-backing-filename':
+      backing === undefined || path.isAbsolute(backing) ? backing : path.join(path.dirname(filename), backing),
+    'backing-filename-format': backing === undefined ? undefined : facts.backingFormat,
     'format-specific': formatSpecific(root),
-    'dirty-flag': Boolean(facts.dirty),
   };
-  return inQdictOrder(info);
+  return inQdictOrder(info) as unknown as ImageInfo;
 }
 
 /** Opens an image read-only and reports on it, as qemu-img info does. */
@@ -72,12 +91,48 @@ export async function imageInfo(filename: string, options: ImageInfoOptions = {}
     format: wanted,
     readOnly: true,
     lock: options.lock ?? true,
+    // info reports on one image; a missing backing file is shown, not an error.
+    noBacking: true,
   });
   try {
     return await backendInfo(backend, filename, format);
   } finally {
     await backend.close();
   }
+}
+
+/** A backing chain deeper than this is refused, as the open policy refuses it. */
+const MAX_CHAIN = 32;
+
+/** qemu-img info --backing-chain: the image, then each backing image down the chain. */
+export async function imageChainInfo(filename: string, options: ImageInfoOptions = {}): Promise<ImageInfo[]> {
+  const chain: ImageInfo[] = [];
+  const seen = new Set<string>();
+  let next: { file: string; format: FormatName | 'probe' } | undefined = {
+    file: filename,
+    format: options.format ?? 'probe',
+  };
+  while (next) {
+    const real = await realpath(next.file).catch(() => path.resolve(next!.file));
+    if (seen.has(real)) throw new VdiskError('ECORRUPT', `Backing file '${next.file}' creates an infinite loop`);
+    if (chain.length >= MAX_CHAIN)
+      throw new VdiskError('ECORRUPT', `The backing chain is deeper than ${MAX_CHAIN} images`);
+    seen.add(real);
+    const info = await imageInfo(next.file, { ...options, format: next.format });
+    chain.push(info);
+    const backing = info['full-backing-filename'];
+    const backingFormat = info['backing-filename-format'];
+    next =
+      backing === undefined
+        ? undefined
+        : { file: backing, format: backingFormat === 'raw' || backingFormat === 'qcow2' ? backingFormat : 'probe' };
+  }
+  return chain;
+}
+
+/** qemu-img info --output=json --backing-chain: a JSON array of the images' info. */
+export function formatChainJson(chain: readonly ImageInfo[]): string {
+  return `${toQemuJson(chain)}\n`;
 }
 
 /** qemu-img info --output=json, byte for byte (with the final newline). */
@@ -95,6 +150,16 @@ export function formatInfoHuman(info: ImageInfo): string {
     `disk size: ${actual === undefined ? 'unavailable' : formatSize(actual)}\n`;
   if (info['cluster-size'] !== undefined) text += `cluster_size: ${info['cluster-size']}\n`;
   if (info['dirty-flag']) text += 'cleanly shut down: no\n';
+  const backing = info['backing-filename'];
+  if (backing !== undefined) {
+    const full = info['full-backing-filename'];
+    text += `backing file: ${backing}`;
+    if (full === undefined) text += ' (cannot determine actual path)';
+    else if (full !== backing) text += ` (actual path: ${full})`;
+    text += '\n';
+    if (info['backing-filename-format'] !== undefined)
+      text += `backing file format: ${info['backing-filename-format']}\n`;
+  }
   const specific = info['format-specific'];
   if (specific) text += `Format specific information:\n${dumpQobject(specific.data, 1)}`;
   return text;

@@ -266,7 +266,8 @@ const infoCommand: CommandInfo = {
   argmax: 0,
   async run(session) {
     const root = session.backend.root;
-    const clusterSize = (root as { clusterSize?: unknown }).clusterSize;
+    const own = (root as { clusterSize?: unknown }).clusterSize;
+    const clusterSize = typeof own === 'function' ? (own as () => unknown).call(root) : own;
     const cluster = typeof clusterSize === 'number' ? clusterSize : 0;
     session.out(`format name: ${session.format}\n`);
     session.out(`cluster size: ${formatIoSize(cluster)}\n`);

@@ -1,17 +1,15 @@
-/** Finding and running the QEMU tools that serve as oracles in interop tests. */
+/** Synchronous runs of the QEMU tools, for tests that use them as oracles between steps. */
 import { execFileSync, spawnSync } from 'node:child_process';
 
-export function hasTool(name: string): boolean {
-  return spawnSync('which', [name], { encoding: 'utf8' }).status === 0;
-}
+export { hasCommand as hasTool } from './run.js';
 
-export interface RunResult {
+export interface SyncRunResult {
   status: number;
   stdout: string;
   stderr: string;
 }
 
-export function run(cmd: string, args: string[]): RunResult {
+export function run(cmd: string, args: string[]): SyncRunResult {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
   return { status: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
 }

@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { exportFlags } from '../../src/nbd/export.js';
 import { selectContexts } from '../../src/nbd/handshake.js';
 import { ByteQueue } from '../../src/nbd/input.js';
 import {
@@ -41,7 +42,6 @@ import {
   TF,
 } from '../../src/nbd/protocol.js';
 import { allocationDepth, isZero } from '../../src/nbd/session.js';
-import { exportFlags } from '../../src/nbd/export.js';
 
 const hex = (b: Buffer) => b.toString('hex');
 
@@ -82,7 +82,10 @@ describe('NBD handshake messages', () => {
       '0000000e' + '0003' + '00000001' + '00001000' + '02000000',
     );
     assert.equal(hex(encodeInfoString(OPT.GO, INFO.DESCRIPTION, 'hi').subarray(16)), '00000004' + '0002' + '6869');
-    assert.equal(hex(encodeMetaContextReply(OPT.SET_META_CONTEXT, 1, 'base:allocation').subarray(12, 24)), '00000004' + '00000013' + '00000001');
+    assert.equal(
+      hex(encodeMetaContextReply(OPT.SET_META_CONTEXT, 1, 'base:allocation').subarray(12, 24)),
+      '00000004' + '00000013' + '00000001',
+    );
   });
 
   it('answers NBD_OPT_EXPORT_NAME with 134 bytes, or 10 with NO_ZEROES', () => {
@@ -160,7 +163,14 @@ describe('NBD transmission messages', () => {
     const buf = encodeRequest(CMD.WRITE, 1, 0xdeadbeef_01020304n, 2 ** 40, 4096);
     assert.equal(hex(buf), '25609513' + '0001' + '0001' + 'deadbeef01020304' + '0000010000000000' + '00001000');
     assert.equal(decodeRequest(buf, 0, req), true);
-    assert.deepEqual(req, { flags: 1, type: 1, cookieHi: 0xdeadbeef, cookieLo: 0x01020304, offset: 2 ** 40, length: 4096 });
+    assert.deepEqual(req, {
+      flags: 1,
+      type: 1,
+      cookieHi: 0xdeadbeef,
+      cookieLo: 0x01020304,
+      offset: 2 ** 40,
+      length: 4096,
+    });
     buf[0] = 0;
     assert.equal(decodeRequest(buf, 0, req), false);
   });
@@ -189,7 +199,16 @@ describe('NBD transmission messages', () => {
     );
     assert.equal(
       hex(encodeBlockStatusChunk(0, 7, 1, { lengths: [4096, 8192], flags: [3, 0], count: 2 }, true)),
-      '668e33ef' + '0001' + '0005' + '0000000000000007' + '00000014' + '00000001' + '00001000' + '00000003' + '00002000' + '00000000',
+      '668e33ef' +
+        '0001' +
+        '0005' +
+        '0000000000000007' +
+        '00000014' +
+        '00000001' +
+        '00001000' +
+        '00000003' +
+        '00002000' +
+        '00000000',
     );
   });
 

@@ -1,8 +1,7 @@
 /**
  * The parts of `check` that compare and repair: the refcount blocks' own accounting
  * (check_refblocks), the comparison of stored refcounts with the references found
- * (compare_refcounts), the entry repairs the walk deferred, and the COPIED flags
- * (check_oflag_copied). Every repair here is written and flushed before the next kind starts, so
+ * (compare_refcounts), and the COPIED flags (check_oflag_copied). Every repair here is written and flushed before the next kind starts, so
  * that a COPIED flag is set only over a refcount already durable.
  */
 import { hex64, TWO_POW_32 } from '../../util/u64.js';
@@ -69,7 +68,8 @@ export async function compareRefcounts(
   let changed = false;
   const refs = ctx.refs;
   for (let i = 0; i < refs.length; i++) {
-    const stored1 = await stored.get(i);
+    let stored1 = stored.peek(i);
+    if (stored1 === undefined) stored1 = await stored.get(i);
     if (stored1 instanceof RefcountReadError) {
       ctx.log(`Can't get refcount for cluster ${i}: ${stored1.reason}`);
       ctx.res.checkErrors++;
@@ -105,33 +105,6 @@ export async function compareRefcounts(
   return out;
 }
 
-/** Writes the entry repairs the walk deferred until the refcounts were right. */
-export async function applyDeferred(
-  ctx: CheckContext,
-  fixes: MetadataWalk['deferred'],
-  walk: MetadataWalk,
-): Promise<void> {
-  if (fixes.size === 0) return;
-  try {
-    for (const fix of fixes.values()) {
-      if (ctx.overlap(fix.offset, fix.data.length, fix.own) !== undefined) {
-        ctx.log('ERROR: Overlap check failed');
-        ctx.res.checkErrors++;
-        throw new CheckAbort('Input/output error');
-      }
-      await ctx.file.write(fix.offset, fix.data);
-      if (fix.activeL1Index !== undefined) fix.data.copy(walk.activeL1, fix.activeL1Index * 8);
-    }
-    await ctx.file.flush();
-  } catch (err) {
-    if (err instanceof CheckAbort) throw err;
-    ctx.ioFailure(err, 'Could not write a repaired table entry');
-  }
-  ctx.res.corruptions -= fixes.size;
-  ctx.res.corruptionsFixed += fixes.size;
-  fixes.clear();
-}
-
 /** check_oflag_copied: the COPIED flag of every active L1 and L2 entry must say "refcount is 1". */
 export async function checkOflagCopied(
   ctx: CheckContext,
@@ -144,9 +117,11 @@ export async function checkOflagCopied(
   const g = ctx.g;
   const cs = ctx.cs;
   const l1 = walk.activeL1;
-  const refcountOf = async (offset: number): Promise<number | undefined> => {
-    const v = await stored.get(Math.floor(offset / cs));
-    return v instanceof RefcountReadError ? undefined : v;
+  const refcountOf = (offset: number): number | undefined | Promise<number | undefined> => {
+    const cluster = Math.floor(offset / cs);
+    const now = stored.peek(cluster);
+    if (now !== undefined) return now instanceof RefcountReadError ? undefined : now;
+    return stored.get(cluster).then((v) => (v instanceof RefcountReadError ? undefined : v));
   };
   let wrote = false;
   try {
@@ -198,7 +173,8 @@ export async function checkOflagCopied(
         const hasOffset = dh !== 0 || dl !== 0;
         const ecopied = (eh & COPIED_HIGH) !== 0;
         if (!hasOffset && !(ctx.hasDataFile && ecopied && !zero)) continue; // unallocated or zero
-        const refc = ctx.hasDataFile ? 1 : await refcountOf(dh * TWO_POW_32 + dl);
+        let refc = ctx.hasDataFile ? 1 : refcountOf(dh * TWO_POW_32 + dl);
+        if (refc instanceof Promise) refc = await refc;
         if (refc === undefined) continue;
         if ((refc === 1) === ecopied) continue;
         r.corruptions++;

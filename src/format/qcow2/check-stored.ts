@@ -30,6 +30,9 @@ export class StoredRefcounts {
   readonly perBlock: number;
   readonly #clean = new Map<number, Buffer>();
   readonly #dirty = new Map<number, Buffer>();
+  /** The block peek() used last, by table index. */
+  #lastIndex = -1;
+  #lastBlock: Buffer | undefined;
   #signalled = false;
 
   constructor(ctx: CheckContext, table: Buffer) {
@@ -61,20 +64,49 @@ export class StoredRefcounts {
 
   /** The stored refcount of cluster `cluster`, or why it cannot be read. */
   async get(cluster: number): Promise<number | RefcountReadError> {
+    const now = this.peek(cluster);
+    if (now !== undefined) return now;
+    await this.load(cluster);
+    return this.peek(cluster)!;
+  }
+
+  /**
+   * The stored refcount of `cluster` without waiting: undefined when its block must be read
+   * first (load()). Loops over many clusters call this, and load() only when it says so.
+   */
+  peek(cluster: number): number | RefcountReadError | undefined {
     const index = Math.floor(cluster / this.perBlock);
-    if (index >= this.entries) return 0;
-    const p = this.pointer(index);
-    if (p.kind === 'none' || p.kind === 'beyond') return 0;
-    if (p.kind === 'unaligned') {
-      this.#signal(`Refblock offset 0x${p.offset.toString(16)} unaligned (reftable index: 0x${index.toString(16)})`);
-      return new RefcountReadError('Input/output error');
+    let block: Buffer | undefined;
+    if (index === this.#lastIndex) {
+      block = this.#lastBlock;
+    } else {
+      if (index >= this.entries) return 0;
+      const p = this.pointer(index);
+      if (p.kind === 'none' || p.kind === 'beyond') return 0;
+      if (p.kind === 'unaligned') {
+        this.#signal(
+          `Refblock offset 0x${p.offset.toString(16)} unaligned ` +
+            `(reftable index: ${index === 0 ? '0' : `0x${index.toString(16)}`})`,
+        );
+        return new RefcountReadError('Input/output error');
+      }
+      block = this.#dirty.get(p.offset) ?? this.#clean.get(p.offset);
+      if (!block) return undefined;
+      this.#lastIndex = index;
+      this.#lastBlock = block;
     }
-    const block = await this.#block(p.offset);
     try {
-      return getRefcount(block, cluster % this.perBlock, this.#ctx.g.refcountOrder);
+      return getRefcount(block!, cluster % this.perBlock, this.#ctx.g.refcountOrder);
     } catch (err) {
       return new RefcountReadError(err instanceof VdiskError ? 'Value too large for defined data type' : String(err));
     }
+  }
+
+  /** Reads the block that holds the refcount of `cluster` into the cache. */
+  async load(cluster: number): Promise<void> {
+    const index = Math.floor(cluster / this.perBlock);
+    const p = index < this.entries ? this.pointer(index) : undefined;
+    if (p?.kind === 'block') await this.#block(p.offset);
   }
 
   /** Changes the stored refcount of `cluster` in memory (its block must exist and be aligned). */
@@ -87,6 +119,7 @@ export class StoredRefcounts {
     setRefcount(block, cluster % this.perBlock, this.#ctx.g.refcountOrder, value);
     this.#clean.delete(p.offset);
     this.#dirty.set(p.offset, block);
+    this.#lastIndex = -1;
     return true;
   }
 
@@ -116,6 +149,7 @@ export class StoredRefcounts {
   }
 
   #trim(): void {
+    this.#lastIndex = -1;
     while (this.#clean.size > CACHE_CLEAN_BLOCKS) {
       const oldest = this.#clean.keys().next().value as number;
       this.#clean.delete(oldest);

@@ -9,26 +9,37 @@
  * references in one pass at the end), so hostile tables that all name the same clusters cost
  * no more than honest ones.
  *
- * Where QEMU would follow an unaligned offset, vdisk counts (and, with -r all, repairs the entry
- * to) the cluster the offset lies in. With -r all vdisk also repairs what QEMU 7.2 leaves
- * broken: an L2 entry naming a cluster past the end of the file becomes a zero cluster (it read
- * as zeros anyway), an L1 entry naming an L2 table past the end is cleared (that table read as
- * all unallocated), a compressed entry's COPIED bit is cleared.
+ * An unaligned offset counts both clusters it touches, as in QEMU. For an unaligned L2 table
+ * offset vdisk then reads the table from whichever of the two clusters is allocated and not
+ * other metadata (QEMU reads at the unaligned offset, which is garbage), and with -r all points
+ * the L1 entry there. With -r all vdisk also repairs what QEMU 7.2 leaves broken: an unaligned
+ * data cluster offset is realigned when exactly one of its two clusters is allocated and used by
+ * nothing else; an L2 entry naming a cluster past the end of the file becomes a zero cluster (it
+ * read as zeros anyway); an L1 entry naming an L2 table past the end is cleared (that table read
+ * as all unallocated); a compressed entry's COPIED bit is cleared. Each of these repairs names
+ * only clusters whose refcount is already at least 1, so it is written at once.
  */
 import { hex64, TWO_POW_32 } from '../../util/u64.js';
 import { CheckAbort, type CheckContext, hexBare } from './check-context.js';
+import { RefcountReadError, type StoredRefcounts } from './check-stored.js';
 import { MAX_L1_SIZE_BYTES } from './constants.js';
 import { decodeL1, encodeL1 } from './l1-entry.js';
 import { decodeL2, encodeL2, type L2Entry } from './l2-entry.js';
 
-/** An entry repair written only after the refcounts are right (it names another cluster). */
-export interface EntryFix {
+/** An L2 entry with an unaligned data cluster offset, to realign once every reference is counted. */
+interface Realign {
+  /** File offset of the entry. */
+  at: number;
+  w: Words;
   offset: number;
-  data: Buffer;
-  /** The kind of table the entry is in (the overlap check lets a write hit its own table). */
-  own: string;
-  /** For an entry of the active L1 table: its index, to keep the in-memory copy in step. */
-  activeL1Index?: number;
+  hex: string;
+}
+
+interface Words {
+  high: number;
+  low: number;
+  zeroW: number;
+  allocW: number;
 }
 
 interface Stats {
@@ -69,16 +80,17 @@ function bare(high: number, low: number): string {
 
 export class MetadataWalk {
   readonly #ctx: CheckContext;
+  readonly #stored: StoredRefcounts;
   readonly #memo = new Map<number, Memo>();
-  /** Entry repairs to write after the refcount repair, by the entry's file offset. */
-  readonly deferred = new Map<number, EntryFix>();
+  readonly #realigns = new Map<number, Realign>();
   /** The active L1 table as the walk found it (entries cleared by repairs are zero). */
   activeL1: Buffer = Buffer.alloc(0);
   activeL1Offset = 0;
   #l1Budget: number;
 
-  constructor(ctx: CheckContext) {
+  constructor(ctx: CheckContext, stored: StoredRefcounts) {
     this.#ctx = ctx;
+    this.#stored = stored;
     this.#l1Budget = ctx.fileLength + MAX_L1_SIZE_BYTES;
   }
 
@@ -118,9 +130,11 @@ export class MetadataWalk {
   async #l1Entry(table: Buffer, l1Offset: number, i: number, mode: Mode & { count: false }): Promise<void> {
     const ctx = this.#ctx;
     const g = ctx.g;
+    const cs = ctx.cs;
     const high = table.readUInt32BE(i * 8);
     const low = table.readUInt32BE(i * 8 + 4);
     const copied = (high & COPIED_HIGH) !== 0;
+    const own = mode.active ? 'active L1 table' : 'inactive L1 table';
     let l2: number | undefined;
     let hugeHex: string | undefined;
     try {
@@ -136,41 +150,94 @@ export class MetadataWalk {
       else l2 = offHigh * TWO_POW_32 + offLow;
     }
     if (l2 === 0) return; // only flag bits: nothing is named
-    const cs = ctx.cs;
-    const aligned = l2 === undefined ? undefined : l2 - (l2 % cs);
-    if (aligned === undefined || ctx.beyondEnd(aligned, cs)) {
-      if (ctx.fixErrors) {
-        const at = l1Offset + i * 8;
-        ctx.log(
-          `Repairing L1 entry ${i}: its L2 table at ${hugeHex ?? `0x${hexBare(l2!)}`} lies past the end of the file; ` +
-            'the entry is cleared (the table read as unallocated)',
-        );
-        await this.#write(at, Buffer.alloc(8), mode.active ? 'active L1 table' : 'inactive L1 table');
-        table.fill(0, i * 8, i * 8 + 8);
-        ctx.res.corruptionsFixed++;
-        return;
-      }
-      if (aligned === undefined) ctx.reportBeyondEnd(hugeHex!, cs);
-      else ctx.inc(aligned, cs);
-      return; // the table reads as zeros: nothing in it to count
+    const clear = async (): Promise<void> => {
+      ctx.log(
+        `Repairing L1 entry ${i}: its L2 table at ${hugeHex ?? `0x${hexBare(l2!)}`} lies past the end of the file; ` +
+          'the entry is cleared (the table read as unallocated)',
+      );
+      await this.#write(l1Offset + i * 8, Buffer.alloc(8), own);
+      table.fill(0, i * 8, i * 8 + 8);
+      ctx.res.corruptionsFixed++;
+    };
+    if (l2 === undefined) {
+      if (ctx.fixErrors) return clear();
+      return ctx.reportBeyondEnd(hugeHex!, cs);
     }
-    ctx.inc(aligned, cs);
-    if (aligned !== l2) {
+    let target = l2;
+    if (l2 % cs !== 0) {
+      const chosen = await this.#tableCandidate(l2);
+      const fixing = ctx.fixErrors && chosen !== undefined;
       ctx.res.corruptions++;
       ctx.log(
-        `${ctx.fixErrors ? 'Repairing' : 'ERROR'} l2_offset=${hexBare(l2!)}: Table is not cluster aligned; ` +
-          'L1 entry corrupted',
+        `${fixing ? 'Repairing' : 'ERROR'} l2_offset=${hexBare(l2)}: Table is not cluster aligned; L1 entry corrupted`,
       );
-      if (ctx.fixErrors) {
-        const data = Buffer.alloc(8);
-        encodeL1(data, 0, { l2Offset: aligned, copied }, g);
-        const own = mode.active ? 'active L1 table' : 'inactive L1 table';
-        const fix: EntryFix = { offset: l1Offset + i * 8, data, own };
-        if (mode.active) fix.activeL1Index = i;
-        this.deferred.set(fix.offset, fix);
+      if (chosen !== undefined) {
+        if (fixing) {
+          const data = Buffer.alloc(8);
+          encodeL1(data, 0, { l2Offset: chosen, copied }, g);
+          await this.#write(l1Offset + i * 8, data, own);
+          data.copy(table, i * 8);
+          ctx.res.corruptions--;
+          ctx.res.corruptionsFixed++;
+        }
+        target = chosen;
       }
     }
-    await this.#l2Table(aligned, mode);
+    if (ctx.beyondEnd(target, cs)) {
+      if (ctx.fixErrors) return clear();
+      ctx.inc(target, cs); // reports it
+      return; // the table reads as zeros: nothing in it to count
+    }
+    ctx.inc(target, cs);
+    await this.#l2Table(target, mode);
+  }
+
+  /**
+   * Where the L2 table of an unaligned L1 entry most likely is: the first of the two clusters
+   * the offset touches that is in the file, allocated, and not other metadata.
+   */
+  async #tableCandidate(l2: number): Promise<number | undefined> {
+    const ctx = this.#ctx;
+    const down = l2 - (l2 % ctx.cs);
+    for (const c of [down, down + ctx.cs]) {
+      if (c === 0 || ctx.inFile(c, ctx.cs) !== ctx.cs || ctx.overlap(c, ctx.cs, 'l2') !== undefined) continue;
+      const refcount = await this.#stored.get(c / ctx.cs);
+      if (!(refcount instanceof RefcountReadError) && refcount >= 1) return c;
+    }
+    return undefined;
+  }
+
+  /**
+   * Realigns the unaligned data cluster offsets found (with -r all), once every reference is
+   * counted: to whichever of the two clusters the offset touches is allocated and referenced by
+   * this entry alone, when exactly one is. The other cluster loses this entry's reference.
+   */
+  async resolveRealigns(): Promise<void> {
+    const ctx = this.#ctx;
+    const cs = ctx.cs;
+    const usable = async (c: number): Promise<boolean> => {
+      if (c === 0 || ctx.inFile(c, cs) !== cs || ctx.refs.get(c / cs) !== 1) return false;
+      if (ctx.overlap(c, cs, 'l2') !== undefined) return false;
+      const refcount = await this.#stored.get(c / cs);
+      return !(refcount instanceof RefcountReadError) && refcount >= 1;
+    };
+    for (const r of this.#realigns.values()) {
+      const down = r.offset - (r.offset % cs);
+      const okDown = await usable(down);
+      const okUp = await usable(down + cs);
+      if (okDown === okUp) continue;
+      const chosen = okDown ? down : down + cs;
+      const other = okDown ? down + cs : down;
+      const data = this.#realigned(r.w, chosen);
+      if (!data) continue;
+      await this.#write(r.at, data, 'l2');
+      const otherCluster = other / cs;
+      if (otherCluster < ctx.refs.length) ctx.refs.set(otherCluster, Math.max(0, ctx.refs.get(otherCluster) - 1));
+      ctx.log(`Repairing offset=${r.hex}: the data cluster is now the one at 0x${hexBare(chosen)}`);
+      ctx.res.corruptions--;
+      ctx.res.corruptionsFixed++;
+    }
+    this.#realigns.clear();
   }
 
   /** check_refcounts_l2, or a repeat of its judgement for a table seen before. */
@@ -201,7 +268,10 @@ export class MetadataWalk {
     const before = ctx.res.corruptions;
     if (!mode.count) ctx.startCapture();
     try {
-      for (let i = 0; i < ctx.g.l2Entries; i++) await this.#l2Entry(s, i);
+      for (let i = 0; i < ctx.g.l2Entries; i++) {
+        const pending = this.#l2Entry(s, i);
+        if (pending) await pending;
+      }
     } finally {
       if (!mode.count) {
         const captured = ctx.stopCapture();
@@ -235,7 +305,8 @@ export class MetadataWalk {
     this.#ctx.res.corruptions++;
   }
 
-  async #l2Entry(s: TableState, i: number): Promise<void> {
+  /** Judges entry `i`; a promise only when it repairs something. */
+  #l2Entry(s: TableState, i: number): Promise<void> | undefined {
     const ctx = this.#ctx;
     const g = ctx.g;
     const base = i * g.l2EntrySize;
@@ -243,7 +314,7 @@ export class MetadataWalk {
     const low = s.table.readUInt32BE(base + 4);
     const zeroW = g.extendedL2 ? s.table.readUInt32BE(base + 8) : 0;
     const allocW = g.extendedL2 ? s.table.readUInt32BE(base + 12) : 0;
-    if (high === 0 && low === 0 && zeroW === 0 && allocW === 0) return;
+    if (high === 0 && low === 0 && zeroW === 0 && allocW === 0) return undefined;
     let e: L2Entry | undefined;
     try {
       e = decodeL2(s.table, i, g);
@@ -253,9 +324,9 @@ export class MetadataWalk {
     const w = { high, low, zeroW, allocW };
     if (e) {
       // What the codec accepts is valid: only counting and the end of the file remain.
-      if (e.kind === 'unallocated' || (e.kind === 'zero' && e.host === 0)) return;
-      if (e.kind === 'compressed') return this.#compressed(s, i, w, e.host, e.host.toString(16), e.length);
-      return this.#cluster(s, i, w, e.host, e.host.toString(16), e.kind === 'zero');
+      if (e.kind === 'unallocated' || (e.kind === 'zero' && e.host === 0)) return undefined;
+      if (e.kind === 'compressed') return this.#compressed(s, i, w, e.host, undefined, e.length);
+      return this.#cluster(s, i, w, e.host, undefined, e.kind === 'zero');
     }
     // The codec refused the entry: judge it as QEMU does, message by message.
     const compressed = (high & COMPRESSED_HIGH) !== 0;
@@ -271,59 +342,55 @@ export class MetadataWalk {
       if (!zeroFlag && allocW !== 0) {
         this.#report(s, 'ERROR: Unallocated cluster has non-zero subcluster allocation map');
       }
-      return;
+      return undefined;
     }
     const offset = offHigh > SAFE_HIGH ? undefined : offHigh * TWO_POW_32 + offLow;
     return this.#cluster(s, i, w, offset, bare(offHigh, offLow), zeroFlag);
   }
 
   /** A standard cluster (QCOW2_CLUSTER_NORMAL or ZERO_ALLOC). `offset` undefined: 2^53 or more. */
-  async #cluster(
+  #cluster(
     s: TableState,
     i: number,
-    w: { high: number; low: number; zeroW: number; allocW: number },
+    w: Words,
     offset: number | undefined,
-    hex: string,
+    hexIn: string | undefined,
     zeroFlag: boolean,
-  ): Promise<void> {
+  ): Promise<void> | undefined {
     const ctx = this.#ctx;
     const cs = ctx.cs;
+    const hex = (): string => hexIn ?? offset!.toString(16);
     if (ctx.g.extendedL2 && (w.zeroW & w.allocW) !== 0) {
-      this.#report(s, `ERROR offset=${hex}: Allocated cluster has corrupted subcluster allocation bitmap`);
+      this.#report(s, `ERROR offset=${hex()}: Allocated cluster has corrupted subcluster allocation bitmap`);
     }
-    const aligned = offset === undefined ? undefined : offset - (offset % cs);
     const fixing = ctx.fixErrors && !s.mode.count;
-    if (fixing && !ctx.hasDataFile && (aligned === undefined || ctx.beyondEnd(aligned, cs)) && this.#canZero()) {
-      await this.#zeroEntry(s, i, w);
-      ctx.log(
-        `Repairing L2 entry pointing past the end of the file: offset 0x${hex} size 0x${cs.toString(16)} ` +
-          `(L2 table 0x${hexBare(s.offset)}, index ${i}); the cluster now reads as zeros`,
-      );
-      ctx.res.corruptionsFixed++;
-      return;
+    if (fixing && !ctx.hasDataFile && (offset === undefined || ctx.beyondEnd(offset, cs)) && this.#canZero()) {
+      return this.#zeroEntry(s, i, w).then(() => {
+        ctx.log(
+          `Repairing L2 entry pointing past the end of the file: offset 0x${hex()} size 0x${cs.toString(16)} ` +
+            `(L2 table 0x${hexBare(s.offset)}, index ${i}); the cluster now reads as zeros`,
+        );
+        ctx.res.corruptionsFixed++;
+      });
     }
     if (((w.low & 0xfffffe00) >>> 0) % cs !== 0) {
       const containsData = ctx.g.extendedL2 ? w.allocW !== 0 : !zeroFlag;
       if (!containsData) {
         this.#report(
           s,
-          `${fixing ? 'Repairing' : 'ERROR'} offset=${hex}: Preallocated cluster is not properly aligned; ` +
+          `${fixing ? 'Repairing' : 'ERROR'} offset=${hex()}: Preallocated cluster is not properly aligned; ` +
             'L2 entry corrupted.',
         );
         if (fixing && this.#canZero()) {
-          await this.#zeroEntry(s, i, w);
-          ctx.res.corruptions--;
-          ctx.res.corruptionsFixed++;
-          return;
+          return this.#zeroEntry(s, i, w).then(() => {
+            ctx.res.corruptions--;
+            ctx.res.corruptionsFixed++;
+          });
         }
       } else {
-        const fix = fixing && aligned !== undefined ? this.#realigned(w, aligned) : undefined;
-        this.#report(
-          s,
-          `${fix ? 'Repairing' : 'ERROR'} offset=${hex}: Data cluster is not properly aligned; L2 entry corrupted.`,
-        );
+        this.#report(s, `ERROR offset=${hex()}: Data cluster is not properly aligned; L2 entry corrupted.`);
         const at = s.offset + i * ctx.g.l2EntrySize;
-        if (fix) this.deferred.set(at, { offset: at, data: fix, own: 'l2' });
+        if (fixing && offset !== undefined) this.#realigns.set(at, { at, w: { ...w }, offset, hex: hex() });
       }
     }
     if (!s.mode.count) {
@@ -332,19 +399,16 @@ export class MetadataWalk {
       if (s.nextContiguous !== 0 && at !== s.nextContiguous) s.stats.fragmented++;
       s.nextContiguous = at + cs;
     }
-    if (ctx.hasDataFile) return;
-    if (aligned === undefined) {
-      if (!s.mode.count) ctx.reportBeyondEnd(`0x${hex}`, cs);
-      return;
+    if (ctx.hasDataFile) return undefined;
+    if (offset === undefined) {
+      if (!s.mode.count) ctx.reportBeyondEnd(`0x${hex()}`, cs);
+      return undefined;
     }
-    ctx.inc(aligned, cs, s.mode.count ? s.mode.weight : 1, s.mode.count);
+    ctx.inc(offset, cs, s.mode.count ? s.mode.weight : 1, s.mode.count);
+    return undefined;
   }
 
-  async #lenientCompressed(
-    s: TableState,
-    i: number,
-    w: { high: number; low: number; zeroW: number; allocW: number },
-  ): Promise<void> {
+  #lenientCompressed(s: TableState, i: number, w: Words): Promise<void> | undefined {
     const g = this.#ctx.g;
     const x = 62 - (g.clusterBits - 8);
     const offHigh = w.high & (2 ** (x - 32) - 1);
@@ -358,44 +422,53 @@ export class MetadataWalk {
       if (fixing) {
         const data = Buffer.from(s.table.subarray(i * g.l2EntrySize, (i + 1) * g.l2EntrySize));
         data.writeUInt32BE((w.high & ~COPIED_HIGH) >>> 0, 0);
-        const at = s.offset + i * g.l2EntrySize;
-        this.deferred.set(at, { offset: at, data, own: 'l2' });
+        return this.#write(s.offset + i * g.l2EntrySize, data, 'l2').then(() => {
+          data.copy(s.table, i * g.l2EntrySize);
+          s.changed = true;
+          this.#ctx.log(`Repairing coffset=0x${hex}: the copied flag is cleared`);
+          this.#ctx.res.corruptions--;
+          this.#ctx.res.corruptionsFixed++;
+          return this.#compressed(s, i, w, offset, hex, size);
+        });
       }
     }
     return this.#compressed(s, i, w, offset, hex, size);
   }
 
   /** A compressed cluster: it counts every host cluster its sectors touch. */
-  async #compressed(
+  #compressed(
     s: TableState,
     i: number,
-    w: { high: number; low: number; zeroW: number; allocW: number },
+    w: Words,
     offset: number | undefined,
-    hex: string,
+    hexIn: string | undefined,
     size: number,
-  ): Promise<void> {
+  ): Promise<void> | undefined {
     const ctx = this.#ctx;
-    const entry = bare(w.high, w.low);
-    if (ctx.hasDataFile) return this.#report(s, `ERROR compressed cluster ${i} with data file, entry=0x${entry}`);
+    const hex = (): string => hexIn ?? offset!.toString(16);
+    if (ctx.hasDataFile) {
+      this.#report(s, `ERROR compressed cluster ${i} with data file, entry=0x${bare(w.high, w.low)}`);
+      return undefined;
+    }
     if (w.zeroW !== 0 || w.allocW !== 0) {
-      return this.#report(
+      this.#report(
         s,
-        `ERROR compressed cluster ${i} with non-zero subcluster allocation bitmap, entry=0x${entry}`,
+        `ERROR compressed cluster ${i} with non-zero subcluster allocation bitmap, entry=0x${bare(w.high, w.low)}`,
       );
+      return undefined;
     }
     const beyond = offset === undefined || ctx.beyondEnd(offset, size);
     if (beyond && ctx.fixErrors && !s.mode.count && this.#canZero()) {
-      this.deferred.delete(s.offset + i * ctx.g.l2EntrySize);
-      await this.#zeroEntry(s, i, w);
-      ctx.log(
-        `Repairing compressed L2 entry pointing past the end of the file: offset 0x${hex} ` +
-          `size 0x${size.toString(16)} (L2 table 0x${hexBare(s.offset)}, index ${i}); the cluster now reads as zeros`,
-      );
-      ctx.res.corruptionsFixed++;
-      return;
+      return this.#zeroEntry(s, i, w).then(() => {
+        ctx.log(
+          `Repairing compressed L2 entry pointing past the end of the file: offset 0x${hex()} ` +
+            `size 0x${size.toString(16)} (L2 table 0x${hexBare(s.offset)}, index ${i}); the cluster now reads as zeros`,
+        );
+        ctx.res.corruptionsFixed++;
+      });
     }
     if (offset === undefined) {
-      if (!s.mode.count) ctx.reportBeyondEnd(`0x${hex}`, size);
+      if (!s.mode.count) ctx.reportBeyondEnd(`0x${hex()}`, size);
     } else {
       ctx.inc(offset, size, s.mode.count ? s.mode.weight : 1, s.mode.count);
     }
@@ -404,6 +477,7 @@ export class MetadataWalk {
       s.stats.compressed++;
       s.stats.fragmented++;
     }
+    return undefined;
   }
 
   /** An entry can be made to read as zeros without a backing file showing through. */
@@ -413,7 +487,7 @@ export class MetadataWalk {
   }
 
   /** The entry naming the cluster `aligned` instead, with the same flags; undefined if it cannot be encoded. */
-  #realigned(w: { high: number; low: number; zeroW: number; allocW: number }, aligned: number): Buffer | undefined {
+  #realigned(w: Words, aligned: number): Buffer | undefined {
     const g = this.#ctx.g;
     const data = Buffer.alloc(g.l2EntrySize);
     const copied = (w.high & COPIED_HIGH) !== 0;
@@ -438,7 +512,7 @@ export class MetadataWalk {
     await this.#write(s.offset + i * g.l2EntrySize, data, 'l2');
     data.copy(s.table, i * g.l2EntrySize);
     s.changed = true;
-    this.deferred.delete(s.offset + i * g.l2EntrySize);
+    this.#realigns.delete(s.offset + i * g.l2EntrySize);
   }
 
   /** An immediate metadata repair, refused (and the check stopped) where it would hit other metadata. */

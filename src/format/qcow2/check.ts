@@ -20,7 +20,7 @@ import { writeU64 } from '../../util/u64.js';
 import { countBitmaps } from './check-bitmaps.js';
 import { CheckAbort, CheckContext, type CheckCounts, type RepairMode, zeroCounts } from './check-context.js';
 import { rebuildRefcountStructure } from './check-rebuild.js';
-import { applyDeferred, checkOflagCopied, checkRefblocks, compareRefcounts } from './check-repair.js';
+import { checkOflagCopied, checkRefblocks, compareRefcounts } from './check-repair.js';
 import { StoredRefcounts } from './check-stored.js';
 import { MetadataWalk } from './check-walk.js';
 import {
@@ -188,7 +188,7 @@ async function calculate(
   stored: StoredRefcounts,
 ): Promise<{ walk: MetadataWalk; rebuild: boolean }> {
   ctx.inc(0, ctx.cs);
-  const walk = new MetadataWalk(ctx);
+  const walk = new MetadataWalk(ctx, stored);
   await walk.l1Table(layout.l1Offset, layout.l1Size, true);
   if (ctx.hasDataFile && layout.snapshots.length > 0) {
     ctx.log(`ERROR ${layout.snapshots.length} snapshots in image with data file`);
@@ -220,10 +220,11 @@ async function calculate(
     await countBitmaps(ctx, layout.extensions.bitmaps, layout.size, { bytes: ctx.fileLength });
   }
   const rebuild = checkRefblocks(ctx, stored);
+  if (ctx.fixErrors) await walk.resolveRealigns();
   return { walk, rebuild };
 }
 
-/** qcow2_check_refcounts, followed by vdisk's deferred entry repairs and check_oflag_copied. */
+/** qcow2_check_refcounts, then check_oflag_copied. */
 async function checkRefcounts(ctx: CheckContext, layout: Layout): Promise<void> {
   const fix = { leaks: ctx.fixLeaks, errors: ctx.fixErrors };
   ctx.res.totalClusters = Math.ceil(layout.size / ctx.cs);
@@ -290,7 +291,6 @@ async function checkRefcounts(ctx: CheckContext, layout: Layout): Promise<void> 
       cmp = await compareRefcounts(ctx, stored, fix);
     }
   }
-  if (fix.errors) await applyDeferred(ctx, first.walk.deferred, walk);
   await checkOflagCopied(ctx, stored, walk, fix);
   ctx.res.imageEndOffset = (cmp.highest + 1) * ctx.cs;
 }

@@ -30,6 +30,11 @@ export class Qcow2Image implements BlockDriver {
     this.backingFormat = options.backingFormat;
   }
 
+  /** The dirty bit: lazy refcounts may be out of date (the image was not closed cleanly). */
+  get dirty(): boolean {
+    return this.parts.header.dirty;
+  }
+
   get filename(): string | undefined {
     return this.parts.file.filename;
   }

@@ -6,6 +6,7 @@ import type { BlockDriver } from '../../block/driver.js';
 import { VdiskError } from '../../block/errors.js';
 import type { OpenContext } from '../registry.js';
 import { Allocator } from './allocator.js';
+import { checkQcow2 } from './check.js';
 import {
   COMPAT_LAZY_REFCOUNTS,
   COMPRESSION_ZSTD,
@@ -38,6 +39,7 @@ export async function openQcow2(
   file: BlockDriver,
   context: OpenContext,
   options: Qcow2OpenOptions = {},
+  repairedDirty = false,
 ): Promise<Qcow2Image> {
   const fileLength = file.length();
   // The cluster size is in the first bytes; the header proper fills cluster 0.
@@ -62,10 +64,13 @@ export async function openQcow2(
     throw new VdiskError('ECORRUPT', `'${name}' is marked corrupt; it can only be opened read-only until repaired`);
   }
   if (!readOnly && header.incompatibleFeatures & INCOMPAT_DIRTY) {
-    throw new VdiskError(
-      'ENOTSUP',
-      `'${name}' was not closed cleanly and its lazy refcounts need a repair first (vdisk check -r all)`,
-    );
+    // Not closed cleanly with lazy refcounts: repair as QEMU does on open (check -r all), then open anew.
+    if (repairedDirty) throw new VdiskError('EIO', `Could not repair dirty image '${name}'`);
+    const result = await checkQcow2(file, { repair: 'all' });
+    const failure =
+      result.failure ?? (result.checkErrors + result.corruptions > 0 ? 'errors remain after the repair' : undefined);
+    if (failure !== undefined) throw new VdiskError('EIO', `Could not repair dirty image '${name}': ${failure}`);
+    return openQcow2(file, context, options, true);
   }
   const g = geometryOf(header);
   const tableEnd = (offset: number, bytes: number, what: string) => {
@@ -135,10 +140,8 @@ export async function openQcow2(
   }
 
   let backing: BlockDriver | undefined;
-  if (extensions.backingFile) {
-    if (!context.openBacking) {
-      throw new VdiskError('ENOTSUP', `'${name}' has a backing file, and no open policy was given to open it`);
-    }
+  // Without openBacking the caller asked for this layer alone (info): unallocated reads as zeros.
+  if (extensions.backingFile && context.openBacking) {
     backing = await context.openBacking(
       extensions.backingFile,
       extensions.backingFormat as 'raw' | 'qcow2' | undefined,

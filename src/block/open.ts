@@ -24,6 +24,8 @@ export interface OpenImageOptions {
   lock?: boolean;
   /** Leave backing files closed (info, map of one layer). */
   noBacking?: boolean;
+  /** qcow2: bytes of L2 tables kept in memory (QEMU's l2-cache-size); default 32 MiB or the whole image. */
+  l2CacheSize?: number;
 }
 
 export interface OpenedImage {
@@ -47,6 +49,7 @@ export async function openImageWithFormat(filename: string, options: OpenImageOp
     readOnly,
     lock: options.lock ?? true,
     noBacking: Boolean(options.noBacking),
+    l2CacheSize: options.l2CacheSize,
     chain: [],
   });
   return { backend: new BlockBackend(driver, { writeCache: cache.writeCache, readOnly }), format };
@@ -57,6 +60,7 @@ interface NodeOptions {
   readOnly: boolean;
   lock: boolean;
   noBacking: boolean;
+  l2CacheSize: number | undefined;
   /** Real paths of the images above this one, to find loops. */
   chain: string[];
 }
@@ -87,6 +91,7 @@ async function openNode(
       filename,
       cache: options.cache,
       readOnly: options.readOnly,
+      l2CacheSize: options.l2CacheSize,
       openBacking: options.noBacking
         ? undefined
         : (name, backingFormat) => openBacking(filename, name, backingFormat, { ...options, chain }),

@@ -18,6 +18,8 @@ export interface OpenContext {
   filename: string | undefined;
   cache: CacheMode;
   readOnly: boolean;
+  /** qcow2: bytes of L2 tables to cache. */
+  l2CacheSize?: number;
   /** Opens another image through the open policy (relative names, depth, loops). */
   openBacking?: (name: string, format: FormatName | undefined) => Promise<BlockDriver>;
 }
@@ -48,7 +50,7 @@ const formats = new Map<FormatName, FormatDefinition>([
     {
       name: 'qcow2',
       probe: (head) => head.length >= 4 && head.readUInt32BE(0) === QCOW2_MAGIC,
-      open: (child, context) => openQcow2(child, context),
+      open: (child, context) => openQcow2(child, context, { l2CacheSize: context.l2CacheSize }),
       create: qcow2Creator,
     },
   ],

@@ -6,7 +6,7 @@
  * Hot path: a request header is decoded in place from the socket's chunk; a WRITE payload is a
  * view of that chunk when it lies inside it (else one copy, into an aligned buffer when the
  * image bypasses the page cache); the only await per request is the backend call; replies that
- * complete in the same event-loop turn leave in one writev (cork, uncork on setImmediate).
+ * complete in the same event-loop turn leave in one write (see #flush).
  *
  * Backpressure: while more than `maxInFlightRequests` requests or `maxInFlightBytes` bytes of
  * READ/WRITE data are in flight, or the client does not read its replies, the socket is paused,
@@ -100,7 +100,11 @@ export class Session {
   #inFlight = 0;
   #inFlightBytes = 0;
   #paused = false;
-  #corked = false;
+  /** Replies waiting for this turn's flush. */
+  #out: Buffer[] = [];
+  #outBytes = 0;
+  #outDone: Array<() => void> = [];
+  #flushScheduled = false;
   /** The client closed its side: serve what it sent, then close. */
   #eof = false;
   #closedResolve!: () => void;
@@ -236,7 +240,7 @@ export class Session {
     if (this.#state !== 'draining' || this.#inFlight > 0) return;
     this.#state = 'closed';
     this.#maybeClosed();
-    this.#uncork();
+    this.#flush();
     // end() sends what is queued, then FIN; destroy if the client never reads it.
     this.#socket.end();
     const timer = setTimeout(() => this.#socket.destroy(), 10_000);
@@ -253,7 +257,7 @@ export class Session {
     this.#state = 'closed';
     this.#input.pause();
     if (flushFirst) {
-      this.#uncork();
+      this.#flush();
       this.#socket.end();
       setTimeout(() => this.#socket.destroy(), 1000).unref();
     } else {
@@ -443,8 +447,8 @@ export class Session {
       }
     }
     if (length === 0) {
-      if (structured) this.#write1(encodeNoneChunk(cookieHi, cookieLo));
-      else this.#write1(encodeSimpleReply(0, cookieHi, cookieLo));
+      if (structured) this.#send(encodeNoneChunk(cookieHi, cookieLo));
+      else this.#send(encodeSimpleReply(0, cookieHi, cookieLo));
       return;
     }
     const buf = this.#acquire(length);
@@ -459,13 +463,13 @@ export class Session {
     if (!structured) {
       const header = Buffer.allocUnsafe(SIMPLE_REPLY_SIZE);
       writeSimpleReply(header, 0, 0, cookieHi, cookieLo);
-      this.#write2(header, buf, release);
+      this.#writeWithData(header, buf, release);
       return;
     }
     if ((flags & CMD_FLAG.DF) === 0) {
       if (isZero(buf, 0, length)) {
         release?.();
-        this.#write1(encodeHoleChunk(cookieHi, cookieLo, offset, length, true));
+        this.#send(encodeHoleChunk(cookieHi, cookieLo, offset, length, true));
         return;
       }
       if (length >= SPARSE_SCAN_MIN) {
@@ -477,7 +481,7 @@ export class Session {
     writeChunkHeader(header, 0, REPLY_FLAG_DONE, CHUNK.OFFSET_DATA, cookieHi, cookieLo, 8 + length);
     header.writeUInt32BE(Math.floor(offset / 0x1_0000_0000), 20);
     header.writeUInt32BE(offset >>> 0, 24);
-    this.#write2(header, buf, release);
+    this.#writeWithData(header, buf, release);
   }
 
   /** A read reply in which long runs of zeros go as holes and the rest as data chunks. */
@@ -509,10 +513,10 @@ export class Session {
       const stop = i + 1 < starts.length ? starts[i + 1]! : end;
       const last = i + 1 === starts.length;
       if (zeros[i]) {
-        this.#write1(encodeHoleChunk(cookieHi, cookieLo, offset + start, stop - start, last));
+        this.#send(encodeHoleChunk(cookieHi, cookieLo, offset + start, stop - start, last));
       } else {
         // The buffer goes back to the pool once the last view of it has been written out.
-        this.#write2(
+        this.#writeWithData(
           encodeDataChunkHeader(cookieHi, cookieLo, offset + start, stop - start, last),
           buf.subarray(start, stop),
           i === lastData ? release : undefined,
@@ -555,8 +559,8 @@ export class Session {
       // Report what is known; the client asks again from where the answer ends.
     }
     if (this.#base)
-      this.#write1(encodeBlockStatusChunk(cookieHi, cookieLo, CONTEXT_ID_BASE_ALLOCATION, base, !this.#depth));
-    if (this.#depth) this.#write1(encodeBlockStatusChunk(cookieHi, cookieLo, CONTEXT_ID_ALLOCATION_DEPTH, depth, true));
+      this.#send(encodeBlockStatusChunk(cookieHi, cookieLo, CONTEXT_ID_BASE_ALLOCATION, base, !this.#depth));
+    if (this.#depth) this.#send(encodeBlockStatusChunk(cookieHi, cookieLo, CONTEXT_ID_ALLOCATION_DEPTH, depth, true));
   }
 
   // --- replies ---
@@ -564,7 +568,7 @@ export class Session {
   #replyOk(cookieHi: number, cookieLo: number): void {
     const buf = Buffer.allocUnsafe(SIMPLE_REPLY_SIZE);
     writeSimpleReply(buf, 0, 0, cookieHi, cookieLo);
-    this.#write1(buf);
+    this.#send(buf);
   }
 
   /**
@@ -572,41 +576,65 @@ export class Session {
    * (which READ errors must be then), else a simple reply with the error value.
    */
   #replyError(cookieHi: number, cookieLo: number, error: number, message: string): void {
-    if (this.#structured) this.#write1(encodeErrorChunk(cookieHi, cookieLo, error, message));
-    else this.#write1(encodeSimpleReply(error, cookieHi, cookieLo));
+    if (this.#structured) this.#send(encodeErrorChunk(cookieHi, cookieLo, error, message));
+    else this.#send(encodeSimpleReply(error, cookieHi, cookieLo));
   }
 
-  #cork(): void {
-    if (NO_CORK) return;
-    if (this.#corked || this.#state === 'closed') return;
-    this.#corked = true;
-    this.#socket.cork();
-    setImmediate(this.#uncorkLater);
-  }
-
-  readonly #uncorkLater = (): void => this.#uncork();
-
-  #uncork(): void {
-    if (!this.#corked) return;
-    this.#corked = false;
-    this.#socket.uncork();
-  }
-
-  #write1(buf: Buffer): void {
-    if (!this.#socket.writable) return;
-    this.#cork();
-    this.#socket.write(buf);
-  }
-
-  #write2(header: Buffer, data: Buffer, done: (() => void) | undefined): void {
+  /**
+   * Queues reply bytes; everything queued in one event-loop turn leaves together on
+   * setImmediate: small totals as one copied buffer (one write, no cork), larger ones as one
+   * corked writev of the pieces. `done` runs once the socket no longer needs `buf`.
+   */
+  #send(buf: Buffer, done?: () => void): void {
     if (!this.#socket.writable) {
       done?.();
       return;
     }
-    this.#cork();
-    this.#socket.write(header);
-    if (done) this.#socket.write(data, done);
-    else this.#socket.write(data);
+    this.#out.push(buf);
+    this.#outBytes += buf.length;
+    if (done) this.#outDone.push(done);
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(this.#flushLater);
+    }
+  }
+
+  readonly #flushLater = (): void => this.#flush();
+
+  #writeWithData(header: Buffer, data: Buffer, done: (() => void) | undefined): void {
+    this.#send(header);
+    this.#send(data, done);
+  }
+
+  #flush(): void {
+    this.#flushScheduled = false;
+    const out = this.#out;
+    const total = this.#outBytes;
+    const done = this.#outDone;
+    if (out.length === 0) return;
+    this.#out = [];
+    this.#outBytes = 0;
+    this.#outDone = [];
+    const socket = this.#socket;
+    if (!socket.writable) {
+      for (const fn of done) fn();
+      return;
+    }
+    if (out.length === 1) {
+      socket.write(out[0]!, done.length > 0 ? () => runAll(done) : undefined);
+      return;
+    }
+    if (total <= COALESCE_LIMIT) {
+      socket.write(Buffer.concat(out, total));
+      runAll(done); // the bytes were copied
+      return;
+    }
+    socket.cork();
+    const last = out.length - 1;
+    for (let i = 0; i < last; i++) socket.write(out[i]!);
+    if (done.length > 0) socket.write(out[last]!, () => runAll(done));
+    else socket.write(out[last]!);
+    socket.uncork();
   }
 
   // --- buffers ---
@@ -638,7 +666,12 @@ export class Session {
   }
 }
 
-const NO_CORK = process.env.VDISK_NBD_NO_CORK === '1';
+/** Replies queued in one turn up to this many bytes are copied into one buffer and written at once. */
+const COALESCE_LIMIT = 64 * 1024;
+
+function runAll(fns: ReadonlyArray<() => void>): void {
+  for (const fn of fns) fn();
+}
 const FUA = { fua: true };
 const NO_FLAGS = {};
 

@@ -51,6 +51,8 @@ interface Variant {
   extendedL2?: boolean;
   lazyRefcounts?: boolean;
   preallocation?: 'metadata' | 'falloc' | 'full';
+  /** A small L2 cache, so tables are evicted and written back all the time. */
+  l2CacheSize?: number;
   /** Made by vdisk create instead of qemu-img create. */
   vdiskCreate?: boolean;
 }
@@ -58,7 +60,7 @@ interface Variant {
 const VARIANTS: Variant[] = [
   { clusterSize: 65536, refcountBits: 16, backing: false, compat: '1.1' },
   { clusterSize: 4096, refcountBits: 1, backing: true, compat: '1.1' },
-  { clusterSize: 512, refcountBits: 64, backing: false, compat: '1.1' },
+  { clusterSize: 512, refcountBits: 64, backing: false, compat: '1.1', l2CacheSize: 2048 },
   { clusterSize: 16384, refcountBits: 16, backing: true, compat: '0.10' },
   { clusterSize: 65536, refcountBits: 16, backing: true, compat: '1.1', extendedL2: true },
   { clusterSize: 65536, refcountBits: 16, backing: false, compat: '1.1', lazyRefcounts: true, vdiskCreate: true },
@@ -75,6 +77,7 @@ describe('qcow2 against an in-memory model', { skip: !hasTool('qemu-img') && 'qe
       v.extendedL2 && 'extended L2',
       v.lazyRefcounts && 'lazy refcounts',
       v.preallocation && `preallocation=${v.preallocation}`,
+      v.l2CacheSize && `l2-cache-size=${v.l2CacheSize}`,
       v.vdiskCreate ? 'made by vdisk' : 'made by qemu-img',
     ]
       .filter(Boolean)
@@ -134,7 +137,7 @@ async function runSequence(dir: string, v: Variant, ops: Op[]): Promise<void> {
     await create([], SIZE);
   }
 
-  let backend: BlockBackend = await openImage(image, { format: 'qcow2' });
+  let backend: BlockBackend = await openImage(image, { format: 'qcow2', l2CacheSize: v.l2CacheSize });
   try {
     for (const o of ops) {
       switch (o.kind) {
@@ -166,7 +169,7 @@ async function runSequence(dir: string, v: Variant, ops: Op[]): Promise<void> {
           break;
         case 'reopen':
           await backend.close();
-          backend = await openImage(image, { format: 'qcow2' });
+          backend = await openImage(image, { format: 'qcow2', l2CacheSize: v.l2CacheSize });
           break;
       }
     }

@@ -143,7 +143,7 @@ async function startServer(
   const args = ['-f', format, `--cache=${cache}`, '-t', '-e', '4', '-k', socket, image];
   const proc =
     which === 'qemu-nbd'
-      ? spawn('qemu-nbd', args, { stdio: ['ignore', 'ignore', 'inherit'] })
+      ? spawn('qemu-nbd', args, { stdio: 'ignore' })
       : spawn(process.execPath, [VDISK_MAIN, 'serve', ...args], {
           stdio: ['ignore', 'ignore', 'inherit'],
           env: { ...process.env, ...extraEnv },

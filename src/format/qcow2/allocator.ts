@@ -61,9 +61,11 @@ export class Allocator {
     const { refcounts } = this.#deps;
     for (;;) {
       let start = this.#freeHint;
+      let firstFree = -1;
       let run = 0;
       for (let c = start; run < count; c++) {
         if ((await refcounts.get(c)) === 0) {
+          if (firstFree < 0) firstFree = c;
           run++;
         } else {
           run = 0;
@@ -78,7 +80,8 @@ export class Allocator {
         await this.#addRefblock(missing.tableIndex);
         continue;
       }
-      if (start === this.#freeHint) this.#freeHint = start + count;
+      // Everything below the first free cluster seen is in use; so is the run just taken.
+      this.#freeHint = firstFree === start ? start + count : firstFree;
       this.#highWater = Math.max(this.#highWater, start + count);
       return start * this.#clusterSize;
     }

@@ -124,6 +124,7 @@ export async function checkOflagCopied(
     return stored.get(cluster).then((v) => (v instanceof RefcountReadError ? undefined : v));
   };
   let wrote = false;
+  const judged = new Map<number, { lines: string[]; corruptions: number }>();
   try {
     for (let i = 0; i < l1.length / 8; i++) {
       const high = l1.readUInt32BE(i * 8);
@@ -160,6 +161,15 @@ export async function checkOflagCopied(
         }
       }
       if (offHigh > 0x1fffff || ctx.inFile(aligned, cs) === 0) continue; // reads as zeros: nothing to judge
+      // A table named again is judged as before (after a repair it has nothing left to report).
+      const seen = judged.get(aligned);
+      if (seen) {
+        for (const line of seen.lines) ctx.log(line);
+        r.corruptions += seen.corruptions;
+        continue;
+      }
+      const before = r.corruptions;
+      ctx.startCapture();
       const table = await ctx.readAt(aligned, cs);
       let dirty = 0;
       for (let j = 0; j < g.l2Entries; j++) {
@@ -197,6 +207,11 @@ export async function checkOflagCopied(
         r.corruptions -= dirty;
         r.corruptionsFixed += dirty;
       }
+      const captured = ctx.stopCapture();
+      judged.set(
+        aligned,
+        dirty > 0 ? { lines: [], corruptions: 0 } : { lines: captured.lines, corruptions: r.corruptions - before },
+      );
     }
     if (wrote) await ctx.file.flush();
   } catch (err) {

@@ -74,6 +74,24 @@ const COMPRESSED_HIGH = 0x40000000;
 const OFFSET_HIGH = 0xffffff;
 const SAFE_HIGH = 0x1fffff;
 
+/**
+ * Whether the codec is likely to accept an entry. Entries it refuses go straight to the lenient
+ * path: a codec error costs a stack trace, and a hostile table has millions of bad entries.
+ */
+function plausibleL1(high: number, low: number, cs: number): boolean {
+  return (high & 0x7fe00000) === 0 && (low & 0x1ff) === 0 && ((low & 0xfffffe00) >>> 0) % cs === 0;
+}
+
+function plausibleL2(w: Words, clusterBits: number, extended: boolean): boolean {
+  if ((w.high & COMPRESSED_HIGH) !== 0) {
+    const x = 62 - (clusterBits - 8);
+    return (w.high & COPIED_HIGH) === 0 && (w.zeroW | w.allocW) === 0 && (w.high & (2 ** (x - 32) - 1)) <= SAFE_HIGH;
+  }
+  if ((w.high & 0x3fe00000) !== 0 || (w.low & (extended ? 0x1ff : 0x1fe)) !== 0) return false;
+  if (((w.low & 0xfffffe00) >>> 0) % 2 ** clusterBits !== 0) return false;
+  return !extended || (w.zeroW & w.allocW) === 0;
+}
+
 function bare(high: number, low: number): string {
   return hex64(high >>> 0, low >>> 0).slice(2);
 }
@@ -137,9 +155,14 @@ export class MetadataWalk {
     const own = mode.active ? 'active L1 table' : 'inactive L1 table';
     let l2: number | undefined;
     let hugeHex: string | undefined;
-    try {
-      l2 = decodeL1(table, i, g).l2Offset;
-    } catch {
+    if (plausibleL1(high, low, cs)) {
+      try {
+        l2 = decodeL1(table, i, g).l2Offset;
+      } catch {
+        l2 = undefined;
+      }
+    }
+    if (l2 === undefined) {
       if ((high & 0x7f000000) !== 0 || (low & 0x1ff) !== 0) {
         ctx.log(`ERROR found L1 entry with reserved bits set: ${bare(high, low)}`);
         ctx.res.corruptions++;
@@ -315,13 +338,13 @@ export class MetadataWalk {
     const zeroW = g.extendedL2 ? s.table.readUInt32BE(base + 8) : 0;
     const allocW = g.extendedL2 ? s.table.readUInt32BE(base + 12) : 0;
     if (high === 0 && low === 0 && zeroW === 0 && allocW === 0) return undefined;
+    const w = { high, low, zeroW, allocW };
     let e: L2Entry | undefined;
     try {
-      e = decodeL2(s.table, i, g);
+      e = plausibleL2(w, g.clusterBits, g.extendedL2) ? decodeL2(s.table, i, g) : undefined;
     } catch {
       e = undefined;
     }
-    const w = { high, low, zeroW, allocW };
     if (e) {
       // What the codec accepts is valid: only counting and the end of the file remain.
       if (e.kind === 'unallocated' || (e.kind === 'zero' && e.host === 0)) return undefined;

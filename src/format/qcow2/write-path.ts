@@ -62,18 +62,28 @@ async function remap(parts: ImageParts, offset: number, buf: Buffer): Promise<vo
 
   const plans = await parts.metadataLock.run(() => planClusters(parts, first, end));
   let copiedOldData = false;
-  const writes: { host: number; data: Buffer }[] = [];
+  const writes: { host: number; piece: Piece }[] = [];
   for (const plan of plans) {
     const clusterStart = plan.cluster * g.clusterSize;
     const from = Math.max(offset, clusterStart);
     const to = Math.min(offset + buf.length, clusterStart + g.clusterSize);
-    const piece = buf.subarray(from - offset, to - offset);
-    const { image, start, copied } = await composeCluster(parts, plan, from - clusterStart, piece);
+    const { pieces, copied } = await composeCluster(
+      parts,
+      plan,
+      from - clusterStart,
+      buf.subarray(from - offset, to - offset),
+    );
     copiedOldData ||= copied;
-    writes.push({ host: plan.host + start, data: image });
+    for (const piece of pieces) writes.push({ host: plan.host + piece.start, piece });
   }
-  for (const w of writes) await parts.writer.check('data', w.host, w.data.length);
-  await Promise.all(writes.map((w) => parts.file.write(w.host, w.data)));
+  for (const w of writes) await parts.writer.check('data', w.host, pieceLength(w.piece));
+  await Promise.all(
+    writes.map((w) =>
+      w.piece.data
+        ? parts.file.write(w.host, w.piece.data)
+        : parts.file.writeZeroes(w.host, w.piece.zeros!, { mayUnmap: false }),
+    ),
+  );
 
   await parts.metadataLock.run(async () => {
     if (copiedOldData) parts.l2Cache.dependOnFileFlush();
@@ -138,17 +148,30 @@ async function planClusters(parts: ImageParts, first: number, end: number): Prom
   return plans;
 }
 
+/** Part of a new host cluster's content: bytes to write, or a run that must read as zeros. */
+interface Piece {
+  /** Offset inside the cluster. */
+  start: number;
+  data?: Buffer;
+  zeros?: number;
+}
+
+function pieceLength(piece: Piece): number {
+  return piece.data ? piece.data.length : piece.zeros!;
+}
+
 /**
- * The bytes to write into a plan's host cluster: the guest's piece, plus the old content of
- * whatever the new entry will claim but the write does not cover. Returns the smallest span
- * that must be written, and whether old data (not zeros) was copied.
+ * What goes into a plan's host cluster: the guest's piece, plus the old content of whatever the
+ * new entry will claim but the write does not cover. Old content that is zeros becomes a zero
+ * range (fallocate, no data written: no needless zero writes); stored old data is copied.
+ * Returns whether old data was copied.
  */
 async function composeCluster(
   parts: ImageParts,
   plan: ClusterPlan,
   pieceStart: number,
   piece: Buffer,
-): Promise<{ image: Buffer; start: number; copied: boolean }> {
+): Promise<{ pieces: Piece[]; copied: boolean }> {
   const g = parts.geometry;
   // The span the new entry will claim as data: whole cluster, or whole subclusters with extended L2.
   const unit = g.extendedL2 ? g.subclusterSize : g.clusterSize;
@@ -159,21 +182,26 @@ async function composeCluster(
     spanStart = 0;
     spanEnd = g.clusterSize;
   }
-  if (spanStart === pieceStart && spanEnd === pieceStart + piece.length) {
-    return { image: piece, start: pieceStart, copied: false };
-  }
-  const image = Buffer.alloc(spanEnd - spanStart);
-  let copied = false;
   const clusterStart = plan.cluster * g.clusterSize;
-  const fill = async (from: number, to: number) => {
-    if (from >= to) return;
-    copied =
-      (await readOld(parts, plan, clusterStart, from, image.subarray(from - spanStart, to - spanStart))) || copied;
+  let copied = false;
+  const old = async (from: number, to: number): Promise<Piece | undefined> => {
+    if (from >= to) return undefined;
+    const bytes = Buffer.alloc(to - from);
+    const stored = await readOld(parts, plan, clusterStart, from, bytes);
+    copied ||= stored;
+    return stored ? { start: from, data: bytes } : { start: from, zeros: to - from };
   };
-  await fill(spanStart, pieceStart);
-  await fill(pieceStart + piece.length, spanEnd);
-  piece.copy(image, pieceStart - spanStart);
-  return { image, start: spanStart, copied };
+  const head = await old(spanStart, pieceStart);
+  const tail = await old(pieceStart + piece.length, spanEnd);
+  // Neighbouring byte pieces go out as one write.
+  const pieces: Piece[] = [];
+  for (const p of [head, { start: pieceStart, data: piece }, tail]) {
+    if (!p) continue;
+    const last = pieces[pieces.length - 1];
+    if (last?.data && p.data) last.data = Buffer.concat([last.data, p.data]);
+    else pieces.push(p);
+  }
+  return { pieces, copied };
 }
 
 /** Reads what the cluster read as before this write into `out`; true if that was stored data. */

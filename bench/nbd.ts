@@ -176,7 +176,9 @@ function fio(uri: string, w: Workload, runtime: number, sizeMiB: number): number
     '--output-format=json',
   ]);
   // fio's nbd engine prints "fio: connected to NBD server" before the JSON.
-  const json = JSON.parse(out.slice(out.indexOf('{'))) as { jobs: Array<{ read: { iops: number }; write: { iops: number } }> };
+  const json = JSON.parse(out.slice(out.indexOf('{'))) as {
+    jobs: Array<{ read: { iops: number }; write: { iops: number } }>;
+  };
   const job = json.jobs[0]!;
   return job.read.iops + job.write.iops;
 }
@@ -204,7 +206,10 @@ async function main(): Promise<void> {
   process.stdout.write(
     `vdisk serve vs qemu-nbd, fio --ioengine=nbd over a Unix socket; image ${o.sizeMiB} MiB in ${dir}\n` +
       `runtime ${o.runtime}s per run, ${o.rounds} run(s) per server, alternating; median IOPS\n` +
-      `node ${process.version}, ${os.cpus().length} CPUs, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}` +
+      `node ${process.version}, ${os.cpus().length} CPUs, load average ${os
+        .loadavg()
+        .map((l) => l.toFixed(1))
+        .join(' ')}` +
       `${Object.keys(o.vdiskEnv).length ? `, vdisk env ${JSON.stringify(o.vdiskEnv)}` : ''}\n\n`,
   );
   const rows: string[][] = [['workload', 'format', 'cache', 'qemu-nbd', 'vdisk', 'vdisk/qemu']];
@@ -232,7 +237,14 @@ async function main(): Promise<void> {
               // Reads through the page cache start warm for both servers.
               if (cache === 'writeback' && w.rw.includes('read')) spawnSync('cat', [image], { stdio: 'ignore' });
               const socket = path.join(dir, `${which}.sock`);
-              const server = await startServer(which, image, format, cache, socket, which === 'vdisk' ? o.vdiskEnv : {});
+              const server = await startServer(
+                which,
+                image,
+                format,
+                cache,
+                socket,
+                which === 'vdisk' ? o.vdiskEnv : {},
+              );
               try {
                 results[which].push(fio(server.uri, w, o.runtime, o.sizeMiB));
               } finally {

@@ -21,3 +21,45 @@ export function progressPrinter(streams: CliStreams): {
     },
   };
 }
+
+/**
+ * A progress bar for long runs (vdisk study): on a terminal, one line rewritten in place with
+ * the bar, the count, what runs now and the time left; elsewhere (a log, a pipe), one line at
+ * every tenth of the way, so logs stay short.
+ */
+export function progressBar(
+  streams: CliStreams,
+  options: { tty: boolean; width?: number },
+): { update: (done: number, total: number, label: string) => void; finish: () => void } {
+  const started = Date.now();
+  const width = options.width ?? 30;
+  let lastTenth = -1;
+  let shown = false;
+  const eta = (done: number, total: number) => {
+    if (done === 0) return '';
+    const left = Math.round((((Date.now() - started) / done) * (total - done)) / 1000);
+    return left >= 60 ? `${Math.floor(left / 60)}m${String(left % 60).padStart(2, '0')}s left` : `${left}s left`;
+  };
+  return {
+    update(done, total, label) {
+      const fraction = total === 0 ? 1 : Math.min(1, done / total);
+      if (options.tty) {
+        const filled = Math.round(fraction * width);
+        const bar = `${'#'.repeat(filled)}${'-'.repeat(width - filled)}`;
+        const percent = `${Math.floor(fraction * 100)}%`.padStart(4);
+        streams.err(`\r[${bar}] ${percent} ${done}/${total} ${label}  ${eta(done, total)}\x1b[K`);
+        shown = true;
+        return;
+      }
+      const tenth = Math.floor(fraction * 10);
+      if (tenth === lastTenth) return;
+      lastTenth = tenth;
+      streams.err(
+        `  ${String(tenth * 10).padStart(3)}% ${done}/${total} ${label}${tenth < 10 ? `  ${eta(done, total)}` : ''}\n`,
+      );
+    },
+    finish() {
+      if (shown) streams.err('\r\x1b[K');
+    },
+  };
+}

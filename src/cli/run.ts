@@ -17,6 +17,7 @@ import { ioCommand } from './io.js';
 import { mapCommand } from './map.js';
 import { resizeCommand } from './resize.js';
 import { serveCommand } from './serve.js';
+import { studyCommand } from './study.js';
 
 export const COMMANDS: readonly CliCommand[] = [
   createCommand,
@@ -28,6 +29,7 @@ export const COMMANDS: readonly CliCommand[] = [
   resizeCommand,
   ioCommand,
   serveCommand,
+  studyCommand,
   demoCommand,
 ];
 

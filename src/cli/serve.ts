@@ -31,6 +31,10 @@ requests in flight finish, the image is flushed and closed). Prints the NBD URI 
       --tls-verify-peer on|off  require a client certificate signed by the CA (default on)
       --handshake-limit N seconds a client has to finish the handshake (default 10)
   -v, --verbose           report dropped clients and failed handshakes on stderr
+
+The URI printed can be given to qemu-img, qemu-io, nbdinfo, nbdcopy and fio --ioengine=nbd.
+File I/O runs on libuv's thread pool; to use io_uring instead, start with UV_USE_IO_URING=1 in
+the environment (it helps O_DIRECT at high queue depth on some hosts, and hurts on others).
 `;
 
 export const serveCommand: CliCommand = {
@@ -102,8 +106,6 @@ export const serveCommand: CliCommand = {
       handshakeTimeout: integer(values['handshake-limit'], 'handshake limit', 1, 86400) ?? 10,
       log: verbose ? (message) => streams.err(`vdisk serve: ${message}\n`) : undefined,
     });
-    streams.out(`vdisk serve: listening on ${handle.uri}\n`);
-
     let signals = 0;
     const stop = (signal: NodeJS.Signals) => {
       signals++;
@@ -116,6 +118,14 @@ export const serveCommand: CliCommand = {
     };
     process.on('SIGINT', stop);
     process.on('SIGTERM', stop);
+    // Only now: a client or test that sees the URI may signal at once.
+    if (handle.probedRaw) {
+      streams.err(
+        `vdisk serve: warning: Image format was not specified for '${filename}' and probing guessed raw; writes that would change how block 0 probes are refused (use -f raw)\n`,
+      );
+    }
+    streams.out(`vdisk serve: listening on ${handle.uri}\n`);
+
     try {
       await handle.closed;
     } finally {

@@ -353,7 +353,7 @@ export function encodeInfoRequest(name: string, requests: readonly number[] = []
   buf.writeUInt32BE(n.length, 0);
   n.copy(buf, 4);
   buf.writeUInt16BE(requests.length, 4 + n.length);
-  requests.forEach((r, i) => buf.writeUInt16BE(r, 6 + n.length + 2 * i));
+  for (let i = 0; i < requests.length; i++) buf.writeUInt16BE(requests[i]!, 6 + n.length + 2 * i);
   return buf;
 }
 

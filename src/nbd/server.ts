@@ -3,9 +3,10 @@
  * (bounded in time), then a Session; all connections share one export (one open image).
  *
  * As qemu-nbd: at most `shared` clients are served at once (0: no limit); further connections
- * wait, unanswered, until a client leaves (qemu-nbd leaves them in the listen backlog). Waiting
- * and handshaking connections together are capped by `maxConnections`, and beyond it new
- * connections are closed at once, so idle or half-open clients cannot exhaust the server.
+ * wait, unanswered, until a client leaves (qemu-nbd leaves them in the listen backlog). All
+ * connections together (served, negotiating, waiting) are capped by `maxConnections`; beyond it
+ * new connections are closed at once, so idle or half-open clients cannot exhaust the server, and
+ * with each session's own limits (see Session) the memory clients can make it hold is bounded.
  * Without `persistent`, the server reports idle (and the CLI exits) when its last client leaves.
  *
  * close() stops accepting, drops waiting and handshaking clients, lets every session finish the
@@ -31,8 +32,8 @@ export interface NbdServerOptions {
   persistent?: boolean;
   /** Time a client has to finish the handshake, in milliseconds. Default 10 s. */
   handshakeTimeoutMs?: number;
-  /** Connections waiting or in the handshake at once; more are refused. Default 100. */
-  maxPendingConnections?: number;
+  /** Connections at once (served, negotiating or waiting); more are refused. Default 100. */
+  maxConnections?: number;
   limits?: Partial<SessionLimits>;
   /** Diagnostics about clients (dropped connections, failed handshakes). */
   log?: (message: string) => void;
@@ -124,10 +125,9 @@ export class NbdServer {
       socket.destroy();
       return;
     }
-    const pendingLimit = this.#options.maxPendingConnections ?? 100;
-    const pending = this.#clients.size - this.#sessions();
-    if (pending >= pendingLimit) {
-      this.#options.log?.(`Refusing a connection: ${pending} clients are already waiting or negotiating`);
+    const limit = this.#options.maxConnections ?? 100;
+    if (this.#clients.size >= limit) {
+      this.#options.log?.(`Refusing a connection: ${this.#clients.size} clients are connected already`);
       socket.destroy();
       return;
     }
@@ -139,12 +139,6 @@ export class NbdServer {
     const shared = this.#options.shared ?? 1;
     if (shared > 0 && this.#active >= shared) this.#waiting.push(client);
     else this.#start(client);
-  }
-
-  #sessions(): number {
-    let n = 0;
-    for (const c of this.#clients) if (c.state === 'session') n++;
-    return n;
   }
 
   #start(client: Client): void {

@@ -19,7 +19,7 @@ import type { Duplex } from 'node:stream';
 import type { Extent } from '../block/driver.js';
 import { nbdErrno, VdiskError } from '../block/errors.js';
 import { alignedPool } from '../io/aligned.js';
-import type { NbdExport } from './export.js';
+import { checkProbedRawWrite, type NbdExport } from './export.js';
 import type { SocketInput } from './input.js';
 import {
   CHUNK,
@@ -145,8 +145,28 @@ export class Session {
 
   /** Server shutdown: read no more requests, finish those in flight, then close. */
   shutdown(): Promise<void> {
-    if (this.#state === 'running') this.#drain();
+    if (this.#state === 'running') {
+      this.#refuseQueued();
+      this.#drain();
+    }
     return this.closed;
+  }
+
+  /** Answers the complete requests already received but not started with ESHUTDOWN (as the spec asks). */
+  #refuseQueued(): void {
+    const queue = this.#input.queue;
+    const req = this.#request;
+    while (queue.length >= REQUEST_SIZE) {
+      const [buf, off] = queue.peekSmall(REQUEST_SIZE);
+      if (!decodeRequest(buf, off, req) || req.type === CMD.DISC) return;
+      let size = REQUEST_SIZE;
+      if (req.type === CMD.WRITE) {
+        if (req.length > this.#exp.maximumPayload || queue.length < REQUEST_SIZE + req.length) return;
+        size += req.length;
+      }
+      queue.skip(size);
+      this.#replyError(req.cookieHi, req.cookieLo, NBD_ERR.ESHUTDOWN, 'The server is shutting down');
+    }
   }
 
   /** Hard disconnect now (requests in flight still finish in the backend; their replies are dropped). */
@@ -158,6 +178,15 @@ export class Session {
   // --- input ---
 
   #parse(): void {
+    try {
+      this.#parseQueued();
+    } catch (err) {
+      // Nothing here should throw; if something does, it ends this connection, not the server.
+      this.#protocolError(`internal error: ${errorText(err)}`);
+    }
+  }
+
+  #parseQueued(): void {
     const queue = this.#input.queue;
     const req = this.#request;
     const limits = this.#limits;
@@ -243,7 +272,7 @@ export class Session {
     this.#flush();
     // end() sends what is queued, then FIN; destroy if the client never reads it.
     this.#socket.end();
-    const timer = setTimeout(() => this.#socket.destroy(), 10_000);
+    const timer = setTimeout(() => this.#socket.destroy(), 5000);
     timer.unref();
     this.#socket.once('close', () => clearTimeout(timer));
   }
@@ -417,6 +446,7 @@ export class Session {
     const exp = this.#exp;
     const fua = (flags & CMD_FLAG.FUA) !== 0;
     try {
+      if (exp.protectProbedRaw) await checkProbedRawWrite(exp, offset, payload);
       if (exp.detectZeroes !== 'off' && isZero(payload, 0, payload.length)) {
         await exp.backend.writeZeroes(offset, payload.length, {
           fua,
@@ -451,22 +481,20 @@ export class Session {
       else this.#send(encodeSimpleReply(0, cookieHi, cookieLo));
       return;
     }
-    const buf = this.#acquire(length);
+    // Through the page cache, the data is read straight after room for the reply header, so
+    // that the reply is one buffer; direct I/O needs an aligned buffer of its own.
+    const prefix = structured ? DATA_CHUNK_HEADER_SIZE : SIMPLE_REPLY_SIZE;
+    const whole = this.#exp.alignedBuffers ? undefined : Buffer.allocUnsafe(prefix + length);
+    const buf = whole ? whole.subarray(prefix) : this.#acquire(length);
     try {
       await backend.readInto(offset, buf);
     } catch (err) {
-      this.#release(buf);
+      if (!whole) this.#release(buf);
       this.#replyError(cookieHi, cookieLo, nbdErrno(err), `reading from file failed: ${errorText(err)}`);
       return;
     }
     const release = this.#releaser(buf);
-    if (!structured) {
-      const header = Buffer.allocUnsafe(SIMPLE_REPLY_SIZE);
-      writeSimpleReply(header, 0, 0, cookieHi, cookieLo);
-      this.#writeWithData(header, buf, release);
-      return;
-    }
-    if ((flags & CMD_FLAG.DF) === 0) {
+    if (structured && (flags & CMD_FLAG.DF) === 0) {
       if (isZero(buf, 0, length)) {
         release?.();
         this.#send(encodeHoleChunk(cookieHi, cookieLo, offset, length, true));
@@ -477,11 +505,16 @@ export class Session {
         return;
       }
     }
-    const header = Buffer.allocUnsafe(DATA_CHUNK_HEADER_SIZE);
-    writeChunkHeader(header, 0, REPLY_FLAG_DONE, CHUNK.OFFSET_DATA, cookieHi, cookieLo, 8 + length);
-    header.writeUInt32BE(Math.floor(offset / 0x1_0000_0000), 20);
-    header.writeUInt32BE(offset >>> 0, 24);
-    this.#writeWithData(header, buf, release);
+    const header = whole ?? Buffer.allocUnsafe(prefix);
+    if (structured) {
+      writeChunkHeader(header, 0, REPLY_FLAG_DONE, CHUNK.OFFSET_DATA, cookieHi, cookieLo, 8 + length);
+      header.writeUInt32BE(Math.floor(offset / 0x1_0000_0000), 20);
+      header.writeUInt32BE(offset >>> 0, 24);
+    } else {
+      writeSimpleReply(header, 0, 0, cookieHi, cookieLo);
+    }
+    if (whole) this.#send(whole);
+    else this.#writeWithData(header, buf, release);
   }
 
   /** A read reply in which long runs of zeros go as holes and the rest as data chunks. */
@@ -687,11 +720,7 @@ export function isZero(buf: Buffer, start: number, end: number): boolean {
  * range, else 1 for the image itself, 2 for its backing file, and so on.
  */
 export function allocationDepth(extent: Extent): number {
-  const depth = extent.depth ?? 0;
-  if (extent.allocated) return depth + 1;
-  // A layer below answered: it allocates the range when it holds data or a host mapping for it.
-  if (depth > 0 && (extent.data || extent.hostOffset !== undefined)) return depth + 1;
-  return 0;
+  return extent.allocated ? (extent.depth ?? 0) + 1 : 0;
 }
 
 /** Appends an extent, merging it into the previous one when the flags agree. True when the list is full. */

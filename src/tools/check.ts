@@ -93,9 +93,9 @@ export async function checkImage(filename: string, options: CheckImageOptions = 
       format = formatDefinition(wanted).name;
     }
     if (format !== 'qcow2') return { unsupported: true };
-    const run = async (repair: RepairMode | undefined): Promise<CheckResult> => {
+    const run = async (repair: RepairMode | undefined, noOpenWarnings = false): Promise<CheckResult> => {
       try {
-        return await checkQcow2(file, { repair, onMessage: options.onMessage });
+        return await checkQcow2(file, { repair, onMessage: options.onMessage, noOpenWarnings });
       } catch (err) {
         if (err instanceof VdiskError) {
           throw new VdiskError(err.code, `Could not open '${filename}': ${err.message}`, { cause: err });
@@ -107,7 +107,7 @@ export async function checkImage(filename: string, options: CheckImageOptions = 
     if (first.failure !== undefined) return { failure: first.failure };
     if (first.corruptionsFixed === 0 && first.leaksFixed === 0) return { check: imageCheckOf(first, filename, format) };
     const repaired = { leaks: first.leaksFixed, corruptions: first.corruptionsFixed };
-    const second = await run(undefined);
+    const second = await run(undefined, true);
     if (second.failure !== undefined) return { repaired, failure: second.failure };
     second.leaksFixed = first.leaksFixed;
     second.corruptionsFixed = first.corruptionsFixed;

@@ -54,6 +54,8 @@ export interface ServeHandle {
   readonly uri: string;
   readonly address: ListenAddress;
   readonly format: FormatName;
+  /** The format was probed (not given) and found raw: block 0 is protected, as in QEMU. */
+  readonly probedRaw: boolean;
   readonly size: number;
   readonly backend: BlockBackend;
   /** Resolves when the server has stopped and the image is closed (after close(), or idle). */
@@ -92,8 +94,9 @@ export async function serveImage(options: ServeOptions): Promise<ServeHandle> {
       ? await loadTlsCredentials(options.tlsCreds, { verifyPeer: options.tlsVerifyPeer ?? true })
       : undefined;
   const cache = parseCacheMode(options.cache ?? 'writeback');
+  const requested = options.format ?? 'probe';
   const { backend, format } = await openImageWithFormat(options.filename, {
-    format: options.format ?? 'probe',
+    format: requested,
     cache,
     readOnly: Boolean(options.readOnly),
     lock: options.lock ?? true,
@@ -133,6 +136,7 @@ export async function serveImage(options: ServeOptions): Promise<ServeHandle> {
       allocationDepth: options.allocationDepth,
       discard,
       detectZeroes,
+      probedRaw: requested === 'probe' && format === 'raw',
     });
     server = new NbdServer({
       export: exp,
@@ -149,7 +153,16 @@ export async function serveImage(options: ServeOptions): Promise<ServeHandle> {
     const address = await server.listen(
       options.socket !== undefined ? { socket: options.socket } : { host: options.bind ?? '0.0.0.0', port },
     );
-    return { uri: nbdUri(address, exportName), address, format, size: backend.length, backend, closed, close };
+    return {
+      uri: nbdUri(address, exportName),
+      address,
+      format,
+      probedRaw: exp.protectProbedRaw,
+      size: backend.length,
+      backend,
+      closed,
+      close,
+    };
   } catch (err) {
     await close().catch(() => {});
     throw err;

@@ -179,7 +179,7 @@ export class RawClient {
   async simpleReply(): Promise<{ error: number; cookie: number }> {
     const head = await this.take(16);
     const r = decodeReply(head);
-    if (!r || r.kind !== 'simple')
+    if (r?.kind !== 'simple')
       throw new Error(`expected a simple reply, got magic 0x${head.readUInt32BE(0).toString(16)}`);
     return { error: r.error, cookie: Number(r.cookie) };
   }
@@ -192,7 +192,7 @@ export class RawClient {
       const length = this.#buf.readUInt32BE(16);
       const all = await this.take(20 + length);
       const r = decodeReply(all);
-      if (!r || r.kind !== 'chunk') throw new Error('expected a structured chunk');
+      if (r?.kind !== 'chunk') throw new Error('expected a structured chunk');
       chunks.push({ flags: r.flags, type: r.type, cookie: Number(r.cookie), payload: Buffer.from(r.payload) });
       if (r.flags & 1) return chunks;
     }
@@ -209,7 +209,7 @@ export class RawClient {
     const length = this.#buf.readUInt32BE(16);
     const all = await this.take(20 + length);
     const r = decodeReply(all);
-    if (!r || r.kind !== 'chunk') throw new Error('bad reply');
+    if (r?.kind !== 'chunk') throw new Error('bad reply');
     return { kind: 'chunk', flags: r.flags, type: r.type, cookie: Number(r.cookie), payload: Buffer.from(r.payload) };
   }
 

@@ -8,13 +8,17 @@ import assert from 'node:assert/strict';
 import { open, readFile, truncate } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
+import { cacheMode } from '../../src/block/cache-mode.js';
 import { openImage } from '../../src/block/open.js';
+import { checkQcow2 } from '../../src/format/qcow2/check.js';
 import { makeGeometry } from '../../src/format/qcow2/geometry.js';
 import { decodeHeader } from '../../src/format/qcow2/header.js';
 import { decodeL1, encodeL1 } from '../../src/format/qcow2/l1-entry.js';
 import { decodeL2, encodeL2 } from '../../src/format/qcow2/l2-entry.js';
 import { decodeReftableEntry, setRefcount } from '../../src/format/qcow2/refcount-block.js';
 import { encodeSnapshotTable, type Qcow2Snapshot } from '../../src/format/qcow2/snapshot-table.js';
+import { formatDefinition } from '../../src/format/registry.js';
+import { MemoryDriver } from '../../src/io/memory.js';
 import {
   type CheckImageOptions,
   type CheckOutcome,
@@ -455,4 +459,127 @@ describe('vdisk check: hostile tables', () => {
       assert.ok(Date.now() - started < 20000, 'the check stops early');
     });
   });
+});
+
+/** Records the writes and flushes a repair makes, over an in-memory copy of the image. */
+class Recorder extends MemoryDriver {
+  readonly log: ({ kind: 'write'; offset: number; data: Buffer } | { kind: 'flush' })[] = [];
+
+  override async write(offset: number, buf: Buffer): Promise<void> {
+    this.log.push({ kind: 'write', offset, data: Buffer.from(buf) });
+    await super.write(offset, buf);
+  }
+
+  override async flush(): Promise<void> {
+    this.log.push({ kind: 'flush' });
+    await super.flush();
+  }
+}
+
+async function memoryImage(bytes: Buffer, ops: Recorder['log'] = []): Promise<MemoryDriver> {
+  const m = new MemoryDriver({ length: 0 });
+  await m.write(0, bytes);
+  for (const op of ops) if (op.kind === 'write') await m.write(op.offset, op.data);
+  return m;
+}
+
+/**
+ * The states a power loss during the repair can leave: everything up to a flush, plus any subset
+ * (all of them for small windows, else each prefix and each single write) of the writes after it.
+ */
+function crashStates(log: Recorder['log']): Recorder['log'][] {
+  const states: Recorder['log'][] = [];
+  let durable: Recorder['log'] = [];
+  let window: Recorder['log'] = [];
+  const flushWindow = () => {
+    const n = window.length;
+    const subsets: number[][] = [];
+    if (n <= 6) {
+      for (let mask = 0; mask < 1 << n; mask++) subsets.push([...Array(n).keys()].filter((i) => (mask >> i) & 1));
+    } else {
+      for (let k = 0; k <= n; k++) subsets.push([...Array(k).keys()]);
+      for (let i = 0; i < n; i++) subsets.push([i]);
+    }
+    for (const s of subsets) states.push([...durable, ...s.map((i) => window[i]!)]);
+    durable = [...durable, ...window];
+    window = [];
+  };
+  for (const op of log) {
+    if (op.kind === 'flush') flushWindow();
+    else window.push(op);
+  }
+  flushWindow();
+  return states;
+}
+
+async function readGuest(file: MemoryDriver, offset: number, length: number): Promise<Buffer> {
+  const image = await formatDefinition('qcow2').open(file, {
+    filename: 'crashed',
+    cache: cacheMode('writeback'),
+    readOnly: true,
+  });
+  const buf = Buffer.alloc(length);
+  await image.read(offset, buf);
+  return buf;
+}
+
+describe('vdisk check: a repair cut short by a power loss', () => {
+  const cases: { name: string; damage: (file: string) => Promise<void> }[] = [
+    {
+      name: 'a rebuild of the refcounts',
+      damage: async (file) => setRefcountOf(file, (await dataOffset(file, 5)) / CS, 0),
+    },
+    {
+      name: 'a leak and a COPIED flag',
+      damage: async (file) => setRefcountOf(file, (await dataOffset(file, 2)) / CS, 2),
+    },
+    {
+      name: 'an entry past the end and an unaligned L2 table offset',
+      damage: async (file) => {
+        await setL2Raw(file, 9, 0x80000000, 0x10000000);
+        const l = await layoutOf(file);
+        const e = Buffer.alloc(8);
+        encodeL1(e, 0, { l2Offset: l.l2Offset, copied: true }, g);
+        e.writeUInt32BE(e.readUInt32BE(4) + 0x200, 4);
+        await writeAt(file, l.l1Offset, e);
+      },
+    },
+  ];
+  for (const c of cases) {
+    it(`leaves no state worse than before: ${c.name}`, async () => {
+      await withTempDir(async (dir) => {
+        const file = path.join(dir, 'a.qcow2');
+        await makeImage(file);
+        await c.damage(file);
+        const original = await readFile(file);
+        const before = await checkQcow2(await memoryImage(original));
+        assert.ok(before.corruptions + before.leaks > 0, 'the damage shows');
+        const recorder = new Recorder({ length: 0 });
+        await recorder.write(0, original);
+        recorder.log.length = 0;
+        const repaired = await checkQcow2(recorder, { repair: 'all' });
+        assert.equal(repaired.corruptions + repaired.checkErrors, 0, repaired.messages.join('\n'));
+        const states = crashStates(recorder.log);
+        assert.ok(states.length > 2);
+        for (const [n, ops] of states.entries()) {
+          const state = await memoryImage(original, ops);
+          const found = await checkQcow2(state);
+          const label = `state ${n} of ${states.length}:\n${found.messages.slice(0, 10).join('\n')}`;
+          assert.equal(found.failure, undefined, label);
+          assert.ok(found.corruptions <= before.corruptions, `more corruption than before in ${label}`);
+          const again = await checkQcow2(state, { repair: 'all' });
+          assert.equal(again.corruptions + again.checkErrors, 0, `the repair of ${label} failed`);
+          assert.equal((await checkQcow2(state)).corruptions, 0);
+          assert.ok(
+            (await readGuest(state, 0, 9 * CS)).every((b) => b === 0xaa),
+            `data lost in ${label}`,
+          );
+          assert.ok(
+            (await readGuest(state, 4 * MiB, CS)).every((b) => b === 0xbb),
+            `data lost in ${label}`,
+          );
+        }
+      });
+    });
+  }
 });

@@ -54,8 +54,9 @@ interface Range {
   what: string;
 }
 
-/** Messages kept per L2 table for repeating; beyond that a count is kept. */
-const CAPTURE_LINES = 256;
+/** Messages kept per L2 table for repeating, and in all; beyond that only a count is kept. */
+const CAPTURE_LINES = 64;
+const CAPTURE_TOTAL = 200_000;
 
 /** Formats an offset as QEMU's PRIx64 does (no prefix). */
 export function hexBare(value: number): string {
@@ -76,7 +77,10 @@ export class CheckContext {
   refs: ReferenceCounts;
   readonly #log: (line: string) => void;
   /** Metadata that entry repairs must not overwrite (QEMU's overlap check). */
-  readonly #metadata: Range[] = [];
+  #metadata: Range[] = [];
+  /** #metadata sorted by start, and the largest end up to each index (for a binary search). */
+  #sorted: { ranges: Range[]; maxEnd: number[] } | undefined;
+  #capturedTotal = 0;
   readonly #refblocks = new Set<number>();
   #capture: { lines: string[]; dropped: number } | undefined;
 
@@ -108,8 +112,10 @@ export class CheckContext {
     this.#log(line);
     const c = this.#capture;
     if (c) {
-      if (c.lines.length < CAPTURE_LINES) c.lines.push(line);
-      else c.dropped++;
+      if (c.lines.length < CAPTURE_LINES && this.#capturedTotal < CAPTURE_TOTAL) {
+        c.lines.push(line);
+        this.#capturedTotal++;
+      } else c.dropped++;
     }
   }
 
@@ -185,6 +191,7 @@ export class CheckContext {
   claim(offset: number, length: number, what: string): void {
     if (length <= 0 || !Number.isSafeInteger(offset)) return;
     this.#metadata.push({ start: offset, end: offset + length, what });
+    this.#sorted = undefined;
   }
 
   claimRefblock(offset: number): void {
@@ -199,11 +206,35 @@ export class CheckContext {
     const first = Math.floor(offset / this.cs) * this.cs;
     const end = Math.ceil((offset + length) / this.cs) * this.cs;
     if (first < this.cs) return 'qcow2_header';
-    for (const r of this.#metadata) {
-      if (r.what !== own && r.start < end && first < r.end) return r.what;
+    const sorted = this.#index();
+    // The last range starting before `end`; walk back while an earlier range may still reach `first`.
+    let lo = 0;
+    let hi = sorted.ranges.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (sorted.ranges[mid]!.start < end) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let k = lo - 1; k >= 0 && sorted.maxEnd[k]! > first; k--) {
+      const r = sorted.ranges[k]!;
+      if (r.what !== own && r.end > first) return r.what;
     }
     for (let c = first / this.cs; c < end / this.cs; c++) if (this.#refblocks.has(c)) return 'refcount block';
     return undefined;
+  }
+
+  #index(): { ranges: Range[]; maxEnd: number[] } {
+    if (!this.#sorted) {
+      const ranges = [...this.#metadata].sort((a, b) => a.start - b.start);
+      const maxEnd: number[] = [];
+      let max = 0;
+      for (const r of ranges) {
+        max = Math.max(max, r.end);
+        maxEnd.push(max);
+      }
+      this.#sorted = { ranges, maxEnd };
+    }
+    return this.#sorted;
   }
 
   /** Writes a metadata repair and makes it durable (QEMU's bdrv_pwrite_sync). */

@@ -70,6 +70,8 @@ interface TableState {
 }
 
 const COPIED_HIGH = 0x80000000;
+/** Unaligned data cluster offsets considered for realigning in one check (more are only reported). */
+const MAX_REALIGNS = 65536;
 const COMPRESSED_HIGH = 0x40000000;
 const OFFSET_HIGH = 0xffffff;
 const SAFE_HIGH = 0x1fffff;
@@ -413,7 +415,9 @@ export class MetadataWalk {
       } else {
         this.#report(s, `ERROR offset=${hex()}: Data cluster is not properly aligned; L2 entry corrupted.`);
         const at = s.offset + i * ctx.g.l2EntrySize;
-        if (fixing && offset !== undefined) this.#realigns.set(at, { at, w: { ...w }, offset, hex: hex() });
+        if (fixing && offset !== undefined && this.#realigns.size < MAX_REALIGNS) {
+          this.#realigns.set(at, { at, w: { ...w }, offset, hex: hex() });
+        }
       }
     }
     if (!s.mode.count) {

@@ -45,6 +45,8 @@ export interface CheckOptions {
   repair?: RepairMode;
   /** Called with each message line as it is found (qemu-img prints them on stderr). */
   onMessage?: (line: string) => void;
+  /** Leave out the warnings qemu-img gives when it opens the image (for a second check). */
+  noOpenWarnings?: boolean;
 }
 
 export interface CheckResult extends CheckCounts {
@@ -108,6 +110,10 @@ export async function checkQcow2(file: BlockDriver, options: CheckOptions = {}):
     result.checkErrors++;
     result.failure = err instanceof VdiskError ? 'File too large' : String(err);
     return result;
+  }
+  if (extensions.inconsistentBitmaps && !options.noOpenWarnings) {
+    log('warning: a program lacking bitmap support modified this file, so all bitmaps are now considered inconsistent');
+    log("Some clusters may be leaked, run 'vdisk check -r' on the image file to fix.");
   }
   try {
     const layout = await readSnapshotTable(ctx, extensions);

@@ -29,6 +29,8 @@ export async function writeCompressedCluster(parts: ImageParts, offset: number, 
     await parts.writer.check('data', host, packed.length);
     await parts.file.write(host, packed);
     await parts.metadataLock.run(async () => {
+      // R3: the compressed bytes are durable before the L2 entry names them.
+      parts.l2Cache.dependOnFileFlush();
       const [old] = await parts.tables.entries(cluster, 1);
       const entry: L2Entry = {
         kind: 'compressed',

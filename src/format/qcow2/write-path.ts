@@ -61,19 +61,17 @@ async function remap(parts: ImageParts, offset: number, buf: Buffer): Promise<vo
   const end = Math.ceil((offset + buf.length) / g.clusterSize);
 
   const plans = await parts.metadataLock.run(() => planClusters(parts, first, end));
-  let copiedOldData = false;
   const writes: { host: number; piece: Piece }[] = [];
   for (const plan of plans) {
     const clusterStart = plan.cluster * g.clusterSize;
     const from = Math.max(offset, clusterStart);
     const to = Math.min(offset + buf.length, clusterStart + g.clusterSize);
-    const { pieces, copied } = await composeCluster(
+    const { pieces } = await composeCluster(
       parts,
       plan,
       from - clusterStart,
       buf.subarray(from - offset, to - offset),
     );
-    copiedOldData ||= copied;
     for (const piece of pieces) writes.push({ host: plan.host + piece.start, piece });
   }
   for (const w of writes) await parts.writer.check('data', w.host, pieceLength(w.piece));
@@ -86,7 +84,11 @@ async function remap(parts: ImageParts, offset: number, buf: Buffer): Promise<vo
   );
 
   await parts.metadataLock.run(async () => {
-    if (copiedOldData) parts.l2Cache.dependOnFileFlush();
+    // R3, for every remapped cluster: its new content (guest data, copied old data, zero ranges)
+    // is durable before an L2 entry names it. Without this, a crash can leave an entry pointing
+    // past the end of the file (a corruption for check) or at the cluster's stale content (a
+    // reused cluster's former data; the data before a write-zeroes that kept the cluster).
+    parts.l2Cache.dependOnFileFlush();
     const toFree: L2Entry[] = [];
     const newEntries = plans.map((plan) => {
       const clusterStart = plan.cluster * g.clusterSize;

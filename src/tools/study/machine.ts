@@ -23,6 +23,26 @@ export interface MachineInfo {
   uvThreadpoolSize: string | null;
 }
 
+/** The host's 1, 5 and 15-minute load averages when the study started and ended. */
+export interface LoadInfo {
+  start: number[];
+  end: number[];
+}
+
+/**
+ * A warning when other work competed with the study: a 1-minute load average at or above half
+ * the CPUs (at least 1) at its start or end. Null when the machine looked quiet.
+ */
+export function busyNote(load: LoadInfo, cpus: number): string | null {
+  const worst = Math.max(load.start[0] ?? 0, load.end[0] ?? 0);
+  if (worst < Math.max(1, cpus / 2)) return null;
+  return (
+    `The machine was busy (load average ${worst.toFixed(1)} on ${cpus} CPUs): other work shared the disk and ` +
+    'the CPUs, so single figures are noisy. Trust large ratios only; run again when it is quiet, or with --full ' +
+    '(three rounds, medians).'
+  );
+}
+
 export interface FilesystemInfo {
   /** Where the images were made. */
   dir: string;
@@ -71,17 +91,17 @@ export function machineInfo(): MachineInfo {
 
 /** statfs f_type values of common filesystems, for systems without /proc/mounts. */
 const FS_MAGIC: Record<number, string> = {
-  0xef53: 'ext4',
-  0x58465342: 'xfs',
-  0x9123683e: 'btrfs',
-  0x01021994: 'tmpfs',
-  0x2fc12fc1: 'zfs',
-  0x6969: 'nfs',
-  0x794c7630: 'overlay',
-  0xf2f52010: 'f2fs',
-  0x65735546: 'fuse',
-  0x5346544e: 'ntfs',
-  0x4d44: 'vfat',
+  61267: 'ext4',
+  1481003842: 'xfs',
+  2435016766: 'btrfs',
+  16914836: 'tmpfs',
+  801189825: 'zfs',
+  26985: 'nfs',
+  2035054128: 'overlay',
+  4076150800: 'f2fs',
+  1702057286: 'fuse',
+  1397118030: 'ntfs',
+  19780: 'vfat',
 };
 
 /** Undoes the octal escapes of /proc/mounts ("\040" for a space). */

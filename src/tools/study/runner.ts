@@ -7,6 +7,7 @@
  * as failed with its message. Nothing is dropped.
  */
 import { mkdtemp, rm, stat } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { BlockBackend } from '../../block/backend.js';
@@ -15,7 +16,7 @@ import { type OpenImageOptions, openImage } from '../../block/open.js';
 import { createImage } from '../create.js';
 import { formatSize } from '../size.js';
 import { execute, type Measurement, median, medianMeasurement } from './execute.js';
-import { type FilesystemInfo, filesystemInfo, type MachineInfo, machineInfo } from './machine.js';
+import { type FilesystemInfo, filesystemInfo, type LoadInfo, type MachineInfo, machineInfo } from './machine.js';
 import {
   type Combination,
   type MatrixSelection,
@@ -92,6 +93,7 @@ export interface StudyRun {
   workloads: WorkloadName[];
   machine: MachineInfo;
   filesystem: FilesystemInfo;
+  load: LoadInfo;
   results: CombinationResult[];
 }
 
@@ -203,8 +205,10 @@ export function mergeRounds(rounds: readonly CombinationResult[]): CombinationRe
   const bad = rounds.find((r) => r.status === 'unsupported') ?? rounds.find((r) => r.status === 'failed');
   const creates = rounds.map((r) => r.create).filter((c) => c !== null);
   const workloads: WorkloadResult[] = [];
-  for (const w of first.workloads) {
-    const samples = rounds.flatMap((r) => r.workloads.filter((x) => x.name === w.name).flatMap((x) => x.samples));
+  for (const w of WORKLOADS) {
+    const measured = rounds.flatMap((r) => r.workloads.filter((x) => x.name === w.name));
+    if (measured.length === 0) continue;
+    const samples = measured.flatMap((x) => x.samples);
     workloads.push({ name: w.name, queueDepth: w.queueDepth, ...medianMeasurement(samples), samples });
   }
   const createSamples = creates.flatMap((c) => c.samples);
@@ -221,6 +225,7 @@ export function mergeRounds(rounds: readonly CombinationResult[]): CombinationRe
 /** Runs the whole matrix and returns every measurement. */
 export async function runStudy(options: StudyOptions): Promise<StudyRun> {
   const started = new Date();
+  const loadAtStart = os.loadavg();
   const t0 = performance.now();
   const size = options.size ?? options.profile.size;
   const combinations = studyMatrix(options.selection);
@@ -276,6 +281,7 @@ export async function runStudy(options: StudyOptions): Promise<StudyRun> {
       workloads,
       machine: machineInfo(),
       filesystem,
+      load: { start: loadAtStart, end: os.loadavg() },
       results,
     };
   } finally {

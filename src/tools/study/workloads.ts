@@ -97,7 +97,11 @@ function logUniform(random: () => number, low: number, high: number): number {
 function installFileSize(random: () => number): number {
   const r = random();
   const bytes =
-    r < 0.6 ? logUniform(random, 4 * KiB, 64 * KiB) : r < 0.9 ? logUniform(random, 64 * KiB, MiB) : logUniform(random, MiB, 8 * MiB);
+    r < 0.6
+      ? logUniform(random, 4 * KiB, 64 * KiB)
+      : r < 0.9
+        ? logUniform(random, 64 * KiB, MiB)
+        : logUniform(random, MiB, 8 * MiB);
   return Math.ceil(bytes / BLOCK) * BLOCK;
 }
 
@@ -170,7 +174,8 @@ function* databaseSteps(start: number, length: number, count: number, random: ()
 function* randomReads(start: number, length: number, count: number, random: () => number): Iterable<Step> {
   const blocks = Math.floor(length / BLOCK);
   if (blocks === 0) return;
-  for (let i = 0; i < count; i++) yield { op: 'read', offset: start + BLOCK * Math.floor(random() * blocks), length: BLOCK };
+  for (let i = 0; i < count; i++)
+    yield { op: 'read', offset: start + BLOCK * Math.floor(random() * blocks), length: BLOCK };
 }
 
 export const WORKLOADS: readonly Workload[] = [
@@ -216,7 +221,8 @@ export const WORKLOADS: readonly Workload[] = [
     phase: 'read',
     queueDepth: 32,
     metric: 'IOPS',
-    steps: (layout, state, profile, random) => randomReads(layout.seq.start, state.seqWritten, profile.randomOps, random),
+    steps: (layout, state, profile, random) =>
+      randomReads(layout.seq.start, state.seqWritten, profile.randomOps, random),
   },
   {
     name: 'db-write',
@@ -241,7 +247,8 @@ export const WORKLOADS: readonly Workload[] = [
     phase: 'steady',
     queueDepth: DB_GROUP,
     metric: 'IOPS',
-    steps: (layout, state, profile, random) => databaseSteps(layout.seq.start, state.seqWritten, profile.randomOps, random),
+    steps: (layout, state, profile, random) =>
+      databaseSteps(layout.seq.start, state.seqWritten, profile.randomOps, random),
   },
 ];
 

@@ -10,7 +10,7 @@
  *    another sector's data or metadata.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { BlockBackend } from '../../../src/block/backend.js';
@@ -36,7 +36,7 @@ export interface CrashWorkload {
   options?: Record<string, string | number | boolean>;
   /** A raw backing file of this size, each sector holding a recognisable pattern. */
   backing?: { size: number };
-  /** Unrecorded preparation (its effects are the durable starting point). */
+  /** Unrecorded preparation, run once per workload (its closed result is every run's durable start). */
   setup?: (g: Guest, random: () => number) => Promise<void>;
   /** The recorded workload. */
   run: (g: Guest, random: () => number) => Promise<void>;
@@ -67,7 +67,7 @@ const IMAGE_NAME = 'image.qcow2';
 const templates = new Map<string, Promise<{ image: Buffer; backing?: Buffer }>>();
 
 /** The image as created (by vdisk's create), and its backing file's bytes. */
-function template(w: CrashWorkload): Promise<{ image: Buffer; backing?: Buffer }> {
+export function template(w: CrashWorkload): Promise<{ image: Buffer; backing?: Buffer }> {
   const key = JSON.stringify([w.format, w.size, w.options, w.backing]);
   let t = templates.get(key);
   if (!t) {
@@ -91,8 +91,19 @@ function template(w: CrashWorkload): Promise<{ image: Buffer; backing?: Buffer }
         } else {
           await createImage({ filename: file, format: 'qcow2', size: w.size, options });
         }
-        const { readFile } = await import('node:fs/promises');
-        return { image: await readFile(file), backing };
+        let image = await readFile(file);
+        if (w.setup) {
+          // The setup runs once per workload; its result, closed cleanly, is every run's start.
+          const flat = new FlatDriver(image, { name: IMAGE_NAME });
+          const driver = await openFormat(w, flat, 'writeback', backing);
+          const backend = new BlockBackend(driver, { writeCache: true });
+          const policy = { writeCache: true, noFlush: false, discardReadsInitial: false, clusterSize: 512 };
+          let clock = 0;
+          await w.setup(new Guest(backend, { tick: () => ++clock }, policy), rng(1));
+          await backend.close();
+          image = Buffer.from(flat.bytes());
+        }
+        return { image, backing };
       } finally {
         await rm(dir, { recursive: true, force: true });
       }
@@ -102,7 +113,7 @@ function template(w: CrashWorkload): Promise<{ image: Buffer; backing?: Buffer }
   return t;
 }
 
-async function openFormat(
+export async function openFormat(
   w: CrashWorkload,
   file: BlockDriver,
   cache: CacheModeName,
@@ -120,7 +131,7 @@ async function openFormat(
   });
 }
 
-interface Examined {
+export interface Examined {
   problems: string[];
   content?: Buffer;
   leaks: number;
@@ -128,7 +139,7 @@ interface Examined {
   bytes: Buffer;
 }
 
-async function examine(w: CrashWorkload, file: FlatDriver, cache: CacheModeName, backing?: Buffer): Promise<Examined> {
+export async function examine(w: CrashWorkload, file: FlatDriver, cache: CacheModeName, backing?: Buffer): Promise<Examined> {
   let image: BlockDriver;
   try {
     image = await openFormat(w, file, cache, backing);
@@ -212,10 +223,6 @@ export async function runCrashWorkload(w: CrashWorkload, o: CrashRunOptions): Pr
     clusterSize,
   };
   const guest = new Guest(backend, rec, policy);
-  if (w.setup) {
-    await w.setup(guest, random);
-    await backend.flush();
-  }
   const initial = await backend.read(0, backend.length);
   rec.startRecording();
   guest.recording = true;

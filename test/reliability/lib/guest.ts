@@ -75,6 +75,8 @@ export class Guest {
   readonly #policy: GuestPolicy;
   #nextId = 1;
   recording = false;
+  /** When set, a failed request is reported here and the workload goes on (fault tests). */
+  onError: ((err: unknown, op: GuestOp) => void) | undefined;
 
   constructor(backend: BlockBackend, clock: Clock, policy: GuestPolicy) {
     this.backend = backend;
@@ -133,13 +135,19 @@ export class Guest {
   async #run(op: Omit<GuestOp, 'issue' | 'ack' | 'durableAt'>, fn: () => Promise<void>): Promise<void> {
     const full: GuestOp = { ...op, issue: this.#clock.tick(), ack: Number.POSITIVE_INFINITY, durableAt: Number.POSITIVE_INFINITY };
     if (this.recording) this.ops.push(full);
-    await fn();
+    try {
+      await fn();
+    } catch (err) {
+      if (!this.onError) throw err;
+      this.onError(err, full);
+      return;
+    }
     full.ack = this.#clock.tick();
   }
 
   /** Works out when each recorded request became durable (call after the workload). */
-  settle(): void {
-    const p = this.#policy;
+  settle(everyAckDurable = false): void {
+    const p = everyAckDurable ? { ...this.#policy, writeCache: false, noFlush: false } : this.#policy;
     const flushes = this.ops.filter((o) => o.kind === 'flush' && Number.isFinite(o.ack));
     for (const op of this.ops) {
       if (op.kind === 'flush' || !Number.isFinite(op.ack) || p.noFlush) continue;

@@ -1,0 +1,173 @@
+/** The study's pure parts: the layout, the workloads' request streams, percentiles and scores. */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { percentiles } from '../../src/tools/study/execute.js';
+import { PROFILES, parseNameList, studyMatrix } from '../../src/tools/study/matrix.js';
+import { rankResults, score } from '../../src/tools/study/rank.js';
+import type { CombinationResult, WorkloadResult } from '../../src/tools/study/runner.js';
+import { type Step, seededRandom, studyLayout, WORKLOADS, workload } from '../../src/tools/study/workloads.js';
+
+type Io = Exclude<Step, { op: 'flush' }>;
+const io = (steps: readonly Step[], op?: 'read' | 'write'): Io[] =>
+  steps.filter((s): s is Io => s.op !== 'flush' && (op === undefined || s.op === op));
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+function stepsOf(name: (typeof WORKLOADS)[number]['name'], size = 256 * MiB, seqWritten?: number): Step[] {
+  const layout = studyLayout(size);
+  return [
+    ...workload(name).steps(layout, { seqWritten: seqWritten ?? layout.seq.length }, PROFILES.quick, seededRandom(7)),
+  ];
+}
+
+describe('study layout', () => {
+  it('cuts the image into three adjacent regions of whole 64 KiB slots', () => {
+    for (const size of [4 * MiB, 256 * MiB, 1000 * MiB + 12345]) {
+      const l = studyLayout(size);
+      assert.equal(l.install.start, 0);
+      assert.equal(l.seq.start, l.install.length);
+      assert.equal(l.db.start, l.seq.start + l.seq.length);
+      assert.ok(l.db.start + l.db.length <= size);
+      for (const r of [l.install, l.seq, l.db]) assert.equal(r.length % (64 * KiB), 0);
+    }
+  });
+});
+
+describe('study workloads', () => {
+  it('are the same requests every time', () => {
+    for (const w of WORKLOADS) assert.deepEqual(stepsOf(w.name), stepsOf(w.name), w.name);
+  });
+
+  it('install: mostly sequential writes inside its region, a journal commit (write, flush) every 4 MiB', () => {
+    const layout = studyLayout(256 * MiB);
+    const steps = stepsOf('install');
+    const writes = io(steps, 'write');
+    for (const s of writes) {
+      assert.ok(
+        s.offset >= layout.install.start && s.offset + s.length <= layout.install.start + layout.install.length,
+      );
+      assert.ok(s.length <= 256 * KiB && s.length % (4 * KiB) === 0);
+    }
+    const flushes = steps.filter((s) => s.op === 'flush').length;
+    const bytes = writes.reduce((n, s) => n + s.length, 0);
+    assert.ok(Math.abs(flushes - bytes / (4 * MiB)) <= 2, `${flushes} flushes for ${bytes} bytes`);
+    assert.equal(steps.at(-1)?.op, 'flush');
+    // It covers most of its region, front to back.
+    assert.ok(bytes > layout.install.length * 0.8);
+    let backwards = 0;
+    for (let i = 1; i < writes.length; i++) if (writes[i]!.offset < writes[i - 1]!.offset) backwards++;
+    assert.ok(backwards <= flushes + 1, 'only the journal writes go back');
+  });
+
+  it('db-write: one 4 KiB write in each fresh 64 KiB slot, a flush after every 8', () => {
+    const layout = studyLayout(256 * MiB);
+    const steps = stepsOf('db-write');
+    const writes = io(steps, 'write');
+    assert.equal(writes.length, Math.min(PROFILES.quick.randomOps, layout.db.length / (64 * KiB)));
+    const slots = new Set(writes.map((s) => Math.floor(s.offset / (64 * KiB))));
+    assert.equal(slots.size, writes.length, 'every write touches a slot of its own');
+    for (const s of writes) {
+      assert.equal(s.length, 4 * KiB);
+      assert.ok(s.offset >= layout.db.start && s.offset < layout.db.start + layout.db.length);
+    }
+    for (let i = 0; i < steps.length; i += 9) {
+      assert.deepEqual(
+        steps.slice(i, i + 9).map((s) => s.op),
+        [...Array(Math.min(8, steps.length - i - 1)).fill('write'), 'flush'],
+      );
+    }
+  });
+
+  it('the reads and the rewrite stay inside what seq-write wrote', () => {
+    const layout = studyLayout(256 * MiB);
+    const written = 10 * MiB;
+    for (const name of ['seq-read', 'rand-read', 'db-rewrite'] as const) {
+      const steps = io(stepsOf(name, 256 * MiB, written));
+      assert.ok(steps.length > 0, name);
+      for (const s of steps) {
+        assert.ok(s.offset >= layout.seq.start && s.offset + s.length <= layout.seq.start + written, name);
+      }
+    }
+    assert.equal(stepsOf('seq-read', 256 * MiB, written).length, 10);
+  });
+});
+
+describe('study statistics', () => {
+  it('percentiles by nearest rank', () => {
+    const values = Array.from({ length: 100 }, (_, i) => 100 - i);
+    assert.deepEqual(percentiles(values), { p50: 50, p95: 95, p99: 99, max: 100, mean: 50.5 });
+    assert.deepEqual(percentiles([]), { p50: 0, p95: 0, p99: 0, max: 0, mean: 0 });
+    assert.deepEqual(percentiles([3]), { p50: 3, p95: 3, p99: 3, max: 3, mean: 3 });
+  });
+
+  it('scores are geometric means of fractions of the best; combinations that did not run come last', () => {
+    const w = (name: WorkloadResult['name'], value: number): WorkloadResult => {
+      const p = { p50: 1, p95: 1, p99: 1, max: 1, mean: 1 };
+      const m = {
+        ops: 1,
+        bytes: 1,
+        seconds: 1,
+        mibPerSecond: value,
+        iops: value,
+        latencyMs: p,
+        flushes: 0,
+        flushLatencyMs: p,
+        cutShort: false,
+      };
+      return { name, queueDepth: 1, ...m, samples: [m] };
+    };
+    const result = (id: string, status: CombinationResult['status'], a: number, b: number): CombinationResult => {
+      const [format, prealloc, cache] = id.split('/') as [
+        CombinationResult['format'],
+        CombinationResult['prealloc'],
+        CombinationResult['cache'],
+      ];
+      return {
+        id,
+        format,
+        prealloc,
+        cache,
+        safety: 'flush-safe',
+        status,
+        reason: status === 'ok' ? null : 'no',
+        create: null,
+        afterRun: null,
+        workloads: status === 'ok' ? [w('seq-write', a), w('rand-read', b)] : [],
+      };
+    };
+    const results = [
+      result('raw/off/none', 'unsupported', 0, 0),
+      result('raw/off/writeback', 'ok', 100, 1000),
+      result('raw/off/unsafe', 'ok', 400, 250),
+    ];
+    const ranked = rankResults({ results });
+    assert.deepEqual(
+      ranked.map((r) => [r.result.id, r.rank]),
+      [
+        ['raw/off/writeback', 1],
+        ['raw/off/unsafe', 2],
+        ['raw/off/none', null],
+      ],
+    );
+    // writeback: sqrt(100/400 * 1000/1000) = 0.5; unsafe: sqrt(1 * 0.25) = 0.5 — a tie kept in order.
+    assert.ok(Math.abs(ranked[0]!.score! - 0.5) < 1e-12);
+    assert.ok(Math.abs(ranked[1]!.score! - 0.5) < 1e-12);
+    assert.ok(Math.abs(ranked[0]!.writes! - 0.25) < 1e-12);
+    const best = new Map([['seq-write', 400] as const]);
+    assert.equal(score(results[1]!, best, ['seq-write']), 0.25);
+  });
+});
+
+describe('study matrix', () => {
+  it('has 35 combinations, metadata for qcow2 only', () => {
+    const all = studyMatrix({
+      formats: ['raw', 'qcow2'],
+      preallocs: ['off', 'metadata', 'falloc', 'full'],
+      caches: ['none', 'writethrough', 'writeback', 'directsync', 'unsafe'],
+    });
+    assert.equal(all.length, 35);
+    assert.ok(!all.some((c) => c.format === 'raw' && c.prealloc === 'metadata'));
+    assert.deepEqual(parseNameList('qcow2,raw', ['raw', 'qcow2'], 'format'), ['raw', 'qcow2']);
+  });
+});

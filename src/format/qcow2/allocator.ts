@@ -164,10 +164,17 @@ export class Allocator {
       await this.flushRefcounts();
     }
     writer.claim('refblock', offset, this.#clusterSize);
-    await writer.writeTable('refblock', offset, block);
-    await file.flush();
+    try {
+      await writer.writeTable('refblock', offset, block);
+      await file.flush();
+      // The table entry changes in memory only once it is written: refcounts kept in a block
+      // the table on disk does not name would be lost (refcount below references).
+      await this.#writeTableEntry(tableIndex, offset);
+    } catch (err) {
+      writer.release(offset, this.#clusterSize);
+      throw err;
+    }
     refcounts.setTableEntry(tableIndex, offset);
-    await this.#writeTableEntry(tableIndex, offset);
     await file.flush();
     if (cluster === this.#freeHint) this.#freeHint = cluster + 1;
     this.#highWater = Math.max(this.#highWater, cluster + 1);

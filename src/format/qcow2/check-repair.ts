@@ -6,6 +6,7 @@
  */
 import { hex64, TWO_POW_32 } from '../../util/u64.js';
 import { CheckAbort, type CheckContext } from './check-context.js';
+import { realignedEntry } from './check-entries.js';
 import { RefcountReadError, type StoredRefcounts } from './check-stored.js';
 import type { MetadataWalk } from './check-walk.js';
 
@@ -218,4 +219,36 @@ export async function checkOflagCopied(
     if (err instanceof CheckAbort) throw err;
     ctx.ioFailure(err, 'Could not write L2 table');
   }
+}
+
+/**
+ * Realigns the unaligned data cluster offsets the walk found (with -r all), once every reference
+ * is counted: to whichever of the two clusters the offset touches is allocated and referenced by
+ * this entry alone, when exactly one is; the other cluster loses this entry's reference. The
+ * chosen cluster's refcount is already at least 1, so the entry is written at once (rule R1).
+ */
+export async function resolveRealigns(ctx: CheckContext, stored: StoredRefcounts, walk: MetadataWalk): Promise<void> {
+  const cs = ctx.cs;
+  const usable = async (c: number): Promise<boolean> => {
+    if (c === 0 || ctx.inFile(c, cs) !== cs || ctx.refs.get(c / cs) !== 1) return false;
+    if (ctx.overlap(c, cs, 'l2') !== undefined) return false;
+    const refcount = await stored.get(c / cs);
+    return !(refcount instanceof RefcountReadError) && refcount >= 1;
+  };
+  for (const r of walk.realigns.values()) {
+    const down = r.offset - (r.offset % cs);
+    const okDown = await usable(down);
+    const okUp = await usable(down + cs);
+    if (okDown === okUp) continue; // neither, or no telling which
+    const chosen = okDown ? down : down + cs;
+    const other = (okDown ? down + cs : down) / cs;
+    const data = realignedEntry(ctx.g, r.w, chosen);
+    if (!data) continue;
+    await walk.write(r.at, data, 'l2');
+    if (other < ctx.refs.length) ctx.refs.set(other, Math.max(0, ctx.refs.get(other) - 1));
+    ctx.log(`Repairing offset=${r.hex}: the data cluster is now the one at 0x${chosen.toString(16)}`);
+    ctx.res.corruptions--;
+    ctx.res.corruptionsFixed++;
+  }
+  walk.realigns.clear();
 }

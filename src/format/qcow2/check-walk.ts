@@ -21,25 +21,31 @@
  */
 import { hex64, TWO_POW_32 } from '../../util/u64.js';
 import { CheckAbort, type CheckContext, hexBare } from './check-context.js';
+import {
+  bare,
+  COMPRESSED_HIGH,
+  COPIED_HIGH,
+  canReadAsZeros,
+  compressedParts,
+  OFFSET_HIGH,
+  plausibleL1,
+  plausibleL2,
+  SAFE_HIGH,
+  type Words,
+  zeroedEntry,
+} from './check-entries.js';
 import { RefcountReadError, type StoredRefcounts } from './check-stored.js';
 import { MAX_L1_SIZE_BYTES } from './constants.js';
 import { decodeL1, encodeL1 } from './l1-entry.js';
-import { decodeL2, encodeL2, type L2Entry } from './l2-entry.js';
+import { decodeL2, type L2Entry } from './l2-entry.js';
 
 /** An L2 entry with an unaligned data cluster offset, to realign once every reference is counted. */
-interface Realign {
+export interface Realign {
   /** File offset of the entry. */
   at: number;
   w: Words;
   offset: number;
   hex: string;
-}
-
-interface Words {
-  high: number;
-  low: number;
-  zeroW: number;
-  allocW: number;
 }
 
 interface Stats {
@@ -69,40 +75,15 @@ interface TableState {
   changed: boolean;
 }
 
-const COPIED_HIGH = 0x80000000;
 /** Unaligned data cluster offsets considered for realigning in one check (more are only reported). */
 const MAX_REALIGNS = 65536;
-const COMPRESSED_HIGH = 0x40000000;
-const OFFSET_HIGH = 0xffffff;
-const SAFE_HIGH = 0x1fffff;
-
-/**
- * Whether the codec is likely to accept an entry. Entries it refuses go straight to the lenient
- * path: a codec error costs a stack trace, and a hostile table has millions of bad entries.
- */
-function plausibleL1(high: number, low: number, cs: number): boolean {
-  return (high & 0x7fe00000) === 0 && (low & 0x1ff) === 0 && ((low & 0xfffffe00) >>> 0) % cs === 0;
-}
-
-function plausibleL2(w: Words, clusterBits: number, extended: boolean): boolean {
-  if ((w.high & COMPRESSED_HIGH) !== 0) {
-    const x = 62 - (clusterBits - 8);
-    return (w.high & COPIED_HIGH) === 0 && (w.zeroW | w.allocW) === 0 && (w.high & (2 ** (x - 32) - 1)) <= SAFE_HIGH;
-  }
-  if ((w.high & 0x3fe00000) !== 0 || (w.low & (extended ? 0x1ff : 0x1fe)) !== 0) return false;
-  if (((w.low & 0xfffffe00) >>> 0) % 2 ** clusterBits !== 0) return false;
-  return !extended || (w.zeroW & w.allocW) === 0;
-}
-
-function bare(high: number, low: number): string {
-  return hex64(high >>> 0, low >>> 0).slice(2);
-}
 
 export class MetadataWalk {
   readonly #ctx: CheckContext;
   readonly #stored: StoredRefcounts;
   readonly #memo = new Map<number, Memo>();
-  readonly #realigns = new Map<number, Realign>();
+  /** Unaligned data cluster offsets found (with -r all), by entry offset: check-repair.ts realigns them. */
+  readonly realigns = new Map<number, Realign>();
   /** The active L1 table as the walk found it (entries cleared by repairs are zero). */
   activeL1: Buffer = Buffer.alloc(0);
   activeL1Offset = 0;
@@ -180,7 +161,7 @@ export class MetadataWalk {
         `Repairing L1 entry ${i}: its L2 table at ${hugeHex ?? `0x${hexBare(l2!)}`} lies past the end of the file; ` +
           'the entry is cleared (the table read as unallocated)',
       );
-      await this.#write(l1Offset + i * 8, Buffer.alloc(8), own);
+      await this.write(l1Offset + i * 8, Buffer.alloc(8), own);
       table.fill(0, i * 8, i * 8 + 8);
       ctx.res.corruptionsFixed++;
     };
@@ -200,7 +181,7 @@ export class MetadataWalk {
         if (fixing) {
           const data = Buffer.alloc(8);
           encodeL1(data, 0, { l2Offset: chosen, copied }, g);
-          await this.#write(l1Offset + i * 8, data, own);
+          await this.write(l1Offset + i * 8, data, own);
           data.copy(table, i * 8);
           ctx.res.corruptions--;
           ctx.res.corruptionsFixed++;
@@ -230,39 +211,6 @@ export class MetadataWalk {
       if (!(refcount instanceof RefcountReadError) && refcount >= 1) return c;
     }
     return undefined;
-  }
-
-  /**
-   * Realigns the unaligned data cluster offsets found (with -r all), once every reference is
-   * counted: to whichever of the two clusters the offset touches is allocated and referenced by
-   * this entry alone, when exactly one is. The other cluster loses this entry's reference.
-   */
-  async resolveRealigns(): Promise<void> {
-    const ctx = this.#ctx;
-    const cs = ctx.cs;
-    const usable = async (c: number): Promise<boolean> => {
-      if (c === 0 || ctx.inFile(c, cs) !== cs || ctx.refs.get(c / cs) !== 1) return false;
-      if (ctx.overlap(c, cs, 'l2') !== undefined) return false;
-      const refcount = await this.#stored.get(c / cs);
-      return !(refcount instanceof RefcountReadError) && refcount >= 1;
-    };
-    for (const r of this.#realigns.values()) {
-      const down = r.offset - (r.offset % cs);
-      const okDown = await usable(down);
-      const okUp = await usable(down + cs);
-      if (okDown === okUp) continue;
-      const chosen = okDown ? down : down + cs;
-      const other = okDown ? down + cs : down;
-      const data = this.#realigned(r.w, chosen);
-      if (!data) continue;
-      await this.#write(r.at, data, 'l2');
-      const otherCluster = other / cs;
-      if (otherCluster < ctx.refs.length) ctx.refs.set(otherCluster, Math.max(0, ctx.refs.get(otherCluster) - 1));
-      ctx.log(`Repairing offset=${r.hex}: the data cluster is now the one at 0x${hexBare(chosen)}`);
-      ctx.res.corruptions--;
-      ctx.res.corruptionsFixed++;
-    }
-    this.#realigns.clear();
   }
 
   /** check_refcounts_l2, or a repeat of its judgement for a table seen before. */
@@ -415,8 +363,8 @@ export class MetadataWalk {
       } else {
         this.#report(s, `ERROR offset=${hex()}: Data cluster is not properly aligned; L2 entry corrupted.`);
         const at = s.offset + i * ctx.g.l2EntrySize;
-        if (fixing && offset !== undefined && this.#realigns.size < MAX_REALIGNS) {
-          this.#realigns.set(at, { at, w: { ...w }, offset, hex: hex() });
+        if (fixing && offset !== undefined && this.realigns.size < MAX_REALIGNS) {
+          this.realigns.set(at, { at, w: { ...w }, offset, hex: hex() });
         }
       }
     }
@@ -437,19 +385,14 @@ export class MetadataWalk {
 
   #lenientCompressed(s: TableState, i: number, w: Words): Promise<void> | undefined {
     const g = this.#ctx.g;
-    const x = 62 - (g.clusterBits - 8);
-    const offHigh = w.high & (2 ** (x - 32) - 1);
-    const sectors = ((w.high >>> (x - 32)) & (2 ** (g.clusterBits - 8) - 1)) + 1;
-    const hex = bare(offHigh, w.low);
-    const offset = offHigh > SAFE_HIGH ? undefined : offHigh * TWO_POW_32 + w.low;
-    const size = sectors * 512 - (w.low & 511);
+    const { offset, hex, size } = compressedParts(w, g.clusterBits);
     if ((w.high & COPIED_HIGH) !== 0) {
       const fixing = this.#ctx.fixErrors && !s.mode.count && offset !== undefined;
       this.#report(s, `ERROR: coffset=0x${hex}: copied flag must never be set for compressed clusters`);
       if (fixing) {
         const data = Buffer.from(s.table.subarray(i * g.l2EntrySize, (i + 1) * g.l2EntrySize));
         data.writeUInt32BE((w.high & ~COPIED_HIGH) >>> 0, 0);
-        return this.#write(s.offset + i * g.l2EntrySize, data, 'l2').then(() => {
+        return this.write(s.offset + i * g.l2EntrySize, data, 'l2').then(() => {
           data.copy(s.table, i * g.l2EntrySize);
           s.changed = true;
           this.#ctx.log(`Repairing coffset=0x${hex}: the copied flag is cleared`);
@@ -507,43 +450,22 @@ export class MetadataWalk {
     return undefined;
   }
 
-  /** An entry can be made to read as zeros without a backing file showing through. */
   #canZero(): boolean {
-    const ctx = this.#ctx;
-    return ctx.g.extendedL2 || ctx.g.version >= 3 || !ctx.hasBacking;
-  }
-
-  /** The entry naming the cluster `aligned` instead, with the same flags; undefined if it cannot be encoded. */
-  #realigned(w: Words, aligned: number): Buffer | undefined {
-    const g = this.#ctx.g;
-    const data = Buffer.alloc(g.l2EntrySize);
-    const copied = (w.high & COPIED_HIGH) !== 0;
-    try {
-      if (g.extendedL2)
-        encodeL2(data, 0, { kind: 'data', host: aligned, copied, sub: { alloc: w.allocW, zero: w.zeroW } }, g);
-      else encodeL2(data, 0, { kind: 'data', host: aligned, copied }, g);
-    } catch {
-      return undefined;
-    }
-    return data;
+    return canReadAsZeros(this.#ctx.g, this.#ctx.hasBacking);
   }
 
   /** QEMU's fix_l2_entry_by_zero: the entry reads as zeros from now on (written and flushed now). */
-  async #zeroEntry(s: TableState, i: number, w: { zeroW: number; allocW: number }): Promise<void> {
+  async #zeroEntry(s: TableState, i: number, w: Words): Promise<void> {
     const g = this.#ctx.g;
-    const data = Buffer.alloc(g.l2EntrySize);
-    if (g.extendedL2)
-      encodeL2(data, 0, { kind: 'unallocated', sub: { alloc: 0, zero: (w.zeroW | w.allocW) >>> 0 } }, g);
-    else if (g.version >= 3) encodeL2(data, 0, { kind: 'zero', host: 0, copied: false }, g);
-    else encodeL2(data, 0, { kind: 'unallocated' }, g);
-    await this.#write(s.offset + i * g.l2EntrySize, data, 'l2');
+    const data = zeroedEntry(g, w);
+    await this.write(s.offset + i * g.l2EntrySize, data, 'l2');
     data.copy(s.table, i * g.l2EntrySize);
     s.changed = true;
-    this.#realigns.delete(s.offset + i * g.l2EntrySize);
+    this.realigns.delete(s.offset + i * g.l2EntrySize);
   }
 
   /** An immediate metadata repair, refused (and the check stopped) where it would hit other metadata. */
-  async #write(offset: number, data: Buffer, own: string): Promise<void> {
+  async write(offset: number, data: Buffer, own: string): Promise<void> {
     const ctx = this.#ctx;
     if (ctx.overlap(offset, data.length, own) !== undefined) {
       ctx.log('ERROR: Overlap check failed');

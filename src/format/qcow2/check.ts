@@ -20,7 +20,7 @@ import { writeU64 } from '../../util/u64.js';
 import { countBitmaps } from './check-bitmaps.js';
 import { CheckAbort, CheckContext, type CheckCounts, type RepairMode, zeroCounts } from './check-context.js';
 import { rebuildRefcountStructure } from './check-rebuild.js';
-import { checkOflagCopied, checkRefblocks, compareRefcounts } from './check-repair.js';
+import { checkOflagCopied, checkRefblocks, compareRefcounts, resolveRealigns } from './check-repair.js';
 import { StoredRefcounts } from './check-stored.js';
 import { MetadataWalk } from './check-walk.js';
 import {
@@ -226,7 +226,7 @@ async function calculate(
     await countBitmaps(ctx, layout.extensions.bitmaps, layout.size, { bytes: ctx.fileLength });
   }
   const rebuild = checkRefblocks(ctx, stored);
-  if (ctx.fixErrors) await walk.resolveRealigns();
+  if (ctx.fixErrors) await resolveRealigns(ctx, stored, walk);
   return { walk, rebuild };
 }
 

@@ -154,8 +154,19 @@ export class L2Tables {
     } finally {
       cache.release(table);
     }
-    encodeL1(this.#d.l1, l1Index, { l2Offset: offset, copied: true }, this.#g);
-    await writer.writeTable('l1', this.#d.l1Offset + l1Index * 8, this.#d.l1.subarray(l1Index * 8, l1Index * 8 + 8));
+    // The L1 entry changes in memory only once it is written: if the write fails, the image
+    // on disk does not name the new table, so neither may later requests (their entries would
+    // be lost). The new table's cluster is left allocated (a leak) since the write may have
+    // landed after all.
+    const entry = Buffer.alloc(8);
+    encodeL1(entry, 0, { l2Offset: offset, copied: true }, this.#g);
+    try {
+      await writer.writeTable('l1', this.#d.l1Offset + l1Index * 8, entry);
+    } catch (err) {
+      cache.forget(offset);
+      throw err;
+    }
+    entry.copy(this.#d.l1, l1Index * 8);
     if (current.l2Offset !== 0) {
       // The snapshot keeps the old table; this image no longer references it (R4: L1 first).
       await file.flush();

@@ -89,10 +89,11 @@ export async function runFaultCase(w: CrashWorkload, cache: CacheModeName, plan:
   const model = new GuestModel(initial, guest.ops, policy);
   const after = new FlatDriver(flat.bytes(), { name: 'image.qcow2' });
   const ex = await examine(w, after, cache, t.backing);
-  for (const p of ex.problems) problems.push(`${label}: ${p}`);
+  const where = `${label} (fault: ${fault.firstFault ?? 'none'})`;
+  for (const p of ex.problems) problems.push(`${where}: ${p}`);
   if (ex.content) {
     const now = clock + 1;
-    for (const p of model.check(ex.content, now, now)) problems.push(`${label}: ${p}`);
+    for (const p of model.check(ex.content, now, now)) problems.push(`${where}: ${p}`);
   }
   return { hostOps: fault.count, injected: fault.injected, guestErrors, problems };
 }

@@ -29,10 +29,10 @@ export function progressPrinter(streams: CliStreams): {
  */
 export function progressBar(
   streams: CliStreams,
-  options: { tty: boolean; width?: number },
+  options: { tty: boolean; width?: number; columns?: number },
 ): { update: (done: number, total: number, label: string) => void; finish: () => void } {
   const started = Date.now();
-  const width = options.width ?? 30;
+  const width = options.width ?? 24;
   let lastTenth = -1;
   let shown = false;
   const eta = (done: number, total: number) => {
@@ -47,7 +47,9 @@ export function progressBar(
         const filled = Math.round(fraction * width);
         const bar = `${'#'.repeat(filled)}${'-'.repeat(width - filled)}`;
         const percent = `${Math.floor(fraction * 100)}%`.padStart(4);
-        streams.err(`\r[${bar}] ${percent} ${done}/${total} ${label}  ${eta(done, total)}\x1b[K`);
+        // One terminal line at most, or the carriage return could not take it back.
+        const line = `[${bar}] ${percent} ${done}/${total} ${label}  ${eta(done, total)}`;
+        streams.err(`\r${line.slice(0, Math.max(20, (options.columns ?? 80) - 1))}\x1b[K`);
         shown = true;
         return;
       }

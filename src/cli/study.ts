@@ -24,8 +24,8 @@ percentiles. It prints a ranked table and a recommendation that weighs speed aga
 crash can do, and writes every measurement to a JSON file and a self-contained HTML report.
 Combinations the filesystem cannot do (O_DIRECT on some filesystems) are reported, not dropped.
 
-  --quick            small images, short runs: about two minutes (the default)
-  --full             larger images, longer runs, three rounds: about fifteen minutes
+  --quick            small images, short runs: one to two minutes (the default)
+  --full             larger images, longer runs, three rounds: 15 to 20 minutes
   --dir DIR          where the images are made, in a temporary directory removed afterwards
                      (default: the current directory, so its filesystem is the one measured)
   --size SIZE        image size (default: 256M quick, 1G full)
@@ -40,6 +40,10 @@ Combinations the filesystem cannot do (O_DIRECT on some filesystems) are reporte
 Workloads:
 ${WORKLOADS.map((w) => `  ${w.name.padEnd(11)} ${w.title}`).join('\n')}
 `;
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
 
 function stamp(date: Date): string {
   return date
@@ -95,14 +99,14 @@ export const studyCommand: CliCommand = {
     const dir = path.resolve((values.dir as string | undefined) ?? '.');
 
     streams.out(
-      `vdisk study (${profile.name}): ${combinations} combinations × ${workloads.length} workloads` +
+      `vdisk study (${profile.name}): ${plural(combinations, 'combination')} × ${plural(workloads.length, 'workload')}` +
         `${profile.rounds > 1 ? ` × ${profile.rounds} rounds` : ''}, ${formatSize(size)} images in ${dir}\n`,
     );
     const abort = new AbortController();
     const onSignal = () => abort.abort(new VdiskError('ESHUTDOWN', 'Interrupted; the temporary images were removed'));
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
-    const bar = progressBar(streams, { tty: Boolean(process.stderr.isTTY) });
+    const bar = progressBar(streams, { tty: Boolean(process.stderr.isTTY), columns: process.stderr.columns });
     let run: Awaited<ReturnType<typeof runStudy>>;
     try {
       run = await runStudy({
@@ -127,10 +131,10 @@ export const studyCommand: CliCommand = {
     for (const paragraph of report.recommendation.text) streams.out(`${paragraph}\n\n`);
     const fs = run.filesystem;
     streams.out(
-      `Measured on ${fs.type} (${fs.device ?? 'unknown device'}${fs.rotational === null ? '' : fs.rotational ? ', rotational' : ', non-rotational'}) ` +
+      `Measured on ${fs.type} (${fs.device ?? 'unknown device'}${fs.rotational === null ? '' : `, ${fs.rotational ? '' : 'non-'}rotational says the kernel`}) ` +
         `in ${Math.round(run.seconds)} s.\n`,
     );
-    const busy = busyNote(run.load, run.machine.cpus);
+    const busy = busyNote(run.load, run.machine.cpus, run.profile.rounds);
     if (busy) streams.out(`${busy}\n`);
     streams.out(`JSON: ${path.resolve(jsonFile)}\nHTML: ${path.resolve(htmlFile)}\n`);
     return 0;

@@ -614,13 +614,20 @@ export class Session {
   }
 
   /**
-   * Queues reply bytes; everything queued in one event-loop turn leaves together on
+   * Sends reply bytes. When this request is the only one in flight (queue depth 1), they are
+   * written at once; otherwise everything queued in one event-loop turn leaves together on
    * setImmediate: small totals as one copied buffer (one write, no cork), larger ones as one
    * corked writev of the pieces. `done` runs once the socket no longer needs `buf`.
    */
   #send(buf: Buffer, done?: () => void): void {
-    if (!this.#socket.writable) {
+    const socket = this.#socket;
+    if (!socket.writable) {
       done?.();
+      return;
+    }
+    if (this.#inFlight <= 1 && !this.#flushScheduled) {
+      // Nothing to batch with: an extra event-loop turn would only add latency.
+      socket.write(buf, done);
       return;
     }
     this.#out.push(buf);
@@ -635,8 +642,11 @@ export class Session {
   readonly #flushLater = (): void => this.#flush();
 
   #writeWithData(header: Buffer, data: Buffer, done: (() => void) | undefined): void {
+    const direct = this.#inFlight <= 1 && !this.#flushScheduled && this.#socket.writable;
+    if (direct) this.#socket.cork(); // header and data in one writev
     this.#send(header);
     this.#send(data, done);
+    if (direct) this.#socket.uncork();
   }
 
   #flush(): void {

@@ -301,6 +301,7 @@ describe('nbdcopy and fio over vdisk serve', () => {
           '--size=16M',
           '--verify=crc32c',
           '--verify_fatal=1',
+          '--verify_state_save=0',
           '--runtime=20',
         ]);
         assert.match(out, /err= 0/);

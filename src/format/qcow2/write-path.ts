@@ -66,12 +66,7 @@ async function remap(parts: ImageParts, offset: number, buf: Buffer): Promise<vo
     const clusterStart = plan.cluster * g.clusterSize;
     const from = Math.max(offset, clusterStart);
     const to = Math.min(offset + buf.length, clusterStart + g.clusterSize);
-    const { pieces } = await composeCluster(
-      parts,
-      plan,
-      from - clusterStart,
-      buf.subarray(from - offset, to - offset),
-    );
+    const { pieces } = await composeCluster(parts, plan, from - clusterStart, buf.subarray(from - offset, to - offset));
     for (const piece of pieces) writes.push({ host: plan.host + piece.start, piece });
   }
   for (const w of writes) await parts.writer.check('data', w.host, pieceLength(w.piece));

@@ -33,13 +33,13 @@ export interface LoadInfo {
  * A warning when other work competed with the study: a 1-minute load average at or above half
  * the CPUs (at least 1) at its start or end. Null when the machine looked quiet.
  */
-export function busyNote(load: LoadInfo, cpus: number): string | null {
+export function busyNote(load: LoadInfo, cpus: number, rounds: number): string | null {
   const worst = Math.max(load.start[0] ?? 0, load.end[0] ?? 0);
   if (worst < Math.max(1, cpus / 2)) return null;
   return (
     `The machine was busy (load average ${worst.toFixed(1)} on ${cpus} CPUs): other work shared the disk and ` +
-    'the CPUs, so single figures are noisy. Trust large ratios only; run again when it is quiet, or with --full ' +
-    '(three rounds, medians).'
+    'the CPUs, so single figures are noisy. Trust large ratios only; run again when it is quiet' +
+    (rounds > 1 ? '.' : ', or with --full (three rounds, medians).')
   );
 }
 

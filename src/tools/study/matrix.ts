@@ -95,9 +95,9 @@ export interface StudyProfile {
 const MiB = 1024 * 1024;
 
 export const PROFILES: Readonly<Record<StudyProfile['name'], StudyProfile>> = {
-  // About two minutes for the whole matrix (35 combinations) on a 2-core machine with an SSD.
+  // One to two minutes for the whole matrix (35 combinations) on a 2-core machine with an SSD.
   quick: { name: 'quick', size: 256 * MiB, workloadSeconds: 0.5, randomOps: 2048, rounds: 1 },
-  // Images four times larger, workloads three times longer, and three rounds: about 15 minutes.
+  // Images four times larger, workloads four times longer, and three rounds: 15 to 20 minutes.
   full: { name: 'full', size: 1024 * MiB, workloadSeconds: 2, randomOps: 8192, rounds: 3 },
   // For tests: seconds for the whole matrix, numbers of no value.
   smoke: { name: 'smoke', size: 4 * MiB, workloadSeconds: 0.02, randomOps: 64, rounds: 1 },

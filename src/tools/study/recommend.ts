@@ -174,8 +174,8 @@ export function recommend(run: StudyRun): Recommendation {
   }
   if (unsafe) {
     text.push(
-      `cache=unsafe (${describe(unsafe)}) writes ${times(ratio(unsafeRanked))} as fast as the recommendation, but ` +
-        `${SAFETY_TEXT.volatile}: only for throwaway guests and images you can rebuild.`,
+      `cache=unsafe (${describe(unsafe)}) writes ${times(ratio(unsafeRanked))} as fast as the recommendation, but it ` +
+        'ignores flushes, so a host crash may lose the whole image: use it only for throwaway guests and images you can rebuild.',
     );
   }
   return {

@@ -293,15 +293,15 @@ export function studyHtml(report: StudyReport): string {
       fs.rotational === null
         ? 'unknown'
         : fs.rotational
-          ? 'rotational (hard disk)'
-          : 'non-rotational (SSD, NVMe or virtual)',
+          ? 'rotational, says the kernel (a hard disk, or a virtual disk that does not tell)'
+          : 'non-rotational, says the kernel (SSD or NVMe)',
     ],
     ['images made in', fs.dir],
     ['free space', fs.freeBytes === null ? '?' : sizeText(fs.freeBytes)],
   ]);
   const workloads = definitionList(report.workloadDefinitions.map((w) => [w.name, `${w.title}: ${w.description}`]));
   const notRun = report.results.filter((r) => r.status !== 'ok').length;
-  const busy = busyNote(report.load, m.cpus);
+  const busy = busyNote(report.load, m.cpus, report.profile.rounds);
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">

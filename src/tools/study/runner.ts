@@ -179,7 +179,12 @@ async function runWorkloads(
   if (!selected.has('seq-write') && [...selected].some(needsSequentialData)) {
     // The reads and the rewrite need written data: write the sequential region, untimed.
     const fill = workload('seq-write').steps(layout, state, options.profile, seededRandom(0));
-    await execute(backend, fill, { queueDepth: 8, seconds: Number.POSITIVE_INFINITY, finalFlush: true });
+    await execute(backend, fill, {
+      queueDepth: 8,
+      seconds: Number.POSITIVE_INFINITY,
+      finalFlush: true,
+      signal: options.signal,
+    });
     state.seqWritten = layout.seq.length;
   }
   for (const [index, w] of WORKLOADS.entries()) {

@@ -18,8 +18,8 @@ import { type CacheModeName, cacheMode } from '../../../src/block/cache-mode.js'
 import type { BlockDriver } from '../../../src/block/driver.js';
 import type { Preallocation } from '../../../src/block/preallocation.js';
 import { checkQcow2 } from '../../../src/format/qcow2/check.js';
-import { formatDefinition } from '../../../src/format/registry.js';
 import { RawDriver } from '../../../src/format/raw.js';
+import { formatDefinition } from '../../../src/format/registry.js';
 import { createImage } from '../../../src/tools/create.js';
 import { hasCommand, run } from '../../helpers/run.js';
 import { config, FAILURE_DIR, rng } from './config.js';
@@ -47,6 +47,8 @@ export interface CrashRunOptions {
   seed: number;
   /** Completion jitter (concurrent requests complete out of order). */
   jitter?: boolean;
+  /** Crash states per run at most (default: config; 0: every state). */
+  statesCap?: number;
 }
 
 export interface CrashRunReport {
@@ -139,7 +141,12 @@ export interface Examined {
   bytes: Buffer;
 }
 
-export async function examine(w: CrashWorkload, file: FlatDriver, cache: CacheModeName, backing?: Buffer): Promise<Examined> {
+export async function examine(
+  w: CrashWorkload,
+  file: FlatDriver,
+  cache: CacheModeName,
+  backing?: Buffer,
+): Promise<Examined> {
   let image: BlockDriver;
   try {
     image = await openFormat(w, file, cache, backing);
@@ -232,7 +239,7 @@ export async function runCrashWorkload(w: CrashWorkload, o: CrashRunOptions): Pr
 
   const windows = windowsOf(rec.log, rec.now);
   const builder = new StateBuilder(rec.base, rec.log);
-  const cap = config.crashStatesPerRun;
+  const cap = o.statesCap ?? config.crashStatesPerRun;
   const active = windows.filter((win) => win.volatile.length > 0 || win.index === 0);
   let chosen = new Set(active.map((win) => win.index));
   if (cap > 0 && active.length * 3 > cap) {

@@ -15,8 +15,9 @@
  * In "process crash" mode (cache=unsafe, where a host crash promises nothing) only prefixes of
  * the log are built: a killed process leaves every completed write in the host's page cache.
  */
-import type { HostOp } from './recording-driver.js';
+
 import { FlatDriver } from './flat-driver.js';
+import type { HostOp } from './recording-driver.js';
 
 export interface Piece {
   offset: number;

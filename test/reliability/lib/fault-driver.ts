@@ -5,7 +5,14 @@
  * `once` fails that operation only; `sticky` fails it and every later one (a dead disk, a full
  * filesystem, a failed fdatasync whose pages are gone).
  */
-import type { Alignment, BlockDriver, DriverCapabilities, Extent, WriteFlags, ZeroFlags } from '../../../src/block/driver.js';
+import type {
+  Alignment,
+  BlockDriver,
+  DriverCapabilities,
+  Extent,
+  WriteFlags,
+  ZeroFlags,
+} from '../../../src/block/driver.js';
 import { fromSystemError } from '../../../src/block/errors.js';
 import type { Preallocation } from '../../../src/block/preallocation.js';
 
@@ -18,6 +25,8 @@ export interface FaultPlan {
   mode: 'once' | 'sticky';
   /** Only operations of these kinds are counted (default: all). */
   kinds?: readonly HostOpKind[];
+  /** Only operations this accepts are counted (default: all). */
+  match?: (kind: HostOpKind, offset: number, length: number) => boolean;
 }
 
 export class FaultDriver implements BlockDriver {
@@ -54,29 +63,29 @@ export class FaultDriver implements BlockDriver {
   }
 
   async read(offset: number, buf: Buffer): Promise<void> {
-    this.#gate('read', `read ${offset}+${buf.length}`);
+    this.#gate('read', `read ${offset}+${buf.length}`, offset, buf.length);
     return this.child.read(offset, buf);
   }
 
   async write(offset: number, buf: Buffer, flags?: WriteFlags): Promise<void> {
-    this.#gate('write', `write ${offset}+${buf.length}`);
+    this.#gate('write', `write ${offset}+${buf.length}`, offset, buf.length);
     await this.child.write(offset, buf);
     if (flags?.fua) await this.flush();
   }
 
   async writeZeroes(offset: number, length: number, flags?: ZeroFlags): Promise<void> {
-    this.#gate('zero', `write-zeroes ${offset}+${length}`);
+    this.#gate('zero', `write-zeroes ${offset}+${length}`, offset, length);
     await this.child.writeZeroes(offset, length, { ...flags, fua: false });
     if (flags?.fua) await this.flush();
   }
 
   async discard(offset: number, length: number): Promise<void> {
-    this.#gate('discard', `discard ${offset}+${length}`);
+    this.#gate('discard', `discard ${offset}+${length}`, offset, length);
     return this.child.discard(offset, length);
   }
 
   async flush(): Promise<void> {
-    this.#gate('flush', 'flush');
+    this.#gate('flush', 'flush', 0, 0);
     return this.child.flush();
   }
 
@@ -85,7 +94,7 @@ export class FaultDriver implements BlockDriver {
   }
 
   async truncate(length: number, preallocation: Preallocation): Promise<void> {
-    this.#gate('truncate', `truncate ${length}`);
+    this.#gate('truncate', `truncate ${length}`, length, 0);
     return this.child.truncate(length, preallocation);
   }
 
@@ -93,9 +102,10 @@ export class FaultDriver implements BlockDriver {
     return this.child.close();
   }
 
-  #gate(kind: HostOpKind, what: string): void {
+  #gate(kind: HostOpKind, what: string, offset: number, length: number): void {
     const p = this.plan;
     if (p.kinds && !p.kinds.includes(kind)) return;
+    if (p.match && !p.match(kind, offset, length)) return;
     this.count++;
     const hit = p.at > 0 && (this.count === p.at || (p.mode === 'sticky' && this.count > p.at));
     if (!hit) return;

@@ -10,8 +10,8 @@
  */
 import { BlockBackend } from '../../../src/block/backend.js';
 import { type CacheModeName, cacheMode } from '../../../src/block/cache-mode.js';
-import { isVdiskError } from '../../../src/block/errors.js';
 import type { BlockDriver } from '../../../src/block/driver.js';
+import { isVdiskError } from '../../../src/block/errors.js';
 import { type CrashWorkload, examine, openFormat, template } from './crash-sim.js';
 import { FaultDriver, type FaultPlan } from './fault-driver.js';
 import { FlatDriver } from './flat-driver.js';

@@ -4,7 +4,14 @@
  * hostile images and fuzz cases need. Reads past the end return zeros, as a short pread would
  * leave a zero-filled buffer; writes past the end grow the file.
  */
-import type { Alignment, BlockDriver, DriverCapabilities, Extent, WriteFlags, ZeroFlags } from '../../../src/block/driver.js';
+import type {
+  Alignment,
+  BlockDriver,
+  DriverCapabilities,
+  Extent,
+  WriteFlags,
+  ZeroFlags,
+} from '../../../src/block/driver.js';
 import { VdiskError } from '../../../src/block/errors.js';
 import type { Preallocation } from '../../../src/block/preallocation.js';
 
@@ -23,10 +30,16 @@ export class FlatDriver implements BlockDriver {
   #buf: Buffer;
   #len: number;
   #closed = false;
+  /** Writes that would make the file longer than this fail with ENOSPC. */
+  readonly maxLength: number;
 
-  constructor(content: Buffer = Buffer.alloc(0), options: { name?: string; readOnly?: boolean; copy?: boolean } = {}) {
+  constructor(
+    content: Buffer = Buffer.alloc(0),
+    options: { name?: string; readOnly?: boolean; copy?: boolean; maxLength?: number } = {},
+  ) {
     this.filename = options.name;
     this.readOnly = Boolean(options.readOnly);
+    this.maxLength = options.maxLength ?? 2 ** 34;
     this.#len = content.length;
     if (options.copy === false) this.#buf = content;
     else {
@@ -114,7 +127,9 @@ export class FlatDriver implements BlockDriver {
 
   #reserve(end: number): void {
     if (end <= this.#buf.length) return;
-    if (end > 2 ** 40) throw new VdiskError('ENOSPC', 'The in-memory test file would exceed 1 TiB');
+    if (end > this.maxLength) {
+      throw new VdiskError('ENOSPC', `The in-memory test file would grow past ${this.maxLength} bytes (to ${end})`);
+    }
     const grown = Buffer.alloc(Math.max(end, this.#buf.length * 2));
     this.#buf.copy(grown, 0, 0, this.#len);
     this.#buf = grown;

@@ -133,7 +133,14 @@ export class Guest {
   }
 
   async #run(op: Omit<GuestOp, 'issue' | 'ack' | 'durableAt'>, fn: () => Promise<void>): Promise<void> {
-    const full: GuestOp = { ...op, issue: this.#clock.tick(), ack: Number.POSITIVE_INFINITY, durableAt: Number.POSITIVE_INFINITY };
+    // After a failed resize (fault tests), the guest knows its disk did not grow.
+    if (this.onError && op.offset + op.length > this.size) return;
+    const full: GuestOp = {
+      ...op,
+      issue: this.#clock.tick(),
+      ack: Number.POSITIVE_INFINITY,
+      durableAt: Number.POSITIVE_INFINITY,
+    };
     if (this.recording) this.ops.push(full);
     try {
       await fn();

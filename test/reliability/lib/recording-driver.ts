@@ -9,7 +9,14 @@
  * few turns of the event loop, so concurrent requests complete out of order, as they do on a
  * real host.
  */
-import type { Alignment, BlockDriver, DriverCapabilities, Extent, WriteFlags, ZeroFlags } from '../../../src/block/driver.js';
+import type {
+  Alignment,
+  BlockDriver,
+  DriverCapabilities,
+  Extent,
+  WriteFlags,
+  ZeroFlags,
+} from '../../../src/block/driver.js';
 import type { Preallocation } from '../../../src/block/preallocation.js';
 import { FlatDriver } from './flat-driver.js';
 

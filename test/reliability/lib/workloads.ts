@@ -11,7 +11,7 @@ const MiB = 1024 * KiB;
 /** First writes to unallocated clusters: refcount before L2 entry (R1), L2 table before L1 (R2). */
 export function firstTouch(preallocation: Preallocation): CrashWorkload {
   return {
-    name: 'first-touch',
+    name: `first-touch-${preallocation}`,
     format: 'qcow2',
     size: MiB,
     options: { preallocation },

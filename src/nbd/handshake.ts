@@ -9,12 +9,7 @@
  */
 import type { Duplex } from 'node:stream';
 import type { NbdExport } from './export.js';
-import { SocketInput } from './input.js';
 import {
-  CONTEXT_ALLOCATION_DEPTH,
-  CONTEXT_BASE_ALLOCATION,
-  CONTEXT_ID_ALLOCATION_DEPTH,
-  CONTEXT_ID_BASE_ALLOCATION,
   decodeInfoRequest,
   decodeMetaContextRequest,
   decodeOptionHeader,
@@ -27,6 +22,13 @@ import {
   encodeOptionError,
   encodeOptionReply,
   encodeServerReply,
+} from './handshake-codec.js';
+import { SocketInput } from './input.js';
+import {
+  CONTEXT_ALLOCATION_DEPTH,
+  CONTEXT_BASE_ALLOCATION,
+  CONTEXT_ID_ALLOCATION_DEPTH,
+  CONTEXT_ID_BASE_ALLOCATION,
   FLAG_FIXED_NEWSTYLE,
   FLAG_NO_ZEROES,
   INFO,

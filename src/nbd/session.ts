@@ -16,10 +16,10 @@
  * connection (hard disconnect, as the spec allows); everything else gets the spec's error reply.
  */
 import type { Duplex } from 'node:stream';
-import type { Extent } from '../block/driver.js';
-import { nbdErrno, VdiskError } from '../block/errors.js';
-import { alignedPool } from '../io/aligned.js';
+import { nbdErrno } from '../block/errors.js';
+import { acquireBuffer, isPooled, releaseBuffer, releaserFor } from './buffers.js';
 import { checkProbedRawWrite, type NbdExport } from './export.js';
+import { isZero, queryExtents, zeroRuns } from './extents.js';
 import type { SocketInput } from './input.js';
 import {
   CHUNK,
@@ -29,6 +29,13 @@ import {
   CONTEXT_ID_BASE_ALLOCATION,
   commandName,
   DATA_CHUNK_HEADER_SIZE,
+  NBD_ERR,
+  REPLY_FLAG_DONE,
+  REQUEST_SIZE,
+  SIMPLE_REPLY_SIZE,
+} from './protocol.js';
+import { ReplyWriter } from './reply-writer.js';
+import {
   decodeRequest,
   type ExtentList,
   encodeBlockStatusChunk,
@@ -37,16 +44,10 @@ import {
   encodeHoleChunk,
   encodeNoneChunk,
   encodeSimpleReply,
-  NBD_ERR,
   newRequest,
-  REPLY_FLAG_DONE,
-  REQUEST_SIZE,
-  SIMPLE_REPLY_SIZE,
-  STATE_HOLE,
-  STATE_ZERO,
   writeChunkHeader,
   writeSimpleReply,
-} from './protocol.js';
+} from './transmission-codec.js';
 
 export interface SessionLimits {
   /** Requests in flight at once on one connection. */
@@ -74,10 +75,6 @@ export interface SessionOptions {
   log?: (message: string) => void;
 }
 
-/** Extents one BLOCK_STATUS reply may carry per context (qemu-nbd sends at most 2^17). */
-const MAX_EXTENTS = 1 << 17;
-/** Backend block-status calls one BLOCK_STATUS request may make (the client asks again for the rest). */
-const MAX_STATUS_CALLS = 4096;
 /** Reads at least this long are scanned for zero runs sent as holes. */
 const SPARSE_SCAN_MIN = 128 * 1024;
 /** Granularity of that scan (absolute offsets). */
@@ -100,11 +97,7 @@ export class Session {
   #inFlight = 0;
   #inFlightBytes = 0;
   #paused = false;
-  /** Replies waiting for this turn's flush. */
-  #out: Buffer[] = [];
-  #outBytes = 0;
-  #outDone: Array<() => void> = [];
-  #flushScheduled = false;
+  readonly #replies: ReplyWriter;
   /** The client closed its side: serve what it sent, then close. */
   #eof = false;
   #closedResolve!: () => void;
@@ -121,6 +114,7 @@ export class Session {
     this.#depth = options.allocationDepth;
     this.#limits = { ...DEFAULT_SESSION_LIMITS, ...options.limits };
     this.#log = options.log;
+    this.#replies = new ReplyWriter(this.#socket, () => this.#inFlight <= 1);
     this.closed = new Promise((resolve) => (this.#closedResolve = resolve));
     this.#socket.on('close', () => {
       this.#socketClosed = true;
@@ -227,8 +221,8 @@ export class Session {
         }
         queue.skip(REQUEST_SIZE);
         if (this.#exp.alignedBuffers && length > 0) {
-          payload = this.#acquire(length);
-          pooled = alignedPool.owns(payload);
+          payload = acquireBuffer(length, this.#exp.alignedBuffers);
+          pooled = isPooled(payload);
           queue.takeInto(payload, 0, length);
         } else {
           payload = queue.take(length);
@@ -269,7 +263,7 @@ export class Session {
     if (this.#state !== 'draining' || this.#inFlight > 0) return;
     this.#state = 'closed';
     this.#maybeClosed();
-    this.#flush();
+    this.#replies.flush();
     // end() sends what is queued, then FIN; destroy if the client never reads it.
     this.#socket.end();
     const timer = setTimeout(() => this.#socket.destroy(), 5000);
@@ -286,7 +280,7 @@ export class Session {
     this.#state = 'closed';
     this.#input.pause();
     if (flushFirst) {
-      this.#flush();
+      this.#replies.flush();
       this.#socket.end();
       setTimeout(() => this.#socket.destroy(), 1000).unref();
     } else {
@@ -333,7 +327,7 @@ export class Session {
       problem = [NBD_ERR.EINVAL, `invalid request type (${type}) received`];
     }
     if (problem) {
-      if (pooled && payload) alignedPool.release(payload);
+      if (pooled && payload) releaseBuffer(payload);
       this.#replyError(cookieHi, cookieLo, problem[0], problem[1]);
       return;
     }
@@ -424,14 +418,14 @@ export class Session {
   async #cache(offset: number, length: number): Promise<void> {
     // Prefetching only helps when the host page cache is in use.
     if (this.#exp.alignedBuffers || length === 0) return;
-    const buf = this.#acquire(Math.min(length, 4 << 20));
+    const buf = acquireBuffer(Math.min(length, 4 << 20), this.#exp.alignedBuffers);
     try {
       for (let done = 0; done < length; done += buf.length) {
         const n = Math.min(buf.length, length - done);
         await this.#exp.backend.readInto(offset + done, n === buf.length ? buf : buf.subarray(0, n));
       }
     } finally {
-      this.#release(buf);
+      releaseBuffer(buf);
     }
   }
 
@@ -459,7 +453,7 @@ export class Session {
       this.#replyError(cookieHi, cookieLo, nbdErrno(err), `writing to file failed: ${errorText(err)}`);
       return;
     } finally {
-      if (pooled) alignedPool.release(payload);
+      if (pooled) releaseBuffer(payload);
     }
     this.#replyOk(cookieHi, cookieLo);
   }
@@ -477,27 +471,27 @@ export class Session {
       }
     }
     if (length === 0) {
-      if (structured) this.#send(encodeNoneChunk(cookieHi, cookieLo));
-      else this.#send(encodeSimpleReply(0, cookieHi, cookieLo));
+      if (structured) this.#replies.send(encodeNoneChunk(cookieHi, cookieLo));
+      else this.#replies.send(encodeSimpleReply(0, cookieHi, cookieLo));
       return;
     }
     // Through the page cache, the data is read straight after room for the reply header, so
     // that the reply is one buffer; direct I/O needs an aligned buffer of its own.
     const prefix = structured ? DATA_CHUNK_HEADER_SIZE : SIMPLE_REPLY_SIZE;
     const whole = this.#exp.alignedBuffers ? undefined : Buffer.allocUnsafe(prefix + length);
-    const buf = whole ? whole.subarray(prefix) : this.#acquire(length);
+    const buf = whole ? whole.subarray(prefix) : acquireBuffer(length, this.#exp.alignedBuffers);
     try {
       await backend.readInto(offset, buf);
     } catch (err) {
-      if (!whole) this.#release(buf);
+      if (!whole) releaseBuffer(buf);
       this.#replyError(cookieHi, cookieLo, nbdErrno(err), `reading from file failed: ${errorText(err)}`);
       return;
     }
-    const release = this.#releaser(buf);
+    const release = releaserFor(buf);
     if (structured && (flags & CMD_FLAG.DF) === 0) {
       if (isZero(buf, 0, length)) {
         release?.();
-        this.#send(encodeHoleChunk(cookieHi, cookieLo, offset, length, true));
+        this.#replies.send(encodeHoleChunk(cookieHi, cookieLo, offset, length, true));
         return;
       }
       if (length >= SPARSE_SCAN_MIN) {
@@ -513,8 +507,8 @@ export class Session {
     } else {
       writeSimpleReply(header, 0, 0, cookieHi, cookieLo);
     }
-    if (whole) this.#send(whole);
-    else this.#writeWithData(header, buf, release);
+    if (whole) this.#replies.send(whole);
+    else this.#replies.sendPair(header, buf, release);
   }
 
   /** A read reply in which long runs of zeros go as holes and the rest as data chunks. */
@@ -526,19 +520,7 @@ export class Session {
     release: (() => void) | undefined,
   ): void {
     const end = buf.length;
-    // Segments [start, stop) of the buffer, alternating data and zero.
-    const starts: number[] = [];
-    const zeros: boolean[] = [];
-    let pos = 0;
-    while (pos < end) {
-      const blockEnd = Math.min(end, pos + SPARSE_BLOCK - ((offset + pos) % SPARSE_BLOCK));
-      const zero = isZero(buf, pos, blockEnd);
-      if (starts.length === 0 || zeros[zeros.length - 1] !== zero) {
-        starts.push(pos);
-        zeros.push(zero);
-      }
-      pos = blockEnd;
-    }
+    const { starts, zeros } = zeroRuns(buf, offset, SPARSE_BLOCK);
     let lastData = -1;
     for (let i = 0; i < starts.length; i++) if (!zeros[i]) lastData = i;
     for (let i = 0; i < starts.length; i++) {
@@ -546,10 +528,10 @@ export class Session {
       const stop = i + 1 < starts.length ? starts[i + 1]! : end;
       const last = i + 1 === starts.length;
       if (zeros[i]) {
-        this.#send(encodeHoleChunk(cookieHi, cookieLo, offset + start, stop - start, last));
+        this.#replies.send(encodeHoleChunk(cookieHi, cookieLo, offset + start, stop - start, last));
       } else {
         // The buffer goes back to the pool once the last view of it has been written out.
-        this.#writeWithData(
+        this.#replies.sendPair(
           encodeDataChunkHeader(cookieHi, cookieLo, offset + start, stop - start, last),
           buf.subarray(start, stop),
           i === lastData ? release : undefined,
@@ -568,32 +550,18 @@ export class Session {
       this.#replyError(cookieHi, cookieLo, NBD_ERR.EINVAL, 'need non-zero length');
       return;
     }
-    const one = (flags & CMD_FLAG.REQ_ONE) !== 0;
-    const base: ExtentList = { lengths: [], flags: [], count: 0 };
-    const depth: ExtentList = { lengths: [], flags: [], count: 0 };
-    const backend = this.#exp.backend;
-    const end = offset + length;
-    let pos = offset;
+    let extents: { base: ExtentList; depth: ExtentList };
     try {
-      for (let calls = 0; pos < end && calls < MAX_STATUS_CALLS; calls++) {
-        const extent = await backend.blockStatus(pos, end - pos);
-        const len = Math.min(extent.length, end - pos);
-        if (!(len > 0)) throw new VdiskError('EIO', `empty block status at offset ${pos}`);
-        const fullB = addExtent(base, len, (extent.data ? 0 : STATE_HOLE) | (extent.zero ? STATE_ZERO : 0));
-        const fullD = addExtent(depth, len, allocationDepth(extent));
-        pos += len;
-        if (one || fullB || fullD) break;
-      }
+      extents = await queryExtents(this.#exp.backend, offset, length, (flags & CMD_FLAG.REQ_ONE) !== 0);
     } catch (err) {
-      if (pos === offset) {
-        this.#replyError(cookieHi, cookieLo, nbdErrno(err), `can't get block status: ${errorText(err)}`);
-        return;
-      }
-      // Report what is known; the client asks again from where the answer ends.
+      this.#replyError(cookieHi, cookieLo, nbdErrno(err), `can't get block status: ${errorText(err)}`);
+      return;
     }
+    const { base, depth } = extents;
     if (this.#base)
-      this.#send(encodeBlockStatusChunk(cookieHi, cookieLo, CONTEXT_ID_BASE_ALLOCATION, base, !this.#depth));
-    if (this.#depth) this.#send(encodeBlockStatusChunk(cookieHi, cookieLo, CONTEXT_ID_ALLOCATION_DEPTH, depth, true));
+      this.#replies.send(encodeBlockStatusChunk(cookieHi, cookieLo, CONTEXT_ID_BASE_ALLOCATION, base, !this.#depth));
+    if (this.#depth)
+      this.#replies.send(encodeBlockStatusChunk(cookieHi, cookieLo, CONTEXT_ID_ALLOCATION_DEPTH, depth, true));
   }
 
   // --- replies ---
@@ -601,7 +569,7 @@ export class Session {
   #replyOk(cookieHi: number, cookieLo: number): void {
     const buf = Buffer.allocUnsafe(SIMPLE_REPLY_SIZE);
     writeSimpleReply(buf, 0, 0, cookieHi, cookieLo);
-    this.#send(buf);
+    this.#replies.send(buf);
   }
 
   /**
@@ -609,142 +577,13 @@ export class Session {
    * (which READ errors must be then), else a simple reply with the error value.
    */
   #replyError(cookieHi: number, cookieLo: number, error: number, message: string): void {
-    if (this.#structured) this.#send(encodeErrorChunk(cookieHi, cookieLo, error, message));
-    else this.#send(encodeSimpleReply(error, cookieHi, cookieLo));
-  }
-
-  /**
-   * Sends reply bytes. When this request is the only one in flight (queue depth 1), they are
-   * written at once; otherwise everything queued in one event-loop turn leaves together on
-   * setImmediate: small totals as one copied buffer (one write, no cork), larger ones as one
-   * corked writev of the pieces. `done` runs once the socket no longer needs `buf`.
-   */
-  #send(buf: Buffer, done?: () => void): void {
-    const socket = this.#socket;
-    if (!socket.writable) {
-      done?.();
-      return;
-    }
-    if (this.#inFlight <= 1 && !this.#flushScheduled) {
-      // Nothing to batch with: an extra event-loop turn would only add latency.
-      socket.write(buf, done);
-      return;
-    }
-    this.#out.push(buf);
-    this.#outBytes += buf.length;
-    if (done) this.#outDone.push(done);
-    if (!this.#flushScheduled) {
-      this.#flushScheduled = true;
-      setImmediate(this.#flushLater);
-    }
-  }
-
-  readonly #flushLater = (): void => this.#flush();
-
-  #writeWithData(header: Buffer, data: Buffer, done: (() => void) | undefined): void {
-    const direct = this.#inFlight <= 1 && !this.#flushScheduled && this.#socket.writable;
-    if (direct) this.#socket.cork(); // header and data in one writev
-    this.#send(header);
-    this.#send(data, done);
-    if (direct) this.#socket.uncork();
-  }
-
-  #flush(): void {
-    this.#flushScheduled = false;
-    const out = this.#out;
-    const total = this.#outBytes;
-    const done = this.#outDone;
-    if (out.length === 0) return;
-    this.#out = [];
-    this.#outBytes = 0;
-    this.#outDone = [];
-    const socket = this.#socket;
-    if (!socket.writable) {
-      for (const fn of done) fn();
-      return;
-    }
-    if (out.length === 1) {
-      socket.write(out[0]!, done.length > 0 ? () => runAll(done) : undefined);
-      return;
-    }
-    if (total <= COALESCE_LIMIT) {
-      socket.write(Buffer.concat(out, total));
-      runAll(done); // the bytes were copied
-      return;
-    }
-    socket.cork();
-    const last = out.length - 1;
-    for (let i = 0; i < last; i++) socket.write(out[i]!);
-    if (done.length > 0) socket.write(out[last]!, () => runAll(done));
-    else socket.write(out[last]!);
-    socket.uncork();
-  }
-
-  // --- buffers ---
-
-  #acquire(length: number): Buffer {
-    if (this.#exp.alignedBuffers) {
-      try {
-        return alignedPool.acquire(length);
-      } catch {
-        // The pool is exhausted (many large requests at once): an ordinary buffer still works.
-      }
-    }
-    return Buffer.allocUnsafe(length);
-  }
-
-  #release(buf: Buffer): void {
-    if (alignedPool.owns(buf)) alignedPool.release(buf);
-  }
-
-  /** A callback that gives `buf` back to the pool once the socket is done with it, if it is pooled. */
-  #releaser(buf: Buffer): (() => void) | undefined {
-    if (!alignedPool.owns(buf)) return undefined;
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      alignedPool.release(buf);
-    };
+    if (this.#structured) this.#replies.send(encodeErrorChunk(cookieHi, cookieLo, error, message));
+    else this.#replies.send(encodeSimpleReply(error, cookieHi, cookieLo));
   }
 }
 
-/** Replies queued in one turn up to this many bytes are copied into one buffer and written at once. */
-const COALESCE_LIMIT = 64 * 1024;
-
-function runAll(fns: ReadonlyArray<() => void>): void {
-  for (const fn of fns) fn();
-}
 const FUA = { fua: true };
 const NO_FLAGS = {};
-
-/** True when buf[start, end) is all zero bytes (one native compare of the range with itself shifted). */
-export function isZero(buf: Buffer, start: number, end: number): boolean {
-  if (end <= start) return true;
-  if (buf[start] !== 0) return false;
-  return buf.compare(buf, start, end - 1, start + 1, end) === 0;
-}
-
-/**
- * The qemu:allocation-depth value of an extent: 0 when no layer of the chain allocates the
- * range, else 1 for the image itself, 2 for its backing file, and so on.
- */
-export function allocationDepth(extent: Extent): number {
-  return extent.allocated ? (extent.depth ?? 0) + 1 : 0;
-}
-
-/** Appends an extent, merging it into the previous one when the flags agree. True when the list is full. */
-function addExtent(list: ExtentList, length: number, flags: number): boolean {
-  const last = list.count - 1;
-  if (last >= 0 && list.flags[last] === flags && list.lengths[last]! + length <= 0xffffffff) {
-    list.lengths[last] = list.lengths[last]! + length;
-    return false;
-  }
-  list.lengths.push(length);
-  list.flags.push(flags);
-  list.count++;
-  return list.count >= MAX_EXTENTS;
-}
 
 function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);

@@ -4,20 +4,14 @@
  */
 import net from 'node:net';
 import {
-  CMD,
   decodeOptionReply,
-  decodeReply,
   encodeInfoRequest,
   encodeMetaContextRequest,
   encodeOption,
-  encodeRequest,
-  FLAG_FIXED_NEWSTYLE,
-  FLAG_NO_ZEROES,
-  INFO,
-  OPT,
   type OptionReply,
-  REP,
-} from '../../src/nbd/protocol.js';
+} from '../../src/nbd/handshake-codec.js';
+import { CMD, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, INFO, OPT, REP } from '../../src/nbd/protocol.js';
+import { decodeReply, encodeRequest } from '../../src/nbd/transmission-codec.js';
 
 export type Address = { socket: string } | { host: string; port: number };
 

@@ -7,13 +7,11 @@ import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
+import { encodeInfoRequest, encodeMetaContextRequest, encodeOption } from '../../src/nbd/handshake-codec.js';
 import {
   CHUNK,
   CMD,
   CMD_FLAG,
-  encodeInfoRequest,
-  encodeMetaContextRequest,
-  encodeOption,
   FLAG_FIXED_NEWSTYLE,
   FLAG_NO_ZEROES,
   INFO,

@@ -5,43 +5,39 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { exportFlags } from '../../src/nbd/export.js';
+import { addExtent, allocationDepth, isZero, zeroRuns } from '../../src/nbd/extents.js';
 import { selectContexts } from '../../src/nbd/handshake.js';
-import { ByteQueue } from '../../src/nbd/input.js';
 import {
-  CHUNK,
-  CMD,
   decodeInfoRequest,
   decodeMetaContextRequest,
   decodeOptionHeader,
-  decodeReply,
-  decodeRequest,
-  encodeBlockStatusChunk,
-  encodeDataChunkHeader,
-  encodeErrorChunk,
   encodeExportNameReply,
   encodeGreeting,
-  encodeHoleChunk,
   encodeInfoBlockSize,
   encodeInfoExport,
   encodeInfoRequest,
   encodeInfoString,
   encodeMetaContextReply,
   encodeMetaContextRequest,
-  encodeNoneChunk,
   encodeOption,
   encodeOptionError,
   encodeOptionReply,
-  encodeRequest,
   encodeServerReply,
+} from '../../src/nbd/handshake-codec.js';
+import { ByteQueue } from '../../src/nbd/input.js';
+import { CHUNK, CMD, encodeString, INFO, OPT, REP, TF } from '../../src/nbd/protocol.js';
+import {
+  decodeReply,
+  decodeRequest,
+  encodeBlockStatusChunk,
+  encodeDataChunkHeader,
+  encodeErrorChunk,
+  encodeHoleChunk,
+  encodeNoneChunk,
+  encodeRequest,
   encodeSimpleReply,
-  encodeString,
-  INFO,
   newRequest,
-  OPT,
-  REP,
-  TF,
-} from '../../src/nbd/protocol.js';
-import { allocationDepth, isZero } from '../../src/nbd/session.js';
+} from '../../src/nbd/transmission-codec.js';
 
 const hex = (b: Buffer) => b.toString('hex');
 
@@ -255,6 +251,24 @@ describe('NBD export policy', () => {
     b[0] = 1;
     assert.equal(isZero(b, 0, 1), false);
     assert.equal(isZero(b, 1, 2), true);
+  });
+
+  it('finds the zero runs of a read buffer in blocks aligned to guest offsets', () => {
+    const b = Buffer.alloc(5 * 1024);
+    b.fill(1, 1024, 2048);
+    // Read at guest offset 1024 with 1 KiB blocks: [0,1k) zero, [1k,2k) data, [2k,5k) zero.
+    assert.deepEqual(zeroRuns(b, 1024, 1024), { starts: [0, 1024, 2048], zeros: [true, false, true] });
+    // 2 KiB blocks aligned to guest offsets: [0,1k) is the end of a block, then [1k,3k), [3k,5k).
+    assert.deepEqual(zeroRuns(b, 1024, 2048), { starts: [0, 1024, 3072], zeros: [true, false, true] });
+  });
+
+  it('merges equal neighbouring extents', () => {
+    const list = { lengths: [] as number[], flags: [] as number[], count: 0 };
+    addExtent(list, 4096, 3);
+    addExtent(list, 4096, 3);
+    addExtent(list, 512, 0);
+    addExtent(list, 0xffffffff - 511, 0); // 512 more would overflow 32 bits: a new extent
+    assert.deepEqual(list, { lengths: [8192, 512, 0xffffffff - 511], flags: [3, 0, 0], count: 3 });
   });
 });
 

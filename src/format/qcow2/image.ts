@@ -99,11 +99,14 @@ export class Qcow2Image implements BlockDriver {
 
   async flush(): Promise<void> {
     const p = this.parts;
+    // Tables are written in their declared order under the lock; the final sync runs outside
+    // it, so requests (and other flushes) are not held up behind fdatasync. It still covers
+    // everything completed before this flush began.
     await p.metadataLock.run(async () => {
       await p.l2Cache.writeBack();
       await p.refcountCache.writeBack();
-      await p.file.flush();
     });
+    await p.file.flush();
   }
 
   async blockStatus(offset: number, length: number): Promise<Extent> {

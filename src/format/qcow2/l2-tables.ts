@@ -69,6 +69,8 @@ export class L2Tables {
   /** Host offset of the L2 table for L1 index `i` (0 = none). */
   l2Offset(i: number): number {
     if (i >= this.l1Entries) return 0;
+    // Most entries of a big L1 are empty: no decoding for them (a 1 PiB image has 2M entries).
+    if (this.#d.l1.readUInt32BE(i * 8) === 0 && this.#d.l1.readUInt32BE(i * 8 + 4) === 0) return 0;
     return decodeL1(this.#d.l1, i, this.#g).l2Offset;
   }
 

@@ -11,6 +11,7 @@
  * changing between two awaits.
  */
 import type { BlockDriver } from '../../block/driver.js';
+import { VdiskError } from '../../block/errors.js';
 import type { MetadataWriter } from './metadata-writer.js';
 
 export interface CachedTable {
@@ -123,6 +124,11 @@ export class MetadataCache {
   }
 
   async #load(offset: number): Promise<CachedTable> {
+    if (offset + this.#clusterSize > this.#file.length()) {
+      // Never read outside the file: a table past its end is a corruption, not zeros.
+      const what = this.kind === 'l2' ? 'L2 table' : 'refcount block';
+      throw new VdiskError('ECORRUPT', `The ${what} at 0x${offset.toString(16)} lies past the end of the file`);
+    }
     await this.#makeRoom();
     const data = Buffer.allocUnsafe(this.#clusterSize);
     await this.#file.read(offset, data);

@@ -57,7 +57,11 @@ export class MetadataWriter {
         const message =
           `Preventing invalid write on metadata (overlaps with ${found}); ` +
           `write of ${kind} at offset 0x${offset.toString(16)}, length ${length}`;
-        await this.onCorruption?.(message);
+        // Once: marking the image corrupt writes the header, which may overlap in turn (a
+        // hostile image can claim cluster 0 for a table), and must not recurse.
+        const report = this.onCorruption;
+        this.onCorruption = undefined;
+        await report?.(message);
         throw new VdiskError('EIO', message);
       }
     }

@@ -16,7 +16,7 @@ export async function readGuest(parts: ImageParts, offset: number, buf: Buffer):
 export async function readRun(parts: ImageParts, run: Run, out: Buffer): Promise<void> {
   switch (run.kind) {
     case 'data':
-      await parts.file.read(run.host, out);
+      await readHost(parts, run.host, out);
       return;
     case 'zero':
       out.fill(0);
@@ -31,6 +31,17 @@ export async function readRun(parts: ImageParts, run: Run, out: Buffer): Promise
       return;
     }
   }
+}
+
+/**
+ * Reads host bytes of a data cluster. The part past the end of the file reads as zeros, as
+ * QEMU reads it, without asking the file for bytes it does not have (an entry pointing past
+ * the end is a corruption check reports; reading must not fail or go outside the file).
+ */
+export async function readHost(parts: ImageParts, host: number, out: Buffer): Promise<void> {
+  const inFile = Math.max(0, Math.min(out.length, parts.file.length() - host));
+  if (inFile > 0) await parts.file.read(host, out.subarray(0, inFile));
+  out.fill(0, inFile);
 }
 
 /** Reads what the backing image has at `offset`; zeros past its end or without one. */

@@ -10,7 +10,7 @@ import type { L2Entry, SubclusterBitmap } from './l2-entry.js';
 import { subclusterKind } from './l2-entry.js';
 import { mapRange } from './mapping.js';
 import type { ImageParts } from './parts.js';
-import { readBacking, readCompressed } from './read-path.js';
+import { readBacking, readCompressed, readHost } from './read-path.js';
 
 const ALL = 0xffffffff;
 
@@ -222,7 +222,7 @@ async function readOld(
     const slice = out.subarray(pos - from, next - from);
     const kind = subclusterKind(old, sc);
     if (kind === 'data') {
-      await parts.file.read((old as { host: number }).host + pos, slice);
+      await readHost(parts, (old as { host: number }).host + pos, slice);
       stored = true;
     } else if (kind === 'unallocated' && parts.backing) {
       await readBacking(parts, clusterStart + pos, slice);

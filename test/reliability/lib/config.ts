@@ -40,7 +40,7 @@ export const config = {
   /** fast-check runs of the metadata mutation fuzzer, per base image. */
   fuzzRuns: num('VDISK_FUZZ_RUNS', 150, 20000),
   /** Per-case time bound for hostile images and fuzz cases, in milliseconds. */
-  caseTimeMs: num('VDISK_CASE_TIME_MS', 2000, 4000),
+  caseTimeMs: num('VDISK_CASE_TIME_MS', 5000, 5000),
   /** Per-case memory bound (growth of heap + external + array buffers), in bytes. */
   caseMemoryBytes: num('VDISK_CASE_MEMORY', 160 * 1024 * 1024, 160 * 1024 * 1024),
   /** Repeat the whole long run until this many minutes have passed (0: once). */

@@ -259,6 +259,8 @@ export interface HostileCase {
   mutate: Mutate;
   /** Outcomes of the read-write open that are right for this image ('opened' or a code). */
   expect?: string[];
+  /** A time bound other than the default, for images at QEMU's own limits (milliseconds). */
+  timeBoundMs?: number;
 }
 
 const u32 =
@@ -403,8 +405,8 @@ const snapEntry = (over: Partial<Qcow2Snapshot>, patch?: (t: Buffer) => void) =>
 
 export function hostileCases(): HostileCase[] {
   const cases: HostileCase[] = [];
-  const add = (name: string, base: string, mutate: Mutate, expect?: string[]) =>
-    cases.push({ name, base, mutate, expect });
+  const add = (name: string, base: string, mutate: Mutate, expect?: string[], timeBoundMs?: number) =>
+    cases.push({ name, base, mutate, expect, timeBoundMs });
   const E = (...codes: string[]) => codes;
 
   // The fixed header, field by field.
@@ -474,7 +476,7 @@ export function hostileCases(): HostileCase[] {
     '1 snapshot at offset 0 (the header)',
     'v3',
     both(u32(H.nbSnapshots, 1), u64(H.snapshotsOffset, 0n)),
-    E('ECORRUPT', 'ENOTSUP'),
+    E('ECORRUPT', 'ENOTSUP', 'EOVERFLOW'),
   );
   for (const [what, v] of [
     ['0', 0n],
@@ -906,6 +908,12 @@ export function hostileCases(): HostileCase[] {
     }),
     E('ECORRUPT', 'EOVERFLOW'),
   );
+  add(
+    'snapshot L1 at offset 0 (claims the header cluster), lazy refcounts',
+    'v3',
+    both(snapshotTable(1, snapEntry({ l1TableOffset: 0, l1Size: 1 })), u64(H.compatible, 1n)),
+    E('opened', 'ECORRUPT'),
+  );
   add('65536 snapshots declared, one present', 'v3', snapshotTable(65536, snapEntry({})), E('ECORRUPT'));
   add(
     '65536 minimal snapshots',
@@ -916,6 +924,7 @@ export function hostileCases(): HostileCase[] {
       return Buffer.concat(Array.from({ length: 65536 }, () => entry));
     }),
     E('opened'),
+    8000, // QEMU's maximum: opened twice and checked, each step linear in the count
   );
   add(
     'snapshot v3 entry without disk size',

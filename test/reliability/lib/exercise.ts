@@ -145,7 +145,11 @@ async function steps(
 }
 
 /** Runs an image through every step, measuring time and memory. */
-export async function exercise(bytes: Buffer, options: { backing?: Buffer } = {}): Promise<ExerciseResult> {
+export async function exercise(
+  bytes: Buffer,
+  options: { backing?: Buffer; timeBoundMs?: number } = {},
+): Promise<ExerciseResult> {
+  const bound = options.timeBoundMs ?? config.caseTimeMs;
   const problems: string[] = [];
   let outcome = 'error';
   let message: string | undefined;
@@ -155,11 +159,11 @@ export async function exercise(bytes: Buffer, options: { backing?: Buffer } = {}
         outcome = o;
         message = msg;
       }),
-    config.caseTimeMs * 5,
+    bound * 5,
   );
   if (m.error) problems.push(`the exercise itself threw: ${(m.error as Error).stack ?? m.error}`);
-  if (m.timedOut) problems.push(`did not finish within ${config.caseTimeMs * 5} ms (hang?)`);
-  else if (m.ms > config.caseTimeMs) problems.push(`took ${Math.round(m.ms)} ms (bound ${config.caseTimeMs} ms)`);
+  if (m.timedOut) problems.push(`did not finish within ${bound * 5} ms (hang?)`);
+  else if (m.ms > bound) problems.push(`took ${Math.round(m.ms)} ms (bound ${bound} ms)`);
   if (m.peakBytes > config.caseMemoryBytes) {
     problems.push(
       `memory grew by ${Math.round(m.peakBytes / 2 ** 20)} MiB (bound ${config.caseMemoryBytes / 2 ** 20} MiB)`,

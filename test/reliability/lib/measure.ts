@@ -1,8 +1,9 @@
 /**
  * Time and memory bounds for one case: wall time, the peak of heap + external memory while the
- * case runs (sampled every millisecond), and the largest single Buffer the code asked for (a
+ * case runs (sampled every 2 ms), and the largest single Buffer the code asked for (a
  * hostile count times a size shows up here even when it fails before the memory is touched).
  */
+import v8 from 'node:v8';
 
 export interface Measured<T> {
   value?: T;
@@ -32,8 +33,9 @@ function patchBufferAllocators(): void {
 }
 
 function used(): number {
-  const m = process.memoryUsage();
-  return m.heapUsed + m.external;
+  // Ten times cheaper than process.memoryUsage(), which also reads the RSS.
+  const h = v8.getHeapStatistics();
+  return h.used_heap_size + h.external_memory;
 }
 
 export async function measured<T>(fn: () => Promise<T>, timeoutMs: number): Promise<Measured<T>> {
@@ -44,7 +46,7 @@ export async function measured<T>(fn: () => Promise<T>, timeoutMs: number): Prom
   const sampler = setInterval(() => {
     const now = used();
     if (now > peak) peak = now;
-  }, 1);
+  }, 2);
   const started = performance.now();
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<'timeout'>((resolve) => {

@@ -93,7 +93,11 @@ describe(`mutation fuzzing of valid images (${LEVEL})`, async () => {
           slowest = Math.max(slowest, r.ms);
           peak = Math.max(peak, r.peakBytes);
           outcomes.set(r.outcome, (outcomes.get(r.outcome) ?? 0) + 1);
-          assert.deepEqual(r.problems, [], `${JSON.stringify(mutations, (_k, v) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v))}\n${r.problems.join('\n')}`);
+          assert.deepEqual(
+            r.problems,
+            [],
+            `${JSON.stringify(mutations, (_k, v) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v))}\n${r.problems.join('\n')}`,
+          );
         }),
         { numRuns: config.fuzzRuns, seed, endOnFailure: true },
       );
@@ -105,7 +109,9 @@ describe(`mutation fuzzing of valid images (${LEVEL})`, async () => {
     });
   }
   it('counts', (t) => {
-    t.diagnostic(`fuzz family: ${total} mutants; read-write open outcomes ${JSON.stringify(Object.fromEntries(outcomes))}`);
+    t.diagnostic(
+      `fuzz family: ${total} mutants; read-write open outcomes ${JSON.stringify(Object.fromEntries(outcomes))}`,
+    );
     console.log(`[reliability] fuzz cases: ${total}`);
   });
 });

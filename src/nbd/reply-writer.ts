@@ -19,6 +19,11 @@ export class ReplyWriter {
   #scheduled = false;
   readonly #flushLater = (): void => this.flush();
 
+  /** Bytes queued for the next write. */
+  get queuedBytes(): number {
+    return this.#outBytes;
+  }
+
   constructor(socket: Duplex, alone: () => boolean) {
     this.#socket = socket;
     this.#alone = alone;

@@ -5,8 +5,9 @@
  * As qemu-nbd: at most `shared` clients are served at once (0: no limit); further connections
  * wait, unanswered, until a client leaves (qemu-nbd leaves them in the listen backlog). All
  * connections together (served, negotiating, waiting) are capped by `maxConnections`; beyond it
- * new connections are closed at once, so idle or half-open clients cannot exhaust the server, and
- * with each session's own limits (see Session) the memory clients can make it hold is bounded.
+ * new connections are closed at once, so idle or half-open clients cannot exhaust the server.
+ * The request and reply data all sessions hold together is bounded by one DataBudget (see
+ * there), on top of each session's own limits.
  * Without `persistent`, the server reports idle (and the CLI exits) when its last client leaves.
  *
  * close() stops accepting, drops waiting and handshaking clients, lets every session finish the
@@ -15,6 +16,7 @@
 import { lstat, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import { fromSystemError, VdiskError } from '../block/errors.js';
+import { DataBudget } from './data-budget.js';
 import type { NbdExport } from './export.js';
 import { HandshakeError, negotiate } from './handshake.js';
 import { InputClosed, SocketInput } from './input.js';
@@ -35,6 +37,8 @@ export interface NbdServerOptions {
   /** Connections at once (served, negotiating or waiting); more are refused. Default 100. */
   maxConnections?: number;
   limits?: Partial<SessionLimits>;
+  /** Request and reply data all clients together may make the server hold. Default 256 MiB. */
+  maxBufferedBytes?: number;
   /** Diagnostics about clients (dropped connections, failed handshakes). */
   log?: (message: string) => void;
   /** Called once when the last client left a non-persistent server. */
@@ -53,6 +57,7 @@ export class NbdServer {
   readonly #server: net.Server;
   readonly #clients = new Set<Client>();
   readonly #waiting: Client[] = [];
+  readonly #budget: DataBudget;
   #active = 0;
   #hadClient = false;
   #closing: Promise<void> | undefined;
@@ -61,6 +66,7 @@ export class NbdServer {
 
   constructor(options: NbdServerOptions) {
     this.#options = options;
+    this.#budget = new DataBudget(options.maxBufferedBytes ?? 256 * 1024 * 1024);
     this.#server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.#accept(socket));
     this.#server.on('error', (err) => this.#options.log?.(`Server error: ${err.message}`));
   }
@@ -181,6 +187,7 @@ export class NbdServer {
           baseAllocation: result.baseAllocation,
           allocationDepth: result.allocationDepth,
           limits: this.#options.limits,
+          budget: this.#budget,
           log: this.#options.log,
         });
         client.session = session;

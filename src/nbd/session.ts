@@ -11,6 +11,9 @@
  * Backpressure: while more than `maxInFlightRequests` requests or `maxInFlightBytes` bytes of
  * READ/WRITE data are in flight, or the client does not read its replies, the socket is paused,
  * so a client can make the server hold at most about one limit plus one request of its data.
+ * Across all connections, the server's DataBudget bounds request and reply data together; a
+ * request that does not fit waits with its socket paused. A client that leaves its replies
+ * unread, or a write payload unfinished, for `stallTimeoutMs` is dropped.
  *
  * Hostile input never throws out of here: a bad magic or an oversized WRITE payload closes this
  * connection (hard disconnect, as the spec allows); everything else gets the spec's error reply.
@@ -18,6 +21,7 @@
 import type { Duplex } from 'node:stream';
 import { nbdErrno } from '../block/errors.js';
 import { acquireBuffer, isPooled, releaseBuffer, releaserFor } from './buffers.js';
+import type { BudgetHolder, DataBudget } from './data-budget.js';
 import { checkProbedRawWrite, type NbdExport } from './export.js';
 import { isZero, queryExtents, zeroRuns } from './extents.js';
 import type { SocketInput } from './input.js';
@@ -56,12 +60,15 @@ export interface SessionLimits {
   maxInFlightBytes: number;
   /** Reply bytes queued for a client that does not read them. */
   maxUnreadReplies: number;
+  /** A client that reads none of its queued replies, or sends none of a begun write payload, this long is dropped. */
+  stallTimeoutMs: number;
 }
 
 export const DEFAULT_SESSION_LIMITS: SessionLimits = {
   maxInFlightRequests: 256,
   maxInFlightBytes: 64 * 1024 * 1024,
   maxUnreadReplies: 16 * 1024 * 1024,
+  stallTimeoutMs: 60_000,
 };
 
 export interface SessionOptions {
@@ -72,6 +79,8 @@ export interface SessionOptions {
   baseAllocation: boolean;
   allocationDepth: boolean;
   limits?: Partial<SessionLimits>;
+  /** The data budget all the server's sessions share. */
+  budget?: DataBudget;
   log?: (message: string) => void;
 }
 
@@ -82,7 +91,7 @@ const SPARSE_BLOCK = 64 * 1024;
 
 type State = 'running' | 'draining' | 'closed';
 
-export class Session {
+export class Session implements BudgetHolder {
   readonly #exp: NbdExport;
   readonly #socket: Duplex;
   readonly #input: SocketInput;
@@ -92,6 +101,17 @@ export class Session {
   readonly #limits: SessionLimits;
   readonly #log: ((message: string) => void) | undefined;
   readonly #request = newRequest();
+  readonly #budget: DataBudget | undefined;
+  /** Budget bytes held: for requests in flight, and for the next request while its payload arrives. */
+  #reserved = 0;
+  /** Budget bytes reserved for the request at the head of the input, not yet dispatched. */
+  #reservedNext = 0;
+  #waitingForBudget = false;
+  /** When the client last took all its queued replies (or had none). */
+  #repliesReadAt = Date.now();
+  /** When the session began waiting for the rest of a write payload (0: not waiting). */
+  #payloadSince = 0;
+  #watchdog: NodeJS.Timeout | undefined;
 
   #state: State = 'running';
   #inFlight = 0;
@@ -116,12 +136,30 @@ export class Session {
     this.#log = options.log;
     this.#replies = new ReplyWriter(this.#socket, () => this.#inFlight <= 1);
     this.closed = new Promise((resolve) => (this.#closedResolve = resolve));
+    this.#budget = options.budget;
+    this.#budget?.addHolder(this);
     this.#socket.on('close', () => {
       this.#socketClosed = true;
       this.#state = 'closed';
+      clearInterval(this.#watchdog);
+      this.#releaseReservation(this.#reservedNext);
+      this.#reservedNext = 0;
+      this.#budget?.removeHolder(this);
       this.#maybeClosed();
     });
-    this.#socket.on('drain', () => this.#parse());
+    this.#socket.on('drain', () => {
+      this.#repliesReadAt = Date.now();
+      this.#budget?.changed();
+      this.#parse();
+    });
+  }
+
+  unreadBytes(): number {
+    return this.#socket.writableLength + this.#replies.queuedBytes;
+  }
+
+  reservedBytes(): number {
+    return this.#reserved;
   }
 
   /** Starts serving (bytes the handshake left queued are parsed first). */
@@ -130,7 +168,25 @@ export class Session {
       () => this.#parse(),
       () => this.#inputEnded(),
     );
+    const stall = this.#limits.stallTimeoutMs;
+    this.#watchdog = setInterval(() => this.#checkStalled(), Math.max(10, Math.min(5000, stall / 4)));
+    this.#watchdog.unref();
     this.#parse();
+  }
+
+  /** Drops a client that holds replies or a payload without making progress. */
+  #checkStalled(): void {
+    if (this.#state === 'closed') return;
+    const now = Date.now();
+    const stall = this.#limits.stallTimeoutMs;
+    if (this.unreadBytes() === 0) this.#repliesReadAt = now;
+    else if (now - this.#repliesReadAt > stall) {
+      this.#protocolError(`the client read none of its replies for ${stall} ms`);
+      return;
+    }
+    if (this.#payloadSince !== 0 && now - this.#payloadSince > stall) {
+      this.#protocolError(`the rest of a write payload did not come in ${stall} ms`);
+    }
   }
 
   get inFlight(): number {
@@ -204,6 +260,16 @@ export class Session {
         this.#pause();
         return;
       }
+      // Oversized requests are refused below without their data being read or held.
+      if (dataBytes > 0 && dataBytes <= this.#exp.maximumPayload && this.#reservedNext === 0 && this.#budget) {
+        if (!this.#budget.tryReserve(dataBytes, this)) {
+          this.#pause();
+          this.#awaitBudget();
+          return;
+        }
+        this.#reservedNext = dataBytes;
+        this.#reserved += dataBytes;
+      }
       let payload: Buffer | undefined;
       let pooled = false;
       if (type === CMD.WRITE) {
@@ -217,8 +283,10 @@ export class Session {
         }
         if (queue.length < REQUEST_SIZE + length) {
           if (this.#eof) this.#drain(); // the payload never came
+          if (this.#payloadSince === 0) this.#payloadSince = Date.now();
           break; // wait for the rest of the payload
         }
+        this.#payloadSince = 0;
         queue.skip(REQUEST_SIZE);
         if (this.#exp.alignedBuffers && length > 0) {
           payload = acquireBuffer(length, this.#exp.alignedBuffers);
@@ -230,9 +298,27 @@ export class Session {
       } else {
         queue.skip(REQUEST_SIZE);
       }
-      this.#dispatch(req.type, req.flags, req.cookieHi, req.cookieLo, req.offset, length, payload, pooled);
+      const reserved = this.#reservedNext;
+      this.#reservedNext = 0;
+      this.#dispatch(req.type, req.flags, req.cookieHi, req.cookieLo, req.offset, length, payload, pooled, reserved);
     }
     this.#resume();
+  }
+
+  /** Parses again once the shared budget has room (the socket stays paused meanwhile). */
+  #awaitBudget(): void {
+    if (this.#waitingForBudget || !this.#budget) return;
+    this.#waitingForBudget = true;
+    this.#budget.whenFreed(() => {
+      this.#waitingForBudget = false;
+      this.#parse();
+    });
+  }
+
+  #releaseReservation(bytes: number): void {
+    if (bytes === 0) return;
+    this.#reserved -= bytes;
+    this.#budget?.release(bytes);
   }
 
   #pause(): void {
@@ -265,9 +351,17 @@ export class Session {
     this.#maybeClosed();
     this.#replies.flush();
     // end() sends what is queued, then FIN; destroy if the client never reads it.
+    this.#endSoon(5000);
+  }
+
+  /**
+   * Ends the socket, and destroys it if it is not closed within `ms`. The timer keeps the process
+   * alive: with its input paused, the socket is no longer an active handle, and a server that is
+   * stopping must not exit before this session is closed.
+   */
+  #endSoon(ms: number): void {
     this.#socket.end();
-    const timer = setTimeout(() => this.#socket.destroy(), 5000);
-    timer.unref();
+    const timer = setTimeout(() => this.#socket.destroy(), ms);
     this.#socket.once('close', () => clearTimeout(timer));
   }
 
@@ -281,8 +375,7 @@ export class Session {
     this.#input.pause();
     if (flushFirst) {
       this.#replies.flush();
-      this.#socket.end();
-      setTimeout(() => this.#socket.destroy(), 1000).unref();
+      this.#endSoon(1000);
     } else {
       this.#socket.destroy();
     }
@@ -299,6 +392,7 @@ export class Session {
     length: number,
     payload: Buffer | undefined,
     pooled: boolean,
+    reserved: number,
   ): void {
     if (type === CMD.DISC) {
       this.#drain();
@@ -328,6 +422,7 @@ export class Session {
     }
     if (problem) {
       if (pooled && payload) releaseBuffer(payload);
+      this.#releaseReservation(reserved);
       this.#replyError(cookieHi, cookieLo, problem[0], problem[1]);
       return;
     }
@@ -369,19 +464,21 @@ export class Session {
         break;
     }
     op.then(
-      () => this.#finished(bytes),
+      () => this.#finished(bytes, reserved),
       (err: unknown) => {
         // Handlers answer their own errors; reaching here is a bug, which must not kill the server.
         this.#log?.(`Internal error in ${commandName(type)}: ${err instanceof Error ? err.message : String(err)}`);
         this.#replyError(cookieHi, cookieLo, NBD_ERR.EIO, 'internal error');
-        this.#finished(bytes);
+        this.#finished(bytes, reserved);
       },
     );
   }
 
-  #finished(bytes: number): void {
+  #finished(bytes: number, reserved: number): void {
     this.#inFlight--;
     this.#inFlightBytes -= bytes;
+    // A read's data now sits in the reply queue, where unreadBytes() counts it.
+    this.#releaseReservation(reserved);
     if (this.#state === 'running') {
       if (this.#paused) this.#parse();
     } else if (this.#state === 'draining') {

@@ -29,12 +29,15 @@ async function readCredential(dir: string, name: string, optional = false): Prom
 
 /** Loads the credentials in `dir`; fails with a one-line message naming the missing or bad file. */
 export async function loadTlsCredentials(dir: string, options: { verifyPeer?: boolean } = {}): Promise<TlsCredentials> {
-  const [ca, cert, key, crl] = await Promise.all([
+  const read = await Promise.allSettled([
     readCredential(dir, 'ca-cert.pem'),
     readCredential(dir, 'server-cert.pem'),
     readCredential(dir, 'server-key.pem'),
     readCredential(dir, 'ca-crl.pem', true),
   ]);
+  // The first missing file in this order is the one named, whichever read failed first.
+  for (const r of read) if (r.status === 'rejected') throw r.reason;
+  const [ca, cert, key, crl] = read.map((r) => (r.status === 'fulfilled' ? r.value : undefined));
   const files = { ca: ca!, cert: cert!, key: key!, ...(crl ? { crl } : {}) };
   try {
     // Parse everything now, so that bad credentials stop the server before it listens.

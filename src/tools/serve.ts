@@ -46,6 +46,8 @@ export interface ServeOptions {
   /** Seconds a client has to finish the handshake (default 10). */
   handshakeTimeout?: number;
   limits?: Partial<SessionLimits>;
+  /** Request and reply data all clients together may make the server hold (default 256 MiB). */
+  maxBufferedBytes?: number;
   log?: (message: string) => void;
 }
 
@@ -145,6 +147,7 @@ export async function serveImage(options: ServeOptions): Promise<ServeHandle> {
       persistent: options.persistent,
       handshakeTimeoutMs: handshakeTimeout * 1000,
       limits: options.limits,
+      maxBufferedBytes: options.maxBufferedBytes,
       log: options.log,
       onIdle: () => {
         close().catch(() => {});

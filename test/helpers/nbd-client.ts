@@ -86,6 +86,18 @@ export class RawClient {
     return Buffer.from(out);
   }
 
+  /** A copy of every byte received and not yet consumed. */
+  peekAll(): Buffer {
+    return Buffer.from(this.#buf);
+  }
+
+  /** Every byte received and not yet consumed, consumed now. */
+  takeAll(): Buffer {
+    const out = Buffer.from(this.#buf);
+    this.#buf = Buffer.alloc(0);
+    return out;
+  }
+
   send(buf: Buffer): void {
     this.socket.write(buf);
   }

@@ -552,6 +552,67 @@ describe('NBD transmission', () => {
     );
   });
 
+  it('bounds the data all clients together make it hold, and still serves a client that holds nothing', async () => {
+    await withServer(
+      async (h) => {
+        const deaf: RawClient[] = [];
+        const before = h.backend.counters.reads;
+        for (let i = 0; i < 3; i++) {
+          const c = await connect(h);
+          await c.handshake();
+          c.socket.pause();
+          for (let k = 0; k < 64; k++) c.request(CMD.READ, k, (k % 12) * MiB, MiB, CMD_FLAG.DF);
+          deaf.push(c);
+        }
+        await new Promise((r) => setTimeout(r, 1000));
+        const served = h.backend.counters.reads - before;
+        // 8 MiB of budget, plus one fair share (1 MiB) for each client when it held nothing.
+        assert.ok(served >= 6 && served <= 8 + 3, `the server read ${served} MiB for clients that read nothing`);
+        const other = await connect(h);
+        await other.handshake();
+        assert.deepEqual(await other.read(0, 65536), Buffer.alloc(65536), 'a client holding nothing is served');
+        other.close();
+        // Once they read, every request is answered.
+        for (const c of deaf) {
+          c.socket.resume();
+          for (let k = 0; k < 64; k++) await c.structuredReply();
+          c.close();
+        }
+      },
+      { size: 16 * MiB, maxBufferedBytes: 8 * MiB, limits: { maxUnreadReplies: 64 * MiB } },
+    );
+  });
+
+  it('drops a client that leaves its replies unread, or a write payload unfinished, too long', async () => {
+    await withServer(
+      async (h) => {
+        const deaf = await connect(h);
+        await deaf.handshake();
+        deaf.socket.pause();
+        for (let k = 0; k < 16; k++) deaf.request(CMD.READ, k, 0, MiB, CMD_FLAG.DF);
+        const staller = await connect(h);
+        await staller.handshake();
+        const head = Buffer.alloc(28);
+        head.writeUInt32BE(0x25609513, 0);
+        head.writeUInt16BE(CMD.WRITE, 6);
+        head.writeUInt32BE(MiB, 24);
+        staller.send(Buffer.concat([head, Buffer.alloc(1000)]));
+        const idle = await connect(h);
+        await idle.handshake();
+        await new Promise((r) => setTimeout(r, 1500));
+        // A paused socket sees the server's close only once it reads what was sent before.
+        deaf.socket.resume();
+        assert.ok(await deaf.closesWithin(5000), 'the client that reads nothing is dropped');
+        assert.ok(deaf.pending < 16 * MiB, 'it did not get every reply');
+        assert.ok(await staller.closesWithin(5000), 'the client that never finishes its payload is dropped');
+        assert.equal(idle.isClosed, false, 'an idle client with nothing pending stays');
+        assert.deepEqual(await idle.read(0, 512), Buffer.alloc(512));
+        idle.close();
+      },
+      { size: 4 * MiB, limits: { stallTimeoutMs: 400, maxUnreadReplies: MiB } },
+    );
+  });
+
   it('finishes requests in flight and closes the image when the server stops', async () => {
     await withTempDir(async (dir) => {
       const image = path.join(dir, 'disk.qcow2');

@@ -16,7 +16,10 @@ const EXTRA: CacheModeName[] = ['none', 'directsync', 'unsafe'];
 describe(`power loss: crash states (${LEVEL})`, () => {
   const totals = { runs: 0, states: 0, unique: 0, qemu: 0, windows: 0, hostOps: 0 };
   allWorkloads().forEach((w, i) => {
-    const modes: CacheModeName[] = LONG ? [...CACHE_MODE_NAMES] : ['writeback', 'writethrough', EXTRA[i % 3]!];
+    const modes: CacheModeName[] = LONG
+      ? [...CACHE_MODE_NAMES]
+      : (w.ci?.modes ?? ['writeback', 'writethrough', EXTRA[i % 3]!]);
+    const statesCap = LONG ? undefined : Math.max(20, Math.round(config.crashStatesPerRun * (w.ci?.weight ?? 1)));
     it(`${w.name}: ${modes.join(', ')}`, async (t) => {
       const failures: string[] = [];
       for (const cache of modes) {
@@ -25,6 +28,7 @@ describe(`power loss: crash states (${LEVEL})`, () => {
             cache,
             seed: config.seed + i * 1000 + s,
             jitter: s > 0 || w.name === 'concurrent',
+            statesCap,
           });
           totals.runs++;
           totals.states += r.states;

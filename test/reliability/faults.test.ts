@@ -50,8 +50,8 @@ const WORKLOADS = [
   { w: discardReuse(true), weight: 1 },
   { w: writeZeroes(), weight: 1 },
   { w: lazyRefcounts(), weight: 0.5 },
-  { w: growth('off'), weight: 0.3 },
-  { w: growth('metadata'), weight: 0.2 },
+  { w: growth('off'), weight: 0.25 },
+  { w: growth('metadata'), weight: 0.12 },
   { w: raw(), weight: 0.5 },
 ];
 

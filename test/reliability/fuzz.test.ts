@@ -99,7 +99,7 @@ describe(`mutation fuzzing of valid images (${LEVEL})`, async () => {
             `${JSON.stringify(mutations, (_k, v) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v))}\n${r.problems.join('\n')}`,
           );
         }),
-        { numRuns: config.fuzzRuns, seed, endOnFailure: true },
+        { numRuns: config.fuzzRuns, seed, endOnFailure: true, includeErrorInReport: true },
       );
       total += runs;
       t.diagnostic(

@@ -26,19 +26,23 @@ export const LONG = LEVEL === 'long';
 
 export const config = {
   /** Random subsets of the writes after the last completed flush, per crash window with more than 10 writes. */
-  crashRandomSubsets: num('VDISK_CRASH_RANDOM', 24, 1500),
+  crashRandomSubsets: num('VDISK_CRASH_RANDOM', 24, 1000),
   /** Torn variants of each write in a window (512-byte and 4096-byte pieces). */
-  crashTornPerWrite: num('VDISK_CRASH_TORN', 1, 4),
+  crashTornPerWrite: num('VDISK_CRASH_TORN', 1, 2),
   /** Crash states checked per workload run at most (0: no limit). */
-  crashStatesPerRun: num('VDISK_CRASH_STATES_PER_RUN', 260, 0),
+  crashStatesPerRun: num('VDISK_CRASH_STATES_PER_RUN', 160, 0),
   /** Unique crash states also checked with qemu-img check, per workload run. */
   crashQemuSample: num('VDISK_CRASH_QEMU_SAMPLE', 2, 40),
   /** Seeds each crash workload runs with (different completion orders and random subsets). */
-  crashSeeds: num('VDISK_CRASH_SEEDS', 1, 6),
+  crashSeeds: num('VDISK_CRASH_SEEDS', 1, 2),
   /** Fault positions tried per fault workload (every host operation up to this many). */
-  faultPositions: num('VDISK_FAULT_POSITIONS', 60, 100000),
+  faultPositions: num('VDISK_FAULT_POSITIONS', 36, 100000),
   /** fast-check runs of the metadata mutation fuzzer, per base image. */
-  fuzzRuns: num('VDISK_FUZZ_RUNS', 150, 20000),
+  fuzzRuns: num('VDISK_FUZZ_RUNS', 100, 20000),
+  /** SIGKILLs of `vdisk serve` under a client's workload, over all configurations. */
+  kills: num('VDISK_KILLS', 200, 4000),
+  /** Hostile NBD client cases (fuzzed handshakes and requests), per phase. */
+  nbdFuzzRuns: num('VDISK_NBD_FUZZ_RUNS', 150, 20000),
   /** Per-case time bound for hostile images and fuzz cases, in milliseconds. */
   caseTimeMs: num('VDISK_CASE_TIME_MS', 5000, 5000),
   /** Per-case memory bound (growth of heap + external + array buffers), in bytes. */

@@ -36,6 +36,11 @@ export interface CrashWorkload {
   options?: Record<string, string | number | boolean>;
   /** A raw backing file of this size, each sector holding a recognisable pattern. */
   backing?: { size: number };
+  /**
+   * For the bounded run of `npm test`: the share of the state budget this (expensive) workload
+   * gets, and the cache modes it runs in (default: writeback, writethrough and one more).
+   */
+  ci?: { weight: number; modes?: ('writeback' | 'writethrough' | 'none' | 'directsync' | 'unsafe')[] };
   /** Unrecorded preparation, run once per workload (its closed result is every run's durable start). */
   setup?: (g: Guest, random: () => number) => Promise<void>;
   /** The recorded workload. */
@@ -166,7 +171,7 @@ export async function examine(
       );
     }
   }
-  const content = Buffer.alloc(image.length());
+  const content = Buffer.allocUnsafe(image.length());
   try {
     for (let pos = 0; pos < content.length; pos += 1 << 20) {
       await image.read(pos, content.subarray(pos, Math.min(content.length, pos + (1 << 20))));

@@ -43,8 +43,9 @@ export class FlatDriver implements BlockDriver {
     this.#len = content.length;
     if (options.copy === false) this.#buf = content;
     else {
-      this.#buf = Buffer.alloc(Math.max(4096, content.length));
+      this.#buf = Buffer.allocUnsafe(Math.max(4096, content.length));
       content.copy(this.#buf);
+      this.#buf.fill(0, content.length);
     }
   }
 
@@ -130,8 +131,9 @@ export class FlatDriver implements BlockDriver {
     if (end > this.maxLength) {
       throw new VdiskError('ENOSPC', `The in-memory test file would grow past ${this.maxLength} bytes (to ${end})`);
     }
-    const grown = Buffer.alloc(Math.max(end, this.#buf.length * 2));
+    const grown = Buffer.allocUnsafe(Math.max(end, this.#buf.length * 2));
     this.#buf.copy(grown, 0, 0, this.#len);
+    grown.fill(0, this.#len);
     this.#buf = grown;
   }
 

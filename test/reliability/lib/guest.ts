@@ -154,18 +154,25 @@ export class Guest {
 
   /** Works out when each recorded request became durable (call after the workload). */
   settle(everyAckDurable = false): void {
-    const p = everyAckDurable ? { ...this.#policy, writeCache: false, noFlush: false } : this.#policy;
-    const flushes = this.ops.filter((o) => o.kind === 'flush' && Number.isFinite(o.ack));
-    for (const op of this.ops) {
-      if (op.kind === 'flush' || !Number.isFinite(op.ack) || p.noFlush) continue;
-      if (!p.writeCache || op.fua) {
-        op.durableAt = op.ack;
-        continue;
-      }
-      let at = Number.POSITIVE_INFINITY;
-      for (const f of flushes) if (f.issue > op.ack) at = Math.min(at, f.ack);
-      op.durableAt = at;
+    settleOps(this.ops, everyAckDurable ? { writeCache: false, noFlush: false } : this.#policy);
+  }
+}
+
+/**
+ * Sets each request's durableAt: its acknowledgement without a write cache or with FUA, else the
+ * acknowledgement of the first flush issued after it was acknowledged; never with noFlush.
+ */
+export function settleOps(ops: GuestOp[], policy: Pick<GuestPolicy, 'writeCache' | 'noFlush'>): void {
+  const flushes = ops.filter((o) => o.kind === 'flush' && Number.isFinite(o.ack));
+  for (const op of ops) {
+    if (op.kind === 'flush' || !Number.isFinite(op.ack) || policy.noFlush) continue;
+    if (!policy.writeCache || op.fua) {
+      op.durableAt = op.ack;
+      continue;
     }
+    let at = Number.POSITIVE_INFINITY;
+    for (const f of flushes) if (f.issue > op.ack) at = Math.min(at, f.ack);
+    op.durableAt = at;
   }
 }
 
@@ -229,17 +236,19 @@ export class GuestModel {
     }
     const sectors = content.length / SECTOR;
     for (let s = 0; s < sectors && problems.length < limit; s++) {
-      const actual = content.subarray(s * SECTOR, (s + 1) * SECTOR);
       const versions = this.#versions[s]!;
+      // Never written: only the old content will do (the common case, kept cheap).
+      if (versions.length === 0 && this.#initialMatches(content, s)) continue;
       const allowed = this.#allowed(versions, earliest, latest);
       let ok = false;
       for (const v of allowed) {
-        if (this.#matches(actual, s, v)) {
+        if (this.#matches(content, s, v)) {
           ok = true;
           break;
         }
       }
       if (!ok) {
+        const actual = content.subarray(s * SECTOR, (s + 1) * SECTOR);
         const names = allowed.map((v) => (v < 0 ? 'old content' : `${this.#ops[v]!.kind} #${this.#ops[v]!.id}`));
         const durable = versions.filter((v) => this.#ops[v]!.durableAt <= latest).map((v) => `#${this.#ops[v]!.id}`);
         problems.push(
@@ -271,26 +280,33 @@ export class GuestModel {
     return out;
   }
 
-  #matches(actual: Buffer, sector: number, v: number): boolean {
-    if (v < 0) return this.#initialMatches(actual, sector);
+  /** Whether sector `sector` of `content` holds version `v` (compared in place, no copies). */
+  #matches(content: Buffer, sector: number, v: number): boolean {
+    if (v < 0) return this.#initialMatches(content, sector);
     const op = this.#ops[v]!;
+    const at = sector * SECTOR;
     switch (op.kind) {
       case 'write': {
-        const from = sector * SECTOR - op.offset;
-        return actual.equals(op.data!.subarray(from, from + SECTOR));
+        const from = at - op.offset;
+        return content.compare(op.data!, from, from + SECTOR, at, at + SECTOR) === 0;
       }
       case 'zero':
       case 'resize':
-        return actual.equals(this.#zero);
+        return this.#isZero(content, at);
       case 'discard':
-        return actual.equals(this.#zero) || (this.#policy.discardReadsInitial && this.#initialMatches(actual, sector));
+        return this.#isZero(content, at) || (this.#policy.discardReadsInitial && this.#initialMatches(content, sector));
       default:
         return false;
     }
   }
 
-  #initialMatches(actual: Buffer, sector: number): boolean {
-    if (sector * SECTOR >= this.#initial.length) return actual.equals(this.#zero);
-    return actual.equals(this.#initial.subarray(sector * SECTOR, (sector + 1) * SECTOR));
+  #isZero(content: Buffer, at: number): boolean {
+    return content.compare(this.#zero, 0, SECTOR, at, at + SECTOR) === 0;
+  }
+
+  #initialMatches(content: Buffer, sector: number): boolean {
+    const at = sector * SECTOR;
+    if (at >= this.#initial.length) return this.#isZero(content, at);
+    return content.compare(this.#initial, at, at + SECTOR, at, at + SECTOR) === 0;
   }
 }

@@ -143,6 +143,14 @@ export function growth(preallocation: Preallocation): CrashWorkload {
     format: 'qcow2',
     size: 2 * MiB,
     options: { cluster_size: 512, refcount_bits: 64 },
+    // Each state is a 2 MiB image of 512-byte clusters: the bounded run samples fewer of them.
+    ci:
+      preallocation === 'off'
+        ? { weight: 0.35, modes: ['writeback', 'writethrough'] }
+        : {
+            weight: 0.25,
+            modes: [({ metadata: 'writethrough', falloc: 'none', full: 'directsync' } as const)[preallocation]],
+          },
     setup: async (g) => {
       for (let off = 0; off < 1792 * KiB; off += 64 * KiB) await g.write(off, 64 * KiB);
     },

@@ -22,6 +22,15 @@ export class RangeLock {
       if (!blocker) break;
       await blocker.done;
     }
+    return this.#hold(start, end, mode);
+  }
+
+  /** Holds [start, end) now if nothing conflicts (the uncontended case, without a wait). */
+  tryAcquire(start: number, end: number, mode: LockMode): (() => void) | undefined {
+    return this.#conflicting(start, end, mode) ? undefined : this.#hold(start, end, mode);
+  }
+
+  #hold(start: number, end: number, mode: LockMode): () => void {
     let release!: () => void;
     const held: Held = { start, end, mode, done: new Promise<void>((resolve) => (release = resolve)) };
     this.#held.add(held);

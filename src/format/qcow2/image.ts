@@ -55,7 +55,8 @@ export class Qcow2Image implements BlockDriver {
     const g = this.parts.geometry;
     const first = Math.floor(offset / g.clusterSize);
     const end = Math.ceil((offset + buf.length) / g.clusterSize);
-    const release = await this.parts.clusterLocks.acquire(first, end, 'shared');
+    const locks = this.parts.clusterLocks;
+    const release = locks.tryAcquire(first, end, 'shared') ?? (await locks.acquire(first, end, 'shared'));
     try {
       await readGuest(this.parts, offset, buf);
     } finally {

@@ -108,6 +108,20 @@ export class L2Tables {
     }
   }
 
+  /** Like entries(), without waiting: undefined when the L2 table is not in the cache. */
+  cachedEntries(cluster: number, count: number): L2Entry[] | undefined {
+    const per = this.#g.l2Entries;
+    const first = cluster % per;
+    const n = Math.min(count, per - first);
+    const l2Offset = this.l2Offset(Math.floor(cluster / per));
+    if (l2Offset === 0) return Array.from({ length: n }, () => ({ kind: 'unallocated' }) as L2Entry);
+    const table = this.#d.cache.peek(l2Offset);
+    if (!table) return undefined;
+    const out: L2Entry[] = new Array(n);
+    for (let i = 0; i < n; i++) out[i] = decodeL2(table.data, first + i, this.#g);
+    return out;
+  }
+
   /** Sets the entries of consecutive guest clusters, creating the L2 table if needed. */
   async setEntries(cluster: number, entries: L2Entry[]): Promise<void> {
     const per = this.#g.l2Entries;

@@ -28,31 +28,54 @@ export async function mapRange(tables: L2Tables, g: Qcow2Geometry, offset: numbe
   let pos = offset;
   while (pos < end) {
     const cluster = Math.floor(pos / g.clusterSize);
-    const lastCluster = Math.floor((end - 1) / g.clusterSize);
-    const entries = await tables.entries(cluster, lastCluster - cluster + 1);
-    for (let i = 0; i < entries.length && pos < end; i++) {
-      const entry = entries[i]!;
-      const clusterStart = (cluster + i) * g.clusterSize;
-      const clusterEnd = Math.min(clusterStart + g.clusterSize, end);
-      while (pos < clusterEnd) {
-        const sc = Math.floor((pos - clusterStart) / g.subclusterSize);
-        const scEnd = Math.min(clusterStart + (sc + 1) * g.subclusterSize, clusterEnd);
-        const kind = subclusterKind(entry, sc);
-        const host = kind === 'data' ? (entry as { host: number }).host + (pos - clusterStart) : 0;
-        const copied = kind === 'data' && (entry as { copied: boolean }).copied;
-        push(runs, {
-          kind,
-          offset: pos,
-          length: scEnd - pos,
-          host,
-          copied,
-          entry: kind === 'compressed' ? entry : undefined,
-        });
-        pos = scEnd;
-      }
-    }
+    const entries = await tables.entries(cluster, Math.floor((end - 1) / g.clusterSize) - cluster + 1);
+    pos = appendRuns(runs, g, entries, cluster, pos, end);
   }
   return runs;
+}
+
+/**
+ * mapRange from the cached L2 tables alone, without waiting: undefined when one of them is not
+ * in the cache. The answer is consistent because nothing can change between two awaits.
+ */
+export function mapRangeCached(tables: L2Tables, g: Qcow2Geometry, offset: number, length: number): Run[] | undefined {
+  const runs: Run[] = [];
+  const end = offset + length;
+  let pos = offset;
+  while (pos < end) {
+    const cluster = Math.floor(pos / g.clusterSize);
+    const entries = tables.cachedEntries(cluster, Math.floor((end - 1) / g.clusterSize) - cluster + 1);
+    if (!entries) return undefined;
+    pos = appendRuns(runs, g, entries, cluster, pos, end);
+  }
+  return runs;
+}
+
+/** Adds the runs of `entries` (guest clusters from `cluster`) up to `end`; returns where they stop. */
+function appendRuns(runs: Run[], g: Qcow2Geometry, entries: L2Entry[], cluster: number, from: number, end: number): number {
+  let pos = from;
+  for (let i = 0; i < entries.length && pos < end; i++) {
+    const entry = entries[i]!;
+    const clusterStart = (cluster + i) * g.clusterSize;
+    const clusterEnd = Math.min(clusterStart + g.clusterSize, end);
+    while (pos < clusterEnd) {
+      const sc = Math.floor((pos - clusterStart) / g.subclusterSize);
+      const scEnd = Math.min(clusterStart + (sc + 1) * g.subclusterSize, clusterEnd);
+      const kind = subclusterKind(entry, sc);
+      const host = kind === 'data' ? (entry as { host: number }).host + (pos - clusterStart) : 0;
+      const copied = kind === 'data' && (entry as { copied: boolean }).copied;
+      push(runs, {
+        kind,
+        offset: pos,
+        length: scEnd - pos,
+        host,
+        copied,
+        entry: kind === 'compressed' ? entry : undefined,
+      });
+      pos = scEnd;
+    }
+  }
+  return pos;
 }
 
 function push(runs: Run[], run: Run): void {

@@ -82,6 +82,16 @@ export class MetadataCache {
     }
   }
 
+  /**
+   * The table at `offset` if it is cached, else undefined; for lookups that finish before the
+   * next await (so it needs no pin).
+   */
+  peek(offset: number): CachedTable | undefined {
+    const cached = this.#tables.get(offset);
+    if (cached) cached.used = ++this.#clock;
+    return cached;
+  }
+
   /** A new all-zero table at `offset`, not read from the file (it was just allocated). Pinned, dirty. */
   async create(offset: number): Promise<CachedTable> {
     await this.#makeRoom();

@@ -49,6 +49,17 @@ export class MetadataWriter {
     await this.#file.write(offset, data);
   }
 
+  /** The metadata other than `kind` that [offset, offset+length) overlaps, if any. */
+  overlapping(kind: MetadataKind | 'data', offset: number, length: number): MetadataKind | undefined {
+    const size = 2 ** this.#clusterBits;
+    const last = Math.floor((offset + Math.max(length, 1) - 1) / size);
+    for (let c = Math.floor(offset / size); c <= last; c++) {
+      const found = this.#kinds.get(c);
+      if (found !== undefined && found !== kind) return found;
+    }
+    return undefined;
+  }
+
   /** Throws (and marks the image corrupt) if [offset, offset+length) holds metadata other than `kind`. */
   async check(kind: MetadataKind | 'data', offset: number, length: number): Promise<void> {
     for (const cluster of this.#clusters(offset, length)) {

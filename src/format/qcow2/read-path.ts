@@ -2,12 +2,17 @@
 import { inflateRawSync } from 'node:zlib';
 import { VdiskError } from '../../block/errors.js';
 import type { L2Entry } from './l2-entry.js';
-import { mapRange, type Run } from './mapping.js';
+import { mapRange, mapRangeCached, type Run } from './mapping.js';
 import type { ImageParts } from './parts.js';
 
 /** Fills `buf` with the guest bytes at `offset`. The caller holds the clusters shared. */
 export async function readGuest(parts: ImageParts, offset: number, buf: Buffer): Promise<void> {
-  const runs = await parts.metadataLock.run(() => mapRange(parts.tables, parts.geometry, offset, buf.length));
+  // Mappings in cached tables need no lock: the clusters are held, and the lookup ends before
+  // anything else runs. Only loading a table waits for the metadata lock.
+  const runs =
+    mapRangeCached(parts.tables, parts.geometry, offset, buf.length) ??
+    (await parts.metadataLock.run(() => mapRange(parts.tables, parts.geometry, offset, buf.length)));
+  if (runs.length === 1) return readRun(parts, runs[0]!, buf);
   await Promise.all(
     runs.map((run) => readRun(parts, run, buf.subarray(run.offset - offset, run.offset - offset + run.length))),
   );

@@ -8,7 +8,7 @@
 import type { Qcow2Geometry } from './geometry.js';
 import type { L2Entry, SubclusterBitmap } from './l2-entry.js';
 import { subclusterKind } from './l2-entry.js';
-import { mapRange } from './mapping.js';
+import { mapRange, mapRangeCached } from './mapping.js';
 import type { ImageParts } from './parts.js';
 import { readBacking, readCompressed, readHost } from './read-path.js';
 
@@ -19,9 +19,13 @@ export async function writeGuest(parts: ImageParts, offset: number, buf: Buffer)
   const first = Math.floor(offset / g.clusterSize);
   const end = Math.ceil((offset + buf.length) / g.clusterSize);
 
-  let release = await parts.clusterLocks.acquire(first, end, 'shared');
+  const locks = parts.clusterLocks;
+  let release = locks.tryAcquire(first, end, 'shared') ?? (await locks.acquire(first, end, 'shared'));
   try {
-    const runs = await parts.metadataLock.run(() => mapRange(parts.tables, g, offset, buf.length));
+    // As in readGuest: a mapping in cached tables needs no metadata lock.
+    const runs =
+      mapRangeCached(parts.tables, g, offset, buf.length) ??
+      (await parts.metadataLock.run(() => mapRange(parts.tables, g, offset, buf.length)));
     if (runs.every((r) => r.kind === 'data' && r.copied)) {
       await writeRuns(parts, runs, offset, buf);
       return;
@@ -40,7 +44,10 @@ async function writeRuns(
   offset: number,
   buf: Buffer,
 ): Promise<void> {
-  for (const run of runs) await parts.writer.check('data', run.host, run.length);
+  for (const run of runs) {
+    if (parts.writer.overlapping('data', run.host, run.length)) await parts.writer.check('data', run.host, run.length);
+  }
+  if (runs.length === 1) return parts.file.write(runs[0]!.host, buf);
   await Promise.all(
     runs.map((run) => parts.file.write(run.host, buf.subarray(run.offset - offset, run.offset - offset + run.length))),
   );

@@ -68,6 +68,9 @@ export class FileDriver implements BlockDriver {
   private seekWorks: boolean;
   /** First fdatasync failure; once set, every flush fails (QEMU's page_cache_inconsistent). */
   private syncFailure: VdiskError | undefined;
+  /** The fdatasync in progress, and the one queued to start after it (see syncNow). */
+  private syncRunning: Promise<void> | undefined;
+  private syncQueued: Promise<void> | undefined;
   private inflight = 0;
   private drained: (() => void) | undefined;
   private closing: Promise<void> | undefined;
@@ -358,7 +361,29 @@ export class FileDriver implements BlockDriver {
 
   // --- durability ---
 
-  private async syncNow(): Promise<void> {
+  /**
+   * Makes everything written before the call durable. Callers share syncs (group commit): while
+   * one fdatasync runs, every new caller waits for the single one that starts after it, since
+   * the running one may have begun before their writes completed.
+   */
+  private syncNow(): Promise<void> {
+    if (!this.syncRunning) return this.startSync();
+    this.syncQueued ??= this.syncRunning.then(noop, noop).then(() => {
+      this.syncQueued = undefined;
+      return this.startSync();
+    });
+    return this.syncQueued;
+  }
+
+  private startSync(): Promise<void> {
+    const running = this.syncOnce().finally(() => {
+      if (this.syncRunning === running) this.syncRunning = undefined;
+    });
+    this.syncRunning = running;
+    return running;
+  }
+
+  private async syncOnce(): Promise<void> {
     if (this.syncFailure) {
       throw new VdiskError(
         'EIO',
@@ -464,3 +489,5 @@ export class FileDriver implements BlockDriver {
     }
   }
 }
+
+function noop(): void {}

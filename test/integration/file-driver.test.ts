@@ -448,6 +448,39 @@ describe('flush', () => {
     }
   });
 
+  it('flushes that arrive while an fdatasync runs share the next one, which starts after it', async () => {
+    const started: Array<() => void> = [];
+    let calls = 0;
+    const syncImpl = () =>
+      new Promise<void>((resolve) => {
+        calls++;
+        started.push(resolve);
+      });
+    const d = await open(tmpFile(MiB), 'writeback', { syncImpl });
+    try {
+      const first = d.flush();
+      await new Promise((r) => setImmediate(r));
+      assert.equal(calls, 1);
+      // Written after the first sync began: only a later sync covers it.
+      await d.write(0, Buffer.alloc(512, 1));
+      let laterDone = 0;
+      const later = Array.from({ length: 10 }, () => d.flush().then(() => laterDone++));
+      await new Promise((r) => setImmediate(r));
+      assert.equal(calls, 1, 'no second fdatasync while the first runs');
+      started[0]!();
+      await first;
+      await new Promise((r) => setImmediate(r));
+      assert.equal(laterDone, 0, 'the later flushes wait for a sync that began after them');
+      assert.equal(calls, 2, 'one sync serves all ten');
+      started[1]!();
+      await Promise.all(later);
+      assert.equal(laterDone, 10);
+      assert.equal(calls, 2);
+    } finally {
+      await d.close();
+    }
+  });
+
   it('cache=unsafe never syncs, not even for FUA; the others sync on flush', async () => {
     for (const name of CACHE_MODE_NAMES) {
       let calls = 0;

@@ -52,7 +52,14 @@ export function mapRangeCached(tables: L2Tables, g: Qcow2Geometry, offset: numbe
 }
 
 /** Adds the runs of `entries` (guest clusters from `cluster`) up to `end`; returns where they stop. */
-function appendRuns(runs: Run[], g: Qcow2Geometry, entries: L2Entry[], cluster: number, from: number, end: number): number {
+function appendRuns(
+  runs: Run[],
+  g: Qcow2Geometry,
+  entries: L2Entry[],
+  cluster: number,
+  from: number,
+  end: number,
+): number {
   let pos = from;
   for (let i = 0; i < entries.length && pos < end; i++) {
     const entry = entries[i]!;

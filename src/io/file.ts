@@ -367,8 +367,11 @@ export class FileDriver implements BlockDriver {
    * the running one may have begun before their writes completed.
    */
   private syncNow(): Promise<void> {
+    // A queued sync has not started: it covers this caller (and it keeps syncs one at a time,
+    // so that a writeback error reported by the kernel reaches one of them, and is kept).
+    if (this.syncQueued) return this.syncQueued;
     if (!this.syncRunning) return this.startSync();
-    this.syncQueued ??= this.syncRunning.then(noop, noop).then(() => {
+    this.syncQueued = this.syncRunning.then(noop, noop).then(() => {
       this.syncQueued = undefined;
       return this.startSync();
     });

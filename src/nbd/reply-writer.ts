@@ -19,9 +19,16 @@ export class ReplyWriter {
   #scheduled = false;
   readonly #flushLater = (): void => this.flush();
 
+  #handed = 0;
+
   /** Bytes queued for the next write. */
   get queuedBytes(): number {
     return this.#outBytes;
+  }
+
+  /** Bytes handed to the socket so far (less its writableLength: what the client has taken). */
+  get handedBytes(): number {
+    return this.#handed;
   }
 
   constructor(socket: Duplex, alone: () => boolean) {
@@ -37,7 +44,7 @@ export class ReplyWriter {
       return;
     }
     if (!this.#scheduled && this.#alone()) {
-      socket.write(buf, done);
+      this.#write(socket, buf, done);
       return;
     }
     this.#out.push(buf);
@@ -58,6 +65,11 @@ export class ReplyWriter {
     if (direct) this.#socket.uncork();
   }
 
+  #write(socket: Duplex, buf: Buffer, done?: () => void): boolean {
+    this.#handed += buf.length;
+    return socket.write(buf, done);
+  }
+
   /** Writes out what is queued now (before the session ends the socket). */
   flush(): void {
     this.#scheduled = false;
@@ -74,19 +86,19 @@ export class ReplyWriter {
       return;
     }
     if (out.length === 1) {
-      socket.write(out[0]!, done.length > 0 ? () => runAll(done) : undefined);
+      this.#write(socket, out[0]!, done.length > 0 ? () => runAll(done) : undefined);
       return;
     }
     if (total <= COALESCE_LIMIT) {
-      socket.write(Buffer.concat(out, total));
+      this.#write(socket, Buffer.concat(out, total));
       runAll(done); // the bytes were copied
       return;
     }
     socket.cork();
     const last = out.length - 1;
-    for (let i = 0; i < last; i++) socket.write(out[i]!);
-    if (done.length > 0) socket.write(out[last]!, () => runAll(done));
-    else socket.write(out[last]!);
+    for (let i = 0; i < last; i++) this.#write(socket, out[i]!);
+    if (done.length > 0) this.#write(socket, out[last]!, () => runAll(done));
+    else this.#write(socket, out[last]!);
     socket.uncork();
   }
 }

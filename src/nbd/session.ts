@@ -12,8 +12,9 @@
  * READ/WRITE data are in flight, or the client does not read its replies, the socket is paused,
  * so a client can make the server hold at most about one limit plus one request of its data.
  * Across all connections, the server's DataBudget bounds request and reply data together; a
- * request that does not fit waits with its socket paused. A client that leaves its replies
- * unread, or a write payload unfinished, for `stallTimeoutMs` is dropped.
+ * request that does not fit waits with its socket paused. While requests wait for it, a client
+ * that takes none of its replies, or sends none of a begun write payload, for `stallTimeoutMs`
+ * is dropped.
  *
  * Hostile input never throws out of here: a bad magic or an oversized WRITE payload closes this
  * connection (hard disconnect, as the spec allows); everything else gets the spec's error reply.
@@ -60,7 +61,10 @@ export interface SessionLimits {
   maxInFlightBytes: number;
   /** Reply bytes queued for a client that does not read them. */
   maxUnreadReplies: number;
-  /** A client that reads none of its queued replies, or sends none of a begun write payload, this long is dropped. */
+  /**
+   * While requests wait for the server's data budget: a client that takes none of its queued
+   * replies, or sends none of a begun write payload, this long is dropped.
+   */
   stallTimeoutMs: number;
 }
 
@@ -68,7 +72,7 @@ export const DEFAULT_SESSION_LIMITS: SessionLimits = {
   maxInFlightRequests: 256,
   maxInFlightBytes: 64 * 1024 * 1024,
   maxUnreadReplies: 16 * 1024 * 1024,
-  stallTimeoutMs: 60_000,
+  stallTimeoutMs: 30_000,
 };
 
 export interface SessionOptions {
@@ -82,6 +86,16 @@ export interface SessionOptions {
   /** The data budget all the server's sessions share. */
   budget?: DataBudget;
   log?: (message: string) => void;
+}
+
+/** NBD_CMD_CACHE reads through a buffer of at most this many bytes. */
+const CACHE_CHUNK = 4 * 1024 * 1024;
+
+/** The data bytes a request makes the server hold while it runs (payload, reply or buffer). */
+function dataBytesOf(type: number, length: number): number {
+  if (type === CMD.READ || type === CMD.WRITE) return length;
+  if (type === CMD.CACHE) return Math.min(length, CACHE_CHUNK);
+  return 0;
 }
 
 /** Reads at least this long are scanned for zero runs sent as holes. */
@@ -107,10 +121,13 @@ export class Session implements BudgetHolder {
   /** Budget bytes reserved for the request at the head of the input, not yet dispatched. */
   #reservedNext = 0;
   #waitingForBudget = false;
-  /** When the client last took all its queued replies (or had none). */
-  #repliesReadAt = Date.now();
-  /** When the session began waiting for the rest of a write payload (0: not waiting). */
-  #payloadSince = 0;
+  /** Reply bytes handed to the socket and taken by the client, as last seen, and when that grew. */
+  #repliesTaken = 0;
+  #repliesTakenAt = performance.now();
+  /** Waiting for the rest of a write payload: the bytes queued as last seen, and when that grew. */
+  #awaitingPayload = false;
+  #payloadQueued = 0;
+  #payloadGrewAt = 0;
   #watchdog: NodeJS.Timeout | undefined;
 
   #state: State = 'running';
@@ -148,7 +165,6 @@ export class Session implements BudgetHolder {
       this.#maybeClosed();
     });
     this.#socket.on('drain', () => {
-      this.#repliesReadAt = Date.now();
       this.#budget?.changed();
       this.#parse();
     });
@@ -174,18 +190,29 @@ export class Session implements BudgetHolder {
     this.#parse();
   }
 
-  /** Drops a client that holds replies or a payload without making progress. */
+  /**
+   * Drops a client that holds replies or a payload without making progress, while others wait
+   * for the data it holds (or always, without a shared budget).
+   */
   #checkStalled(): void {
     if (this.#state === 'closed') return;
-    const now = Date.now();
+    const now = performance.now();
     const stall = this.#limits.stallTimeoutMs;
-    if (this.unreadBytes() === 0) this.#repliesReadAt = now;
-    else if (now - this.#repliesReadAt > stall) {
-      this.#protocolError(`the client read none of its replies for ${stall} ms`);
-      return;
+    const taken = this.#replies.handedBytes - this.#socket.writableLength;
+    if (taken > this.#repliesTaken || this.unreadBytes() === 0) {
+      this.#repliesTaken = taken;
+      this.#repliesTakenAt = now;
     }
-    if (this.#payloadSince !== 0 && now - this.#payloadSince > stall) {
-      this.#protocolError(`the rest of a write payload did not come in ${stall} ms`);
+    const queued = this.#input.queue.length;
+    if (!this.#awaitingPayload || this.#paused || queued > this.#payloadQueued) {
+      this.#payloadQueued = queued;
+      this.#payloadGrewAt = now;
+    }
+    if (this.#budget && !this.#budget.contended) return;
+    if (now - this.#repliesTakenAt > stall) {
+      this.#protocolError(`the client took none of its replies for ${stall} ms while others waited`);
+    } else if (now - this.#payloadGrewAt > stall) {
+      this.#protocolError(`no more of a write payload came for ${stall} ms while others waited`);
     }
   }
 
@@ -215,6 +242,8 @@ export class Session implements BudgetHolder {
         size += req.length;
       }
       queue.skip(size);
+      this.#releaseReservation(this.#reservedNext);
+      this.#reservedNext = 0;
       this.#replyError(req.cookieHi, req.cookieLo, NBD_ERR.ESHUTDOWN, 'The server is shutting down');
     }
   }
@@ -246,7 +275,7 @@ export class Session implements BudgetHolder {
         break;
       }
       if (this.#inFlight >= limits.maxInFlightRequests || this.#socket.writableLength > limits.maxUnreadReplies) {
-        this.#pause();
+        this.#pause(true);
         return;
       }
       const [buf, off] = queue.peekSmall(REQUEST_SIZE);
@@ -255,18 +284,19 @@ export class Session implements BudgetHolder {
         return;
       }
       const { type, length } = req;
-      const dataBytes = type === CMD.READ || type === CMD.WRITE ? length : 0;
+      const dataBytes = dataBytesOf(type, length);
       if (this.#inFlightBytes > 0 && this.#inFlightBytes + dataBytes > limits.maxInFlightBytes) {
-        this.#pause();
+        this.#pause(true);
         return;
       }
       // Oversized requests are refused below without their data being read or held.
-      if (dataBytes > 0 && dataBytes <= this.#exp.maximumPayload && this.#reservedNext === 0 && this.#budget) {
+      if (dataBytes > 0 && length <= this.#exp.maximumPayload && this.#reservedNext === 0 && this.#budget) {
         if (!this.#budget.tryReserve(dataBytes, this)) {
           this.#pause();
           this.#awaitBudget();
           return;
         }
+        this.#waitingForBudget = false;
         this.#reservedNext = dataBytes;
         this.#reserved += dataBytes;
       }
@@ -282,11 +312,12 @@ export class Session implements BudgetHolder {
           return;
         }
         if (queue.length < REQUEST_SIZE + length) {
-          if (this.#eof) this.#drain(); // the payload never came
-          if (this.#payloadSince === 0) this.#payloadSince = Date.now();
+          if (this.#eof)
+            this.#drain(); // the payload never came
+          else this.#awaitingPayload = true;
           break; // wait for the rest of the payload
         }
-        this.#payloadSince = 0;
+        this.#awaitingPayload = false;
         queue.skip(REQUEST_SIZE);
         if (this.#exp.alignedBuffers && length > 0) {
           payload = acquireBuffer(length, this.#exp.alignedBuffers);
@@ -305,14 +336,11 @@ export class Session implements BudgetHolder {
     this.#resume();
   }
 
-  /** Parses again once the shared budget has room (the socket stays paused meanwhile). */
+  /** Parses again when it is this session's turn in the shared budget (the socket stays paused). */
   #awaitBudget(): void {
-    if (this.#waitingForBudget || !this.#budget) return;
+    if (!this.#budget) return;
     this.#waitingForBudget = true;
-    this.#budget.whenFreed(() => {
-      this.#waitingForBudget = false;
-      this.#parse();
-    });
+    this.#budget.wait(this, () => this.#parse());
   }
 
   #releaseReservation(bytes: number): void {
@@ -321,7 +349,13 @@ export class Session implements BudgetHolder {
     this.#budget?.release(bytes);
   }
 
-  #pause(): void {
+  /** Stops reading; `forOwnLimits`: for this session's limits, not its turn in the budget. */
+  #pause(forOwnLimits = false): void {
+    if (forOwnLimits && this.#waitingForBudget) {
+      // Waiting for its own requests now: let the next in the budget's queue go first.
+      this.#waitingForBudget = false;
+      this.#budget?.leave(this);
+    }
     if (this.#paused) return;
     this.#paused = true;
     this.#input.pause();
@@ -341,6 +375,7 @@ export class Session implements BudgetHolder {
   /** Stops reading; closes the connection once every reply is out. */
   #drain(): void {
     this.#state = 'draining';
+    this.#awaitingPayload = false;
     this.#input.pause();
     this.#maybeFinish();
   }
@@ -427,7 +462,7 @@ export class Session implements BudgetHolder {
       return;
     }
 
-    const bytes = type === CMD.READ || type === CMD.WRITE ? length : 0;
+    const bytes = dataBytesOf(type, length);
     this.#inFlight++;
     this.#inFlightBytes += bytes;
     let op: Promise<void>;
@@ -515,7 +550,7 @@ export class Session implements BudgetHolder {
   async #cache(offset: number, length: number): Promise<void> {
     // Prefetching only helps when the host page cache is in use.
     if (this.#exp.alignedBuffers || length === 0) return;
-    const buf = acquireBuffer(Math.min(length, 4 << 20), this.#exp.alignedBuffers);
+    const buf = acquireBuffer(Math.min(length, CACHE_CHUNK), this.#exp.alignedBuffers);
     try {
       for (let done = 0; done < length; done += buf.length) {
         const n = Math.min(buf.length, length - done);

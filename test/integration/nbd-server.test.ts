@@ -583,13 +583,15 @@ describe('NBD transmission', () => {
     );
   });
 
-  it('drops a client that leaves its replies unread, or a write payload unfinished, too long', async () => {
+  it('while requests wait for the budget, drops clients that take no replies or stop a write payload', async () => {
     await withServer(
       async (h) => {
+        // Holds 2 MiB of replies it never takes, and waits for more.
         const deaf = await connect(h);
         await deaf.handshake();
         deaf.socket.pause();
-        for (let k = 0; k < 16; k++) deaf.request(CMD.READ, k, 0, MiB, CMD_FLAG.DF);
+        for (let k = 0; k < 8; k++) deaf.request(CMD.READ, k, 0, MiB, CMD_FLAG.DF);
+        // Holds a 1 MiB reservation for a payload that stops after 1000 bytes.
         const staller = await connect(h);
         await staller.handshake();
         const head = Buffer.alloc(28);
@@ -599,17 +601,39 @@ describe('NBD transmission', () => {
         staller.send(Buffer.concat([head, Buffer.alloc(1000)]));
         const idle = await connect(h);
         await idle.handshake();
-        await new Promise((r) => setTimeout(r, 1500));
+        await new Promise((r) => setTimeout(r, 100));
+        // A 3 MiB read is more than the budget: it waits until the two holders are gone.
+        const waiter = await connect(h);
+        await waiter.handshake();
+        const started = Date.now();
+        assert.deepEqual(await waiter.read(0, 3 * MiB), Buffer.alloc(3 * MiB));
+        assert.ok(Date.now() - started >= 300, 'the read waited for the stalled clients to be dropped');
+        assert.ok(await staller.closesWithin(3000), 'the client that stopped its payload is dropped');
         // A paused socket sees the server's close only once it reads what was sent before.
         deaf.socket.resume();
-        assert.ok(await deaf.closesWithin(5000), 'the client that reads nothing is dropped');
-        assert.ok(deaf.pending < 16 * MiB, 'it did not get every reply');
-        assert.ok(await staller.closesWithin(5000), 'the client that never finishes its payload is dropped');
-        assert.equal(idle.isClosed, false, 'an idle client with nothing pending stays');
+        assert.ok(await deaf.closesWithin(3000), 'the client that took no replies is dropped');
+        assert.equal(idle.isClosed, false, 'an idle client that holds nothing stays');
         assert.deepEqual(await idle.read(0, 512), Buffer.alloc(512));
-        idle.close();
+        for (const c of [idle, waiter]) c.close();
       },
-      { size: 4 * MiB, limits: { stallTimeoutMs: 400, maxUnreadReplies: MiB } },
+      { size: 4 * MiB, maxBufferedBytes: 2 * MiB, limits: { stallTimeoutMs: 400 } },
+    );
+  });
+
+  it('without a wait for the budget, a client that reads nothing keeps its connection', async () => {
+    await withServer(
+      async (h) => {
+        const slow = await connect(h);
+        await slow.handshake();
+        slow.socket.pause();
+        for (let k = 0; k < 4; k++) slow.request(CMD.READ, k, 0, MiB, CMD_FLAG.DF);
+        await new Promise((r) => setTimeout(r, 800));
+        slow.socket.resume();
+        for (let k = 0; k < 4; k++) await slow.structuredReply();
+        assert.equal(slow.isClosed, false);
+        slow.close();
+      },
+      { size: 4 * MiB, limits: { stallTimeoutMs: 200 } },
     );
   });
 

@@ -15,7 +15,7 @@ import { type KillConfig, runKills } from './lib/kill.js';
 const CONFIGS: Array<KillConfig & { share: number }> = [
   { name: 'raw-writeback', format: 'raw', cache: 'writeback', client: 'wire', share: 20 },
   { name: 'raw-none', format: 'raw', cache: 'none', client: 'wire', share: 15 },
-  { name: 'qcow2-writeback', format: 'qcow2', cache: 'writeback', client: 'wire', share: 30 },
+  { name: 'qcow2-writeback', format: 'qcow2', cache: 'writeback', client: 'wire', share: 27 },
   { name: 'qcow2-writethrough', format: 'qcow2', cache: 'writethrough', client: 'wire', share: 20 },
   { name: 'qcow2-none', format: 'qcow2', cache: 'none', client: 'wire', share: 20 },
   { name: 'qcow2-directsync', format: 'qcow2', cache: 'directsync', client: 'wire', share: 10 },
@@ -45,7 +45,7 @@ const CONFIGS: Array<KillConfig & { share: number }> = [
     share: 10,
   },
   { name: 'qcow2-qemu-io', format: 'qcow2', cache: 'writeback', client: 'qemu-io', share: 15 },
-  { name: 'raw-qemu-io', format: 'raw', cache: 'writethrough', client: 'qemu-io', share: 5 },
+  { name: 'raw-qemu-io', format: 'raw', cache: 'writethrough', client: 'qemu-io', share: 8 },
 ];
 
 const totalShare = CONFIGS.reduce((n, c) => n + c.share, 0);

@@ -24,7 +24,7 @@ import { type ServerProcess, startVdiskServe } from '../../helpers/nbd-serve.js'
 import { run as runAsync } from '../../helpers/run.js';
 import { rng } from './config.js';
 import { GuestModel, type GuestOp, SECTOR, settleOps } from './guest.js';
-import { NbdGuest } from './nbd-guest.js';
+import { ErrorReply, NbdGuest } from './nbd-guest.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 16 * MiB;
@@ -109,17 +109,17 @@ export async function runKills(cfg: KillConfig, kills: number, seed: number, dir
         break;
       }
       const initial = content;
-      let ops: GuestOp[];
-      let from: number;
-      let to: number;
+      let result: RoundResult;
       if (cfg.client === 'wire') {
-        ({ ops, from, to } = await wireRound(guest, clock, server, random));
+        result = await wireRound(guest, clock, server, random);
         nextId = guest.nextId;
       } else {
         guest.close();
-        ({ ops, from, to } = await qemuIoRound(server, socket, random, nextId));
-        nextId += ops.length + 1;
+        result = await qemuIoRound(server, socket, random, nextId);
+        nextId += result.ops.length + 1;
       }
+      const { ops, from, to } = result;
+      for (const p of result.problems) report.failures.push(`${where}: ${p}`);
       report.kills++;
       report.sent += ops.length;
       report.answered += ops.filter((o) => Number.isFinite(o.ack)).length;
@@ -208,6 +208,8 @@ interface RoundResult {
   /** The crash happened after tick `from` (the kill) and before tick `to` (the process was gone). */
   from: number;
   to: number;
+  /** What went wrong before the kill (an error reply, output that does not match the script). */
+  problems: string[];
 }
 
 /**
@@ -235,6 +237,7 @@ async function wireRound(
   const timer = setTimeout(kill, killAfterMs);
   const busy: Array<{ start: number; end: number }> = [];
   const inFlight = new Set<Promise<void>>();
+  const problems: string[] = [];
   let sent = 0;
   try {
     while (!killed) {
@@ -244,7 +247,11 @@ async function wireRound(
         const range = { start: req.offset, end: req.offset + req.length };
         if (req.kind !== 'flush') busy.push(range);
         const p = issue(guest, req)
-          .catch(() => {})
+          .catch((err: unknown) => {
+            // Before the kill every request must succeed; after it, they fail with the connection.
+            if (err instanceof ErrorReply && !killed)
+              problems.push(`${req.kind} ${req.offset}+${req.length}: ${err.message}`);
+          })
           .finally(() => {
             const at = busy.indexOf(range);
             if (at >= 0) busy.splice(at, 1);
@@ -259,7 +266,7 @@ async function wireRound(
     await server.exited;
     const to = clock.tick();
     await Promise.allSettled(inFlight);
-    return { ops: guest.ops, from, to };
+    return { ops: guest.ops, from, to, problems };
   } finally {
     clearTimeout(timer);
     guest.close();
@@ -354,31 +361,44 @@ async function qemuIoRound(
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
   child.stderr.resume();
   const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
-  const killAfterMs = 20 + random() * 300;
+  // qemu-io takes tens of milliseconds to start and connect on a loaded machine.
+  const killAfterMs = 60 + random() * 300;
   await Promise.race([new Promise((r) => setTimeout(r, killAfterMs)), exited]);
   server.proc.kill('SIGKILL');
   await server.exited;
   const guard = setTimeout(() => child.kill('SIGKILL'), 10_000);
   await exited;
   clearTimeout(guard);
-  const done = stdout.split('\n').filter((l) => /^(wrote|read) \d+\/\d+ bytes/.test(l)).length;
-  // Every command but a flush prints one line when answered; a flush is answered when the
-  // marker read after it printed. The first command not answered may have been sent; no later one.
+  // Every command but a flush prints one line when answered, in script order; a flush is
+  // answered when the marker read after it printed. The first command not answered may have
+  // been sent; no later one was.
+  const lines = stdout.split('\n').filter((l) => /^(wrote|read) \d+\/\d+ bytes/.test(l));
+  const problems: string[] = [];
   const ops: GuestOp[] = [];
   let tick = 0;
-  let lines = 0;
+  let line = 0;
   for (const s of script) {
-    const answered = lines < done;
-    if (answered && s.cmd !== 'flush') lines++;
-    if (s.op)
+    const answered = line < lines.length;
+    if (answered && s.cmd !== 'flush') {
+      const expected = s.op
+        ? `${s.op.length}/${s.op.length} bytes at offset ${s.op.offset}`
+        : '512/512 bytes at offset 0';
+      if (!lines[line]!.includes(expected)) {
+        problems.push(`qemu-io printed '${lines[line]}' for '${s.cmd}': a command failed before the kill`);
+        break;
+      }
+      line++;
+    }
+    if (s.op) {
       ops.push({
         ...s.op,
         issue: ++tick,
         ack: answered ? ++tick : Number.POSITIVE_INFINITY,
         durableAt: Number.POSITIVE_INFINITY,
       });
+    }
     if (!answered) break;
   }
   const end = ++tick;
-  return { ops, from: end, to: end };
+  return { ops, from: end, to: end, problems };
 }

@@ -6,6 +6,7 @@
  * A request still unanswered when the server dies keeps ack = Infinity: it may or may not have
  * reached the image.
  */
+import { ByteQueue } from '../../../src/nbd/input.js';
 import { CMD, CMD_FLAG } from '../../../src/nbd/protocol.js';
 import { encodeRequest } from '../../../src/nbd/transmission-codec.js';
 import { RawClient } from '../../helpers/nbd-client.js';
@@ -20,13 +21,22 @@ interface Pending {
 
 const REPLY_MAGIC = 0x67446698;
 
+/** The server answered a request with an error (not a connection that went away). */
+export class ErrorReply extends Error {
+  readonly errno: number;
+  constructor(errno: number) {
+    super(`the server answered error ${errno}`);
+    this.errno = errno;
+  }
+}
+
 export class NbdGuest {
   readonly ops: GuestOp[] = [];
   readonly size: number;
   readonly #client: RawClient;
   readonly #clock: Clock;
   readonly #pending = new Map<number, Pending>();
-  #buf: Buffer = Buffer.alloc(0);
+  readonly #input = new ByteQueue();
   #nextCookie = 1;
   #nextId: number;
   #dead: Error | undefined;
@@ -122,16 +132,17 @@ export class NbdGuest {
   }
 
   #receive(chunk: Buffer): void {
-    this.#buf = this.#buf.length ? Buffer.concat([this.#buf, chunk]) : chunk;
-    for (;;) {
-      if (this.#buf.length < 16) return;
-      if (this.#buf.readUInt32BE(0) !== REPLY_MAGIC) {
-        this.#fail(new Error(`bad reply magic 0x${this.#buf.readUInt32BE(0).toString(16)}`));
+    const input = this.#input;
+    input.push(chunk);
+    while (input.length >= 16) {
+      const [head, at] = input.peekSmall(16);
+      if (head.readUInt32BE(at) !== REPLY_MAGIC) {
+        this.#fail(new Error(`bad reply magic 0x${head.readUInt32BE(at).toString(16)}`));
         this.#client.close();
         return;
       }
-      const error = this.#buf.readUInt32BE(4);
-      const cookie = Number(this.#buf.readBigUInt64BE(8));
+      const error = head.readUInt32BE(at + 4);
+      const cookie = Number(head.readBigUInt64BE(at + 8));
       const p = this.#pending.get(cookie);
       if (!p) {
         this.#fail(new Error(`a reply to unknown cookie ${cookie}`));
@@ -139,12 +150,12 @@ export class NbdGuest {
         return;
       }
       const dataLength = error === 0 ? (p.readLength ?? 0) : 0;
-      if (this.#buf.length < 16 + dataLength) return;
-      const data = dataLength ? Buffer.from(this.#buf.subarray(16, 16 + dataLength)) : undefined;
-      this.#buf = this.#buf.subarray(16 + dataLength);
+      if (input.length < 16 + dataLength) return;
+      input.skip(16);
+      const data = dataLength ? input.take(dataLength) : undefined;
       this.#pending.delete(cookie);
       if (error !== 0) {
-        p.reject(new Error(`the server answered error ${error}`));
+        p.reject(new ErrorReply(error));
         continue;
       }
       if (p.op) p.op.ack = this.#clock.tick();

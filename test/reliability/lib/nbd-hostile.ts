@@ -265,7 +265,7 @@ function unanswered(
 export async function awaitReplies(
   c: RawClient,
   sent: ReadonlyMap<number, { request: HostileRequest; whole: boolean }>,
-  maxMs = 5000,
+  maxMs = 20_000,
 ): Promise<boolean> {
   const end = Date.now() + maxMs;
   while (Date.now() < end) {

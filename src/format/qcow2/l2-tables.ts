@@ -1,7 +1,12 @@
 /**
  * The active L1 table and the L2 tables it points to: looking up what a guest cluster maps to,
  * and changing entries. New L2 tables are written and flushed before the L1 entry points at
- * them (rule R2), and their refcount before that (R1). Callers hold the metadata lock.
+ * them (rule R2), and their refcount before that (R1). Callers hold the metadata lock, except
+ * for cachedEntries(), which reads and in-place writes use without it. That relies on one
+ * invariant every change here keeps: at every await, the L1 table and the cached L2 tables map
+ * each cluster not held exclusively (clusterLocks) as before the change. An entry changes only
+ * under its cluster's exclusive lock; a copied L2 table is filled before the L1 entry names it;
+ * a new L1 table replaces the old one in one assignment.
  */
 import type { BlockDriver } from '../../block/driver.js';
 import { VdiskError } from '../../block/errors.js';

@@ -90,12 +90,15 @@ export interface SessionOptions {
 
 /** NBD_CMD_CACHE reads through a buffer of at most this many bytes. */
 const CACHE_CHUNK = 4 * 1024 * 1024;
+/**
+ * Where every NBD_CMD_CACHE reads to: what it reads is thrown away, so all of them, at once,
+ * may share one buffer, and a flood of them holds no memory.
+ */
+let cacheScratch: Buffer | undefined;
 
-/** The data bytes a request makes the server hold while it runs (payload, reply or buffer). */
+/** The data bytes a request makes the server hold while it runs (its payload or reply). */
 function dataBytesOf(type: number, length: number): number {
-  if (type === CMD.READ || type === CMD.WRITE) return length;
-  if (type === CMD.CACHE) return Math.min(length, CACHE_CHUNK);
-  return 0;
+  return type === CMD.READ || type === CMD.WRITE ? length : 0;
 }
 
 /** Reads at least this long are scanned for zero runs sent as holes. */
@@ -550,14 +553,11 @@ export class Session implements BudgetHolder {
   async #cache(offset: number, length: number): Promise<void> {
     // Prefetching only helps when the host page cache is in use.
     if (this.#exp.alignedBuffers || length === 0) return;
-    const buf = acquireBuffer(Math.min(length, CACHE_CHUNK), this.#exp.alignedBuffers);
-    try {
-      for (let done = 0; done < length; done += buf.length) {
-        const n = Math.min(buf.length, length - done);
-        await this.#exp.backend.readInto(offset + done, n === buf.length ? buf : buf.subarray(0, n));
-      }
-    } finally {
-      releaseBuffer(buf);
+    cacheScratch ??= Buffer.allocUnsafe(CACHE_CHUNK);
+    const buf = cacheScratch;
+    for (let done = 0; done < length; done += buf.length) {
+      const n = Math.min(buf.length, length - done);
+      await this.#exp.backend.readInto(offset + done, n === buf.length ? buf : buf.subarray(0, n));
     }
   }
 

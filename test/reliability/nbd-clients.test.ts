@@ -202,8 +202,7 @@ describe(`hostile NBD clients (${LEVEL})`, () => {
   });
 
   it('clients that never read and write payloads that never come: memory stays bounded', async () => {
-    // 10 clients send 64 NBD_CMD_CACHE requests of 8 MiB each (the server reads through a 4 MiB
-    // buffer per request) and take the replies.
+    // 10 clients send 64 NBD_CMD_CACHE requests of 8 MiB each and take the replies.
     const cachers = await Promise.all(
       Array.from({ length: 10 }, async () => {
         const c = await connect();

@@ -90,6 +90,9 @@ export async function serveImage(options: ServeOptions): Promise<ServeHandle> {
   }
   const handshakeTimeout = options.handshakeTimeout ?? 10;
   if (!(handshakeTimeout > 0)) throw new VdiskError('EINVAL', `Invalid handshake limit: ${handshakeTimeout}`);
+  if (options.maxBufferedBytes !== undefined && !(options.maxBufferedBytes > 0)) {
+    throw new VdiskError('EINVAL', `Invalid data budget: ${options.maxBufferedBytes} bytes`);
+  }
 
   const tls =
     options.tlsCreds !== undefined

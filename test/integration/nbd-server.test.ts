@@ -552,6 +552,21 @@ describe('NBD transmission', () => {
     );
   });
 
+  it('refuses a data budget that is not a positive number, before listening', async () => {
+    await withTempDir(async (dir) => {
+      const image = path.join(dir, 'disk.img');
+      await createImage({ filename: image, format: 'raw', size: MiB });
+      const socket = path.join(dir, 'nbd.sock');
+      for (const maxBufferedBytes of [0, -1, Number.NaN]) {
+        await assert.rejects(serveImage({ filename: image, format: 'raw', socket, maxBufferedBytes }), {
+          code: 'EINVAL',
+          message: /Invalid data budget/,
+        });
+      }
+      await assert.rejects(readFile(socket), { code: 'ENOENT' }, 'no socket was left behind');
+    });
+  });
+
   it('bounds the data all clients together make it hold, and still serves a client that holds nothing', async () => {
     await withServer(
       async (h) => {

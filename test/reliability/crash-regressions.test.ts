@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { CacheModeName } from '../../src/block/cache-mode.js';
 import { type CrashWorkload, runCrashWorkload } from './lib/crash-sim.js';
+import { concurrent } from './lib/workloads.js';
 
 const KiB = 1024;
 
@@ -60,20 +61,7 @@ describe('crash regressions (write-path.ts: every remapped cluster is durable be
   it('concurrent allocating writes never leave an L2 entry pointing past the end of the file', async () => {
     // Before the fix, another request's refcount flush could leave the refcount cache clean, so
     // the L2 write-out needed no flush first, and the entry reached the disk before the data.
-    const w: CrashWorkload = {
-      name: 'regression-concurrent-eof',
-      format: 'qcow2',
-      size: 2048 * KiB,
-      options: { cluster_size: 4096 },
-      run: async (g, random) => {
-        for (let round = 0; round < 3; round++) {
-          const slots = new Set<number>();
-          while (slots.size < 8) slots.add(Math.floor(random() * 128));
-          await Promise.all([...slots].map((s) => g.write(s * 16 * KiB + (round % 2) * 4 * KiB, 8 * KiB)));
-          if (round < 2) await g.flush();
-        }
-      },
-    };
+    const w: CrashWorkload = { ...concurrent(), name: 'regression-concurrent-eof' };
     await exhaustive(w, 'writethrough', 1, true);
   });
 });

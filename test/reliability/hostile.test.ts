@@ -17,7 +17,7 @@ import { encodeHeaderCluster } from '../../src/format/qcow2/header.js';
 import { createImage } from '../../src/tools/create.js';
 import { withTempDir } from '../helpers/tmp.js';
 import { config, LEVEL } from './lib/config.js';
-import { baseImages, hostileCases } from './lib/corpus.js';
+import { baseImages, hostileCases, snapshotRecord } from './lib/corpus.js';
 import { exercise } from './lib/exercise.js';
 import { measured } from './lib/measure.js';
 
@@ -291,21 +291,7 @@ describe('hostile images: regressions (found by the mutation fuzzer)', () => {
     const { FlatDriver } = await import('./lib/flat-driver.js');
     const base = (await baseImages()).find((b) => b.name === 'v3')!;
     const L = base.layout;
-    const table = encodeSnapshotTable([
-      {
-        l1TableOffset: 0,
-        l1Size: 1,
-        id: '1',
-        name: 'at-zero',
-        dateSec: 0,
-        dateNsec: 0,
-        vmClockNs: 0n,
-        vmStateSize: 0,
-        diskSize: L.size,
-        unknownExtra: Buffer.alloc(0),
-        extraDataSize: 24,
-      },
-    ]);
+    const table = encodeSnapshotTable([snapshotRecord(L, { l1TableOffset: 0, l1Size: 1, name: 'at-zero' })]);
     const at = Math.ceil(base.bytes.length / L.clusterSize) * L.clusterSize;
     const bytes = Buffer.concat([base.bytes, Buffer.alloc(at - base.bytes.length), table, Buffer.alloc(L.clusterSize)]);
     bytes.writeUInt32BE(1, 60);

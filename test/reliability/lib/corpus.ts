@@ -379,7 +379,8 @@ const snapshotTable =
     return out;
   };
 
-function snapshot(L: Layout, over: Partial<Qcow2Snapshot> = {}): Qcow2Snapshot {
+/** A snapshot table entry for an image of layout `L`, with `over` changed. */
+export function snapshotRecord(L: Layout, over: Partial<Qcow2Snapshot> = {}): Qcow2Snapshot {
   return {
     l1TableOffset: L.l1Offset,
     l1Size: L.l1Size,
@@ -398,7 +399,7 @@ function snapshot(L: Layout, over: Partial<Qcow2Snapshot> = {}): Qcow2Snapshot {
 
 /** Patches fields of the first encoded snapshot entry. */
 const snapEntry = (over: Partial<Qcow2Snapshot>, patch?: (t: Buffer) => void) => (L: Layout) => {
-  const t = encodeSnapshotTable([snapshot(L, over)]);
+  const t = encodeSnapshotTable([snapshotRecord(L, over)]);
   patch?.(t);
   return t;
 };
@@ -919,7 +920,7 @@ export function hostileCases(): HostileCase[] {
     '65536 minimal snapshots',
     'v3',
     snapshotTable(65536, (L) => {
-      const one = encodeSnapshotTable([snapshot(L, { id: '', name: '' })]);
+      const one = encodeSnapshotTable([snapshotRecord(L, { id: '', name: '' })]);
       const entry = Buffer.concat([one, Buffer.alloc((8 - (one.length % 8)) % 8)]);
       return Buffer.concat(Array.from({ length: 65536 }, () => entry));
     }),

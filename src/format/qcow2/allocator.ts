@@ -10,7 +10,7 @@ import { VdiskError } from '../../block/errors.js';
 import { writeU64 } from '../../util/u64.js';
 import type { MetadataWriter } from './metadata-writer.js';
 import { setRefcount } from './refcount-block.js';
-import type { Refcounts } from './refcounts.js';
+import { RefcountUnderflow, type Refcounts } from './refcounts.js';
 
 export interface RefcountTableLocation {
   offset: number;
@@ -75,6 +75,9 @@ export class Allocator {
       if ((start + count) * this.#clusterSize > MAX_HOST_OFFSET) {
         throw new VdiskError('ENOSPC', 'The image has reached the largest host offset qcow2 allows');
       }
+      // Free by refcount must also be free of the image's own tables, or a corrupt refcount
+      // would hand out the header (or a live table) for new data.
+      await this.#deps.writer.checkFree(start * this.#clusterSize, count * this.#clusterSize);
       const missing = await refcounts.update(start, count, +1);
       if (missing) {
         await this.#addRefblock(missing.tableIndex);
@@ -121,11 +124,20 @@ export class Allocator {
   /** Drops one reference to `count` clusters at `offset`; clusters reaching 0 become free. */
   async free(offset: number, count: number): Promise<void> {
     const cluster = offset / this.#clusterSize;
-    const missing = await this.#deps.refcounts.update(cluster, count, -1);
+    const missing = await this.#deps.refcounts.update(cluster, count, -1).catch((err) => {
+      // A reference the refcounts never counted: they cannot be trusted for allocation.
+      if (err instanceof RefcountUnderflow) return this.#deps.writer.reportCorruption(err.message);
+      throw err;
+    });
     if (missing) {
-      throw new VdiskError('ECORRUPT', `Freeing cluster 0x${offset.toString(16)} that no refcount block counts`);
+      await this.#deps.writer.reportCorruption(`Freeing cluster 0x${offset.toString(16)} that no refcount block counts`);
     }
     this.#freeHint = Math.min(this.#freeHint, cluster);
+  }
+
+  /** The refcount of the host cluster at `offset`. */
+  refcountOf(offset: number): Promise<number> {
+    return this.#deps.refcounts.get(Math.floor(offset / this.#clusterSize));
   }
 
   /** Adds a reference to clusters already in use (snapshots, shared clusters). */
@@ -156,6 +168,7 @@ export class Allocator {
       return;
     }
     const offset = cluster * this.#clusterSize;
+    await writer.checkFree(offset, this.#clusterSize);
     const block = Buffer.alloc(this.#clusterSize);
     if (home === tableIndex) {
       setRefcount(block, cluster - tableIndex * refcounts.perBlock, refcounts.order, 1);
@@ -171,7 +184,7 @@ export class Allocator {
       // the table on disk does not name would be lost (refcount below references).
       await this.#writeTableEntry(tableIndex, offset);
     } catch (err) {
-      writer.release(offset, this.#clusterSize);
+      writer.release('refblock', offset, this.#clusterSize);
       throw err;
     }
     refcounts.setTableEntry(tableIndex, offset);
@@ -216,6 +229,7 @@ export class Allocator {
       newBlocks = needed;
     }
     const end = start + tableClusters + newBlocks.length;
+    await writer.checkFree(start * this.#clusterSize, (end - start) * this.#clusterSize);
     const table = Array.from({ length: entries }, (_, i) => refcounts.table[i] ?? 0);
 
     // Blocks that exist already count their part of the new area through the cache.
@@ -252,7 +266,7 @@ export class Allocator {
     refcounts.replaceTable(table);
     this.#highWater = end;
 
-    writer.release(old.offset, old.clusters * this.#clusterSize);
+    writer.release('refcount-table', old.offset, old.clusters * this.#clusterSize);
     await this.free(old.offset, old.clusters);
   }
 }

@@ -7,7 +7,7 @@ import { constants, deflateRawSync } from 'node:zlib';
 import { VdiskError } from '../../block/errors.js';
 import { compressedSectors, type L2Entry } from './l2-entry.js';
 import type { ImageParts } from './parts.js';
-import { freeEntries, writeGuest } from './write-path.js';
+import { checkHostsOf, freeEntries, writeGuest } from './write-path.js';
 
 export async function writeCompressedCluster(parts: ImageParts, offset: number, data: Buffer): Promise<void> {
   const g = parts.geometry;
@@ -25,6 +25,7 @@ export async function writeCompressedCluster(parts: ImageParts, offset: number, 
   const cluster = offset / g.clusterSize;
   const release = await parts.clusterLocks.acquire(cluster, cluster + 1, 'exclusive');
   try {
+    await checkHostsOf(parts, await parts.metadataLock.run(() => parts.tables.entries(cluster, 1)));
     const host = await parts.metadataLock.run(() => parts.allocator.allocateBytes(packed.length));
     await parts.writer.check('data', host, packed.length);
     await parts.file.write(host, packed);

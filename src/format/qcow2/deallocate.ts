@@ -5,7 +5,7 @@
  */
 import type { L2Entry } from './l2-entry.js';
 import type { ImageParts } from './parts.js';
-import { freeEntries } from './write-path.js';
+import { checkHostsOf, freeEntries } from './write-path.js';
 
 const ALL = 0xffffffff;
 
@@ -47,6 +47,7 @@ export async function deallocateClusters(
         if (!keep && old.kind !== 'unallocated') toFree.push(old);
         return replacement(parts, old, mode, keep);
       });
+      await checkHostsOf(parts, olds);
       if (olds.some((old, i) => !sameEntry(old, news[i]!))) await parts.tables.setEntries(c, news);
       c += olds.length;
     }

@@ -66,7 +66,7 @@ export class L2Tables {
     this.#d.l1 = table;
     this.#d.l1Offset = offset;
     if (old.bytes > 0) {
-      writer.release(old.offset, old.bytes);
+      writer.release('l1', old.offset, old.bytes);
       await allocator.free(old.offset, Math.ceil(old.bytes / cs));
     }
   }
@@ -192,6 +192,8 @@ export class L2Tables {
       // The snapshot keeps the old table; this image no longer references it (R4: L1 first).
       await file.flush();
       await allocator.free(current.l2Offset, 1);
+      // Unreferenced now (only a refcount that was wrong said a snapshot used it): no longer a table.
+      if ((await allocator.refcountOf(current.l2Offset)) === 0) writer.release('l2', current.l2Offset, this.#g.clusterSize);
     }
     return offset;
   }

@@ -101,6 +101,9 @@ export async function openQcow2(
   const { snapshots, size: snapshotTableBytes } = await loadSnapshots(file, header);
   if (snapshots.length > 0) writer.claim('snapshot-table', header.snapshotsOffset, snapshotTableBytes);
   for (const s of snapshots) writer.claim('snapshot-l1', s.l1TableOffset, s.l1Size * 8);
+  if (extensions.bitmaps) {
+    writer.claim('bitmap-directory', extensions.bitmaps.directoryOffset, extensions.bitmaps.directorySize);
+  }
 
   const lazyRefcounts = (header.compatibleFeatures & COMPAT_LAZY_REFCOUNTS) !== 0;
   const l2CacheTables = Math.max(

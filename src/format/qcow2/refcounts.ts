@@ -12,6 +12,13 @@ export class MissingRefblock {
   constructor(readonly tableIndex: number) {}
 }
 
+/** A cluster being freed has no reference left to drop: the refcounts are wrong. */
+export class RefcountUnderflow extends VdiskError {
+  constructor(message: string) {
+    super('ECORRUPT', message);
+  }
+}
+
 export class Refcounts {
   readonly #cache: MetadataCache;
   readonly #clusterBits: number;
@@ -72,38 +79,44 @@ export class Refcounts {
 
   /**
    * Adds `delta` to the refcount of `count` clusters from `cluster`. Returns a MissingRefblock
-   * (changing nothing) when a block does not exist yet; throws ECORRUPT on underflow or overflow.
+   * (changing nothing) when a block does not exist yet; throws RefcountUnderflow or ECORRUPT on
+   * overflow, also changing nothing.
    */
   async update(cluster: number, count: number, delta: number): Promise<MissingRefblock | undefined> {
     for (let c = cluster; c < cluster + count; c++) {
       const tableIndex = Math.floor(c / this.perBlock);
       if ((this.#table[tableIndex] ?? 0) === 0) return new MissingRefblock(tableIndex);
     }
+    // Every value is checked before any changes: a refused update leaves no half-applied run.
+    await this.#eachBlock(cluster, count, (block, c) => this.#next(block, c, delta));
+    await this.#eachBlock(cluster, count, (block, c) => {
+      setRefcount(block.data, c % this.perBlock, this.order, this.#next(block, c, delta));
+      this.#cache.markDirty(block);
+    });
+    return undefined;
+  }
+
+  async #eachBlock(cluster: number, count: number, fn: (block: CachedTable, cluster: number) => void): Promise<void> {
     let c = cluster;
     while (c < cluster + count) {
       const tableIndex = Math.floor(c / this.perBlock);
       const block = await this.#cache.get(this.#table[tableIndex]!);
       try {
         const end = Math.min(cluster + count, (tableIndex + 1) * this.perBlock);
-        for (; c < end; c++) this.#apply(block, c, delta);
-        this.#cache.markDirty(block);
+        for (; c < end; c++) fn(block, c);
       } finally {
         this.#cache.release(block);
       }
     }
-    return undefined;
   }
 
-  #apply(block: CachedTable, cluster: number, delta: number): void {
-    const index = cluster % this.perBlock;
-    const value = getRefcount(block.data, index, this.order) + delta;
-    if (value < 0 || value > this.max) {
-      const offset = cluster * 2 ** this.#clusterBits;
-      throw new VdiskError(
-        'ECORRUPT',
-        `Refcount of cluster at 0x${offset.toString(16)} would ${value < 0 ? 'drop below 0' : `exceed ${this.max}`}`,
-      );
+  #next(block: CachedTable, cluster: number, delta: number): number {
+    const value = getRefcount(block.data, cluster % this.perBlock, this.order) + delta;
+    const offset = cluster * 2 ** this.#clusterBits;
+    if (value < 0) throw new RefcountUnderflow(`Refcount of cluster at 0x${offset.toString(16)} would drop below 0`);
+    if (value > this.max) {
+      throw new VdiskError('ECORRUPT', `Refcount of cluster at 0x${offset.toString(16)} would exceed ${this.max}`);
     }
-    setRefcount(block.data, index, this.order, value);
+    return value;
   }
 }

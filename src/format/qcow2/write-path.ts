@@ -45,7 +45,7 @@ async function writeRuns(
   buf: Buffer,
 ): Promise<void> {
   for (const run of runs) {
-    if (parts.writer.overlapping('data', run.host, run.length)) await parts.writer.check('data', run.host, run.length);
+    if (parts.writer.blocked('data', run.host, run.length)) await parts.writer.check('data', run.host, run.length);
   }
   if (runs.length === 1) return parts.file.write(runs[0]!.host, buf);
   await Promise.all(
@@ -128,6 +128,7 @@ async function planClusters(parts: ImageParts, first: number, end: number): Prom
     olds.push(...entries);
     c += entries.length;
   }
+  await checkHostsOf(parts, olds);
   const plans: ClusterPlan[] = [];
   const needNew: number[] = [];
   olds.forEach((old, i) => {
@@ -264,10 +265,26 @@ function newEntry(g: Qcow2Geometry, plan: ClusterPlan, from: number, to: number)
 }
 
 /**
+ * Refuses (marking the image corrupt) entries whose host clusters hold the image's metadata:
+ * rewriting, freeing or punching them would destroy a table. Called before anything changes.
+ */
+export async function checkHostsOf(parts: ImageParts, entries: L2Entry[]): Promise<void> {
+  const cs = parts.geometry.clusterSize;
+  for (const entry of entries) {
+    if ((entry.kind === 'data' || entry.kind === 'zero') && entry.host !== 0) {
+      await parts.writer.check('data', entry.host, cs);
+    } else if (entry.kind === 'compressed') {
+      await parts.writer.check('data', entry.host, entry.length);
+    }
+  }
+}
+
+/**
  * Drops this image's references to host clusters no L2 entry names any more. The cleared entries
  * are durable first (rule R4), then the refcounts drop, then the space is given back.
  */
 export async function freeEntries(parts: ImageParts, entries: L2Entry[]): Promise<void> {
+  await checkHostsOf(parts, entries);
   await parts.l2Cache.flush();
   const g = parts.geometry;
   const holes: number[] = [];

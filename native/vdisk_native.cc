@@ -1,5 +1,6 @@
 // The few Linux calls Node.js does not expose: fallocate, lseek(SEEK_DATA/SEEK_HOLE),
-// block-device size ioctls and open-file-description byte-range locks.
+// block-device size ioctls, open-file-description byte-range locks, and linkat of an open file
+// (how an image built in an unnamed O_TMPFILE inode gets its name).
 // Errors are thrown as JS Errors with `code` (errno name), `errno` (number) and `syscall`,
 // so that src/block/errors.ts maps them like Node's own fs errors.
 #include <napi.h>
@@ -43,6 +44,8 @@ const char* ErrnoName(int err) {
     case ESPIPE: return "ESPIPE";
     case ETXTBSY: return "ETXTBSY";
     case EDQUOT: return "EDQUOT";
+    case EEXIST: return "EEXIST";
+    case ENOENT: return "ENOENT";
     default: break;
   }
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
@@ -223,6 +226,22 @@ Napi::Value TestLock(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, fl.l_type != F_UNLCK);
 }
 
+// linkat(AT_FDCWD, "/proc/self/fd/N", AT_FDCWD, path, AT_SYMLINK_FOLLOW): gives the file open
+// as `fd` (an O_TMPFILE inode, say) the name `path`; fails with EEXIST if the name is taken.
+Napi::Value LinkFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, &fd) || info.Length() < 2 || !info[1].IsString()) {
+    return ThrowType(env, "linkFd(fd, path): bad arguments");
+  }
+  std::string path = info[1].As<Napi::String>().Utf8Value();
+  std::string self = "/proc/self/fd/" + std::to_string(fd);
+  if (linkat(AT_FDCWD, self.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW) < 0) {
+    return ThrowSystem(env, errno, "linkat");
+  }
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("fallocate", Napi::Function::New(env, Fallocate, "fallocate"));
   exports.Set("seekData", Napi::Function::New(env, SeekData, "seekData"));
@@ -230,6 +249,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("blockDeviceInfo", Napi::Function::New(env, BlockDeviceInfo, "blockDeviceInfo"));
   exports.Set("lock", Napi::Function::New(env, Lock, "lock"));
   exports.Set("testLock", Napi::Function::New(env, TestLock, "testLock"));
+  exports.Set("linkFd", Napi::Function::New(env, LinkFd, "linkFd"));
+  exports.Set("O_TMPFILE", Napi::Number::New(env, O_TMPFILE));
   exports.Set("FALLOC_FL_KEEP_SIZE", Napi::Number::New(env, FALLOC_FL_KEEP_SIZE));
   exports.Set("FALLOC_FL_PUNCH_HOLE", Napi::Number::New(env, FALLOC_FL_PUNCH_HOLE));
   exports.Set("FALLOC_FL_ZERO_RANGE", Napi::Number::New(env, FALLOC_FL_ZERO_RANGE));

@@ -41,7 +41,12 @@ export async function openImage(filename: string, options: OpenImageOptions): Pr
 }
 
 /** Like openImage, and says which format was used (for tools that probed). */
-export async function openImageWithFormat(filename: string, options: OpenImageOptions): Promise<OpenedImage> {
+export async function openImageWithFormat(
+  filename: string,
+  options: OpenImageOptions,
+  /** Opens the image's own file in place of open(2) (an image being built out of sight). */
+  openFile?: FileOpener,
+): Promise<OpenedImage> {
   const cache = typeof options.cache === 'object' ? options.cache : parseCacheMode(options.cache ?? 'default');
   const readOnly = Boolean(options.readOnly);
   const { driver, format } = await openNode(filename, options.format, {
@@ -51,6 +56,7 @@ export async function openImageWithFormat(filename: string, options: OpenImageOp
     noBacking: Boolean(options.noBacking),
     l2CacheSize: options.l2CacheSize,
     chain: [],
+    openFile,
   });
   return { backend: new BlockBackend(driver, { writeCache: cache.writeCache, readOnly }), format };
 }
@@ -63,7 +69,11 @@ interface NodeOptions {
   l2CacheSize: number | undefined;
   /** Real paths of the images above this one, to find loops. */
   chain: string[];
+  /** For the top image only: how its file is opened. */
+  openFile?: FileOpener;
 }
+
+type FileOpener = (path: string, flags: number, mode: number) => Promise<number>;
 
 async function openNode(
   filename: string,
@@ -75,6 +85,7 @@ async function openNode(
     cache: options.cache,
     readOnly: options.readOnly,
     lock: options.lock,
+    openImpl: options.openFile,
   });
   try {
     let format: FormatName;
@@ -94,7 +105,8 @@ async function openNode(
       l2CacheSize: options.l2CacheSize,
       openBacking: options.noBacking
         ? undefined
-        : (name, backingFormat) => openBacking(filename, name, backingFormat, { ...options, chain }),
+        : (name, backingFormat) =>
+            openBacking(filename, name, backingFormat, { ...options, chain, openFile: undefined }),
     });
     return { driver, format };
   } catch (err) {

@@ -3,6 +3,7 @@
  * that makes a new image. The option list is data, so the generic parser (src/tools/options.ts)
  * validates, prints help and prints the "Formatting …" line for every format alike.
  */
+import type { FileDriver } from '../io/file.js';
 
 /** QEMU's option types: QEMU_OPT_STRING, _BOOL, _NUMBER, _SIZE. */
 export type CreateOptionType = 'str' | 'bool' | 'num' | 'size';
@@ -23,21 +24,30 @@ export type CreateOptionValue = string | number | boolean;
 /** Progress of a long creation (full preallocation): bytes done out of total. */
 export type ProgressCallback = (done: number, total: number) => void;
 
-export interface CreateRequest {
+/** What to create: checked before anything on disk is touched. */
+export interface CreateSpec {
   filename: string;
   /** The virtual size in bytes, as the user asked for it. */
   size: number;
   /** The options the user gave, checked against the format's list and converted; never `size`. */
   options: Readonly<Record<string, CreateOptionValue>>;
+}
+
+export interface CreateRequest extends CreateSpec {
   onProgress?: ProgressCallback;
+  /**
+   * Opens the file the image goes into. The caller decides where that is (an unnamed file that
+   * gets the name only when the image is complete) and what happens to it on failure.
+   */
+  openTarget(): Promise<FileDriver>;
 }
 
 export interface FormatCreator {
   /** Every option `-o` accepts for this format, `size` included. */
   readonly options: readonly CreateOptionDesc[];
   /** Refuses requests the format cannot make, before anything on disk is touched. */
-  validate?(request: CreateRequest): void;
-  /** Makes the image: creates or truncates the file, writes the metadata, preallocates. */
+  validate?(request: CreateSpec): void;
+  /** Makes the image in the file openTarget() gives: writes the metadata, preallocates. */
   create(request: CreateRequest): Promise<void>;
 }
 

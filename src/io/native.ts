@@ -29,6 +29,10 @@ export interface NativeHelpers {
   lock(fd: number, start: number, length: number, kind: LockKind): void;
   /** F_OFD_GETLK: true when another open file description holds a lock that conflicts with `kind`. */
   testLock(fd: number, start: number, length: number, kind: 'read' | 'write'): boolean;
+  /** linkat of the open file `fd` to `path` (AT_SYMLINK_FOLLOW through /proc/self/fd); EEXIST if taken. */
+  linkFd(fd: number, path: string): void;
+  /** open(2)'s O_TMPFILE for this architecture (Node's fs.constants lacks it). */
+  readonly O_TMPFILE: number;
   readonly FALLOC_FL_KEEP_SIZE: number;
   readonly FALLOC_FL_PUNCH_HOLE: number;
   readonly FALLOC_FL_ZERO_RANGE: number;

@@ -11,7 +11,8 @@ import type { BlockBackend } from '../block/backend.js';
 import { fromSystemError, VdiskError } from '../block/errors.js';
 import { openImageWithFormat } from '../block/open.js';
 import type { FormatName } from '../format/registry.js';
-import { createImage } from './create.js';
+import { StagedFile } from '../io/staged-file.js';
+import { executeCreate, planCreateWithBacking } from './create.js';
 
 export interface ConvertOptions {
   source: string;
@@ -46,27 +47,57 @@ export async function convertImage(o: ConvertOptions): Promise<void> {
   ).backend;
   try {
     const format = o.targetFormat ?? 'raw';
-    if (!o.noCreate) await createImage({ filename: o.target, format, size: source.length, options: o.options ?? [] });
-    const target = (await openImageWithFormat(o.target, { format, cache: o.targetCache ?? 'unsafe' })).backend;
-    try {
-      if (o.compress && !target.root.writeCompressed) {
-        throw new VdiskError('ENOTSUP', `Compression is not supported for the ${format} format`);
-      }
-      if (target.length < source.length) {
-        throw new VdiskError(
-          'EINVAL',
-          `The target is smaller (${target.length} bytes) than the source (${source.length} bytes)`,
-        );
-      }
-      await copy(source, target, { ...o, minSparse });
-    } finally {
-      await target.close();
+    if (o.noCreate) {
+      await convertInto(source, o.target, format, { ...o, minSparse });
+      return;
     }
-    // cache=unsafe ignores flushes while copying; the finished image is made durable once.
-    await syncFile(o.target);
+    // A new target is built out of sight and named only once complete and synced: a failed
+    // convert leaves no file, or the old one untouched.
+    const plan = await planCreateWithBacking({
+      filename: o.target,
+      format,
+      size: source.length,
+      options: o.options ?? [],
+    });
+    const staged = await StagedFile.begin(o.target);
+    try {
+      await executeCreate(plan, undefined, staged);
+      await convertInto(source, o.target, format, { ...o, minSparse }, staged.opener);
+      await staged.commit();
+    } finally {
+      await staged.abort();
+    }
   } finally {
     await source.close();
   }
+}
+
+/** Copies `source` into the image `target` (opened through `openFile` when it is being built). */
+async function convertInto(
+  source: BlockBackend,
+  filename: string,
+  format: FormatName,
+  o: ConvertOptions & { minSparse: number },
+  openFile?: (path: string, flags: number, mode: number) => Promise<number>,
+): Promise<void> {
+  const target = (await openImageWithFormat(filename, { format, cache: o.targetCache ?? 'unsafe' }, openFile)).backend;
+  try {
+    if (o.compress && !target.root.writeCompressed) {
+      throw new VdiskError('ENOTSUP', `Compression is not supported for the ${format} format`);
+    }
+    if (target.length < source.length) {
+      throw new VdiskError(
+        'EINVAL',
+        `The target is smaller (${target.length} bytes) than the source (${source.length} bytes)`,
+      );
+    }
+    await copy(source, target, o);
+  } finally {
+    await target.close();
+  }
+  // cache=unsafe ignores flushes while copying; the finished image is made durable once (a
+  // staged target when it is committed).
+  if (!openFile) await syncFile(filename);
 }
 
 async function copy(

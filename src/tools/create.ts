@@ -4,10 +4,13 @@
  * disk is touched; the format's own creator (src/format/registry.ts) then makes the image.
  */
 import { dirname, isAbsolute, resolve } from 'node:path';
+import { cacheMode } from '../block/cache-mode.js';
 import { VdiskError } from '../block/errors.js';
 import { openImage } from '../block/open.js';
 import type { CreateOptionValue, FormatCreator, ProgressCallback } from '../format/create-options.js';
 import { formatDefinition } from '../format/registry.js';
+import { FileDriver } from '../io/file.js';
+import { StagedFile } from '../io/staged-file.js';
 import { formatOptionHelp, formatOptionSummary, joinOptionLists, resolveOptions } from './options.js';
 import { parseSize } from './size.js';
 
@@ -130,11 +133,27 @@ export async function planCreateWithBacking(request: CreateImageOptions): Promis
   return planCreate({ ...request, size });
 }
 
-/** Makes the image a plan describes. */
-export async function executeCreate(plan: CreatePlan, onProgress?: ProgressCallback): Promise<void> {
+/**
+ * Makes the image a plan describes. It is built out of sight and named only when complete and
+ * synced, so a failure (or a kill) leaves no file, or the old one, behind. With `into`, the
+ * image goes into a staged file the caller commits (convert writes the data first).
+ */
+export async function executeCreate(plan: CreatePlan, onProgress?: ProgressCallback, into?: StagedFile): Promise<void> {
+  let staged = into;
   try {
-    await plan.creator.create({ filename: plan.filename, size: plan.size, options: plan.options, onProgress });
+    staged ??= await StagedFile.begin(plan.filename);
+    const opener = staged.opener;
+    await plan.creator.create({
+      filename: plan.filename,
+      size: plan.size,
+      options: plan.options,
+      onProgress,
+      openTarget: () =>
+        FileDriver.open({ filename: plan.filename, cache: cacheMode('writeback'), readOnly: false, openImpl: opener }),
+    });
+    if (!into) await staged.commit();
   } catch (err) {
+    if (!into) await staged?.abort();
     throw aboutFile(plan.filename, err);
   }
 }

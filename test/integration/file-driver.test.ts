@@ -704,7 +704,7 @@ describe('image locking', () => {
     await b.close();
   });
 
-  it('readers share with each other but keep writers out, and lock:false opts out', async () => {
+  it('readers share with each other but keep writers out, and lock:false opts readers out', async () => {
     const file = tmpFile(MiB);
     const r1 = await open(file, 'writeback', { readOnly: true });
     const r2 = await open(file, 'none', { readOnly: true });
@@ -713,9 +713,17 @@ describe('image locking', () => {
       assert.match(err.message, /^Failed to get "write" lock/);
       return true;
     });
-    const unlocked = await open(file, 'writeback', { lock: false });
+    // Opting out of the lock is for readers only: an unlocked writer could lose a locked one's data.
+    await assert.rejects(open(file, 'writeback', { lock: false }), (err: VdiskError) => {
+      assert.equal(err.code, 'EINVAL');
+      assert.match(err.message, /force-share \(-U\) can only be used with read-only images/);
+      return true;
+    });
+    const unlocked = await open(file, 'writeback', { readOnly: true, lock: false });
     assert.equal(unlocked.locked, false);
-    await unlocked.write(0, Buffer.from('x'));
+    const byte = Buffer.alloc(1, 0xff);
+    await unlocked.read(0, byte);
+    assert.equal(byte[0], 0);
     await Promise.all([r1.close(), r2.close(), unlocked.close()]);
   });
 

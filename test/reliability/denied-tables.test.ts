@@ -127,7 +127,9 @@ function differences(a: Buffer, b: Buffer, allowed: [number, number][]): string[
   return out;
 }
 
-describe('images whose refcounts deny their own tables', { skip: !haveQemu && 'qemu-img/qemu-io not installed' }, () => {
+describe('images whose refcounts deny their own tables', {
+  skip: !haveQemu && 'qemu-img/qemu-io not installed',
+}, () => {
   it('every metadata write path refuses, marks the image corrupt and changes nothing else', async (t) => {
     await withTempDir(async (dir) => {
       const bases: Base[] = [];
@@ -194,7 +196,10 @@ describe('images whose refcounts deny their own tables', { skip: !haveQemu && 'q
       assert.equal(r.code, 1);
       assert.match(r.stderr, /write failed: .*holds header/);
       const after = await readFile(file);
-      assert.deepEqual(differences(await readFile(before), after, [[INCOMPATIBLE_FEATURES, INCOMPATIBLE_FEATURES + 8]]), []);
+      assert.deepEqual(
+        differences(await readFile(before), after, [[INCOMPATIBLE_FEATURES, INCOMPATIBLE_FEATURES + 8]]),
+        [],
+      );
       const info = JSON.parse((await run('qemu-img', ['info', '--output=json', file])).stdout);
       assert.equal(info['format-specific'].data.corrupt, true);
       const read = await run('qemu-io', ['-r', '-c', 'read -P 0x11 0 256k', file]);

@@ -204,7 +204,7 @@ describe('hostile images: backing names through the open policy (real files)', (
       await withTempDir(async (dir) => {
         const file = await c.make(dir);
         const m = await measured(
-          () => pathsOpened(() => openImage(file, { format: 'qcow2', readOnly: false, lock: false })),
+          () => pathsOpened(() => openImage(file, { format: 'qcow2', readOnly: false })),
           config.caseTimeMs,
         );
         t.diagnostic(`${Math.round(m.ms)} ms, peak memory growth ${(m.peakBytes / MiB).toFixed(1)} MiB`);
@@ -245,7 +245,7 @@ describe('hostile images: a raw image holding a qcow2 header is served as raw', 
           error,
           paths,
         } = await pathsOpened(async () => {
-          const b = await openImage(rawFile, { format: 'raw', readOnly: false, lock: false });
+          const b = await openImage(rawFile, { format: 'raw', readOnly: false });
           const head = await b.read(0, 65536);
           const tail = await b.read(4 * MiB - 4096, 4096);
           // The guest rewrites its header: still raw afterwards.

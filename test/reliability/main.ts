@@ -1,5 +1,5 @@
 /**
- * `npm run test:reliability [-- --long] [--minutes N] [--only crash|faults|hostile|fuzz|kill|clients]`
+ * `npm run test:reliability [-- --long] [--minutes N] [--only crash|faults|hostile|fuzz|kill|clients|locks|create]`
  *
  * Runs the reliability families (power loss, failing disks, hostile images, mutation fuzzing,
  * killed servers, hostile NBD clients) with node's test runner. `--long` (or
@@ -22,6 +22,8 @@ const FAMILIES: Record<string, string[]> = {
   fuzz: ['fuzz.test.js'],
   kill: ['kill.test.js'],
   clients: ['nbd-clients.test.js'],
+  locks: ['force-share.test.js'],
+  create: ['interrupted-create.test.js'],
 };
 
 function option(name: string): string | undefined {

@@ -10,7 +10,7 @@ import { VdiskError } from '../../block/errors.js';
 import { writeU64 } from '../../util/u64.js';
 import type { MetadataWriter } from './metadata-writer.js';
 import { setRefcount } from './refcount-block.js';
-import { RefcountUnderflow, type Refcounts } from './refcounts.js';
+import { type Refcounts, RefcountUnderflow } from './refcounts.js';
 
 export interface RefcountTableLocation {
   offset: number;
@@ -130,7 +130,9 @@ export class Allocator {
       throw err;
     });
     if (missing) {
-      await this.#deps.writer.reportCorruption(`Freeing cluster 0x${offset.toString(16)} that no refcount block counts`);
+      await this.#deps.writer.reportCorruption(
+        `Freeing cluster 0x${offset.toString(16)} that no refcount block counts`,
+      );
     }
     this.#freeHint = Math.min(this.#freeHint, cluster);
   }

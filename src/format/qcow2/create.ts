@@ -4,11 +4,16 @@
  * is reserved (falloc) or written with zeros (full) before the tables that map it.
  */
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { cacheMode } from '../../block/cache-mode.js';
 import { VdiskError } from '../../block/errors.js';
 import { openImage } from '../../block/open.js';
-import { FileDriver } from '../../io/file.js';
-import { type CreateOptionDesc, type CreateRequest, type FormatCreator, SIZE_OPTION } from '../create-options.js';
+import type { FileDriver } from '../../io/file.js';
+import {
+  type CreateOptionDesc,
+  type CreateRequest,
+  type CreateSpec,
+  type FormatCreator,
+  SIZE_OPTION,
+} from '../create-options.js';
 import { COMPRESSION_ZLIB, COMPRESSION_ZSTD } from './constants.js';
 import { type CreateLayout, type CreatePreallocation, planCreateLayout } from './create-layout.js';
 import { encodeHeaderCluster } from './header.js';
@@ -59,7 +64,7 @@ interface Qcow2CreateSettings {
   backingFormat?: string;
 }
 
-function settingsOf(request: CreateRequest): Qcow2CreateSettings {
+function settingsOf(request: CreateSpec): Qcow2CreateSettings {
   const o = request.options;
   if (o.data_file !== undefined) throw new VdiskError('ENOTSUP', 'External data files are not supported');
   const clusterSize = Number(o.cluster_size ?? 65536);
@@ -141,17 +146,7 @@ async function createQcow2(request: CreateRequest): Promise<void> {
   }
   if (size < 0 || Number.isNaN(size)) throw new VdiskError('EINVAL', 'Image creation needs a size parameter');
   const layout = layoutOf(size, s);
-  const file = await FileDriver.open({
-    filename: request.filename,
-    cache: cacheMode('writeback'),
-    readOnly: false,
-    create: true,
-  }).catch((err) => {
-    if (err instanceof VdiskError && err.message.startsWith('Could not open')) {
-      throw new VdiskError(err.code, err.message.replace(/^Could not open/, 'Could not create'), { cause: err });
-    }
-    throw err;
-  });
+  const file = await request.openTarget();
   try {
     await file.truncate(0, 'off');
     await writeLayout(file, layout, s, request);

@@ -193,7 +193,8 @@ export class L2Tables {
       await file.flush();
       await allocator.free(current.l2Offset, 1);
       // Unreferenced now (only a refcount that was wrong said a snapshot used it): no longer a table.
-      if ((await allocator.refcountOf(current.l2Offset)) === 0) writer.release('l2', current.l2Offset, this.#g.clusterSize);
+      if ((await allocator.refcountOf(current.l2Offset)) === 0)
+        writer.release('l2', current.l2Offset, this.#g.clusterSize);
     }
     return offset;
   }

@@ -4,7 +4,16 @@
  * (bounds, read-only, closed), writethrough emulation, in-flight tracking and counters live
  * nowhere else.
  */
-import type { BlockDriver, Extent, ZeroFlags } from './driver.js';
+import type {
+  Alignment,
+  BitmapInfo,
+  BlockDriver,
+  DriverCapabilities,
+  Extent,
+  NodeDescription,
+  SnapshotInfo,
+  ZeroFlags,
+} from './driver.js';
 import { VdiskError } from './errors.js';
 import type { Preallocation } from './preallocation.js';
 
@@ -24,6 +33,40 @@ export interface BackendCounters {
   bytesRead: number;
   bytesWritten: number;
   errors: number;
+}
+
+/** One image of the backing chain below the image a backend holds. */
+export interface BackingLayer {
+  /** The name as the image above stores it. */
+  name: string;
+  /** The format the image above names for it, if any. */
+  format?: string;
+  /** The path it was opened from (absent when the chain was not opened). */
+  filename?: string;
+  virtualSize?: number;
+}
+
+/** What a backend knows about its image: everything tools ask, without reaching into drivers. */
+export interface ImageDescription {
+  format: string;
+  filename: string | undefined;
+  virtualSize: number;
+  /** The unit of allocation (qcow2's cluster size); absent for raw. */
+  clusterSize: number | undefined;
+  alignment: Alignment;
+  capabilities: DriverCapabilities;
+  /** Discard frees whole units of this size; smaller discards may do nothing. */
+  discardGranularity: number;
+  /** writeCompressed() works (qcow2). */
+  compressedWrites: boolean;
+  readOnly: boolean;
+  dirty: boolean;
+  corrupt: boolean;
+  backingChain: BackingLayer[];
+  snapshots: SnapshotInfo[];
+  bitmaps: BitmapInfo[];
+  /** Facts only this format has, with QEMU's key names (qemu-img info's format-specific data). */
+  formatSpecific?: { type: string; data: Record<string, unknown> };
 }
 
 export class BlockBackend {
@@ -136,6 +179,44 @@ export class BlockBackend {
       await this.root.truncate(length, preallocation);
       if (!this.writeCache) await this.root.flush();
     });
+  }
+
+  describe(): ImageDescription {
+    const root = this.root;
+    const own: NodeDescription = root.describe?.() ?? { format: root.driverName };
+    const backingChain: BackingLayer[] = [];
+    for (let layer = own.backing, depth = 0; layer && depth < 64; depth++) {
+      const node = layer.node;
+      backingChain.push({
+        name: layer.name,
+        format: layer.format,
+        filename: node?.filename,
+        virtualSize: node?.length(),
+      });
+      layer = node?.describe?.()?.backing;
+    }
+    return {
+      format: own.format,
+      filename: root.filename,
+      virtualSize: root.length(),
+      clusterSize: own.clusterSize,
+      alignment: root.alignment,
+      capabilities: root.capabilities,
+      discardGranularity: own.clusterSize ?? root.alignment.request,
+      compressedWrites: typeof root.writeCompressed === 'function',
+      readOnly: this.readOnly,
+      dirty: Boolean(own.dirty),
+      corrupt: Boolean(own.corrupt),
+      backingChain,
+      snapshots: own.snapshots ?? [],
+      bitmaps: own.bitmaps ?? [],
+      formatSpecific: own.formatSpecific,
+    };
+  }
+
+  /** Bytes the image uses on the host, when the host says. */
+  allocatedSize(): Promise<number | undefined> {
+    return this.root.allocatedSize?.() ?? Promise.resolve(undefined);
   }
 
   /** Waits for requests in flight, writes out what is pending and releases the image. Idempotent. */

@@ -40,6 +40,11 @@ export function parseCacheMode(text: string): CacheMode {
   return mode;
 }
 
+/** The name of a cache mode given as text ("default" is writeback); EINVAL for anything else. */
+export function parseCacheModeName(text: string): CacheModeName {
+  return parseCacheMode(text).name;
+}
+
 export function cacheMode(name: CacheModeName): CacheMode {
   return MODES[name];
 }

@@ -89,11 +89,49 @@ export interface BlockDriver {
 
   /** Writes one whole cluster compressed (formats that can: qcow2). */
   writeCompressed?(offset: number, buf: Buffer): Promise<void>;
-  /** The size of a cluster of this format, for writeCompressed and for copying tools. */
-  clusterSize?(): number;
 
   /** Bytes the node uses on the host (st_blocks * 512 for files), when known. */
   allocatedSize?(): Promise<number | undefined>;
-  /** Format-specific facts for `info` (qcow2: compat, cluster size, …). */
-  formatSpecific?(): Record<string, unknown> | undefined;
+  /** What a format node says about itself (protocol nodes need not answer). */
+  describe?(): NodeDescription;
+}
+
+/** An internal snapshot, as qemu-img snapshot -l and info list it. */
+export interface SnapshotInfo {
+  id: string;
+  name: string;
+  /** Bytes of saved VM state (0: a disk-only snapshot). */
+  vmStateSize: number;
+  dateSec: number;
+  dateNsec: number;
+  /** Guest clock at the snapshot, in nanoseconds. */
+  vmClockNsec: number;
+  /** Instruction count for record/replay, when recorded. */
+  icount?: number;
+}
+
+/** A persistent dirty bitmap stored in the image. */
+export interface BitmapInfo {
+  name: string;
+  /** Bytes of guest data one bit stands for. */
+  granularity: number;
+  /** QEMU's flag names: 'in-use', 'auto'. */
+  flags: string[];
+}
+
+/** A format node's facts about itself. */
+export interface NodeDescription {
+  format: string;
+  /** The unit of allocation (qcow2's cluster size). */
+  clusterSize?: number;
+  /** Not closed cleanly with lazy refcounts: refcounts may be out of date. */
+  dirty?: boolean;
+  /** Marked corrupt: opens read-only until repaired. */
+  corrupt?: boolean;
+  /** The backing file the image names, and the node opened for it (absent when not opened). */
+  backing?: { name: string; format?: string; node?: BlockDriver };
+  snapshots?: SnapshotInfo[];
+  bitmaps?: BitmapInfo[];
+  /** Facts only this format has, with QEMU's key names (qemu-img info's format-specific data). */
+  formatSpecific?: { type: string; data: Record<string, unknown> };
 }

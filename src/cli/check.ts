@@ -1,6 +1,6 @@
 /** `vdisk check`: qemu-img check's arguments, messages, both output layouts and exit statuses. */
 import { VdiskError } from '../block/errors.js';
-import { formatDefinition } from '../format/registry.js';
+import { formatDefinition } from '../engine/formats.js';
 import { checkExitCode, checkImage, formatCheckHuman, formatCheckJson, formatRepairedHuman } from '../tools/check.js';
 import { type CliCommand, oneFilename, outputFormat, parseCommandLine } from './args.js';
 
@@ -48,7 +48,7 @@ export const checkCommand: CliCommand = {
     const outcome = await checkImage(filename, {
       format: format === undefined ? 'probe' : formatDefinition(format).name,
       repair,
-      lock: !values['force-share'],
+      forceShare: Boolean(values['force-share']),
       onMessage: (line) => streams.err(`${line}\n`),
     });
     if (outcome.unsupported) {

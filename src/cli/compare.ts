@@ -1,6 +1,7 @@
 /** `vdisk compare`: qemu-img compare's arguments, messages and exit codes (0 same, 1 different, 2 error). */
+import { parseCacheModeName } from '../block/cache-mode.js';
 import { isVdiskError } from '../block/errors.js';
-import { formatDefinition } from '../format/registry.js';
+import { formatDefinition } from '../engine/formats.js';
 import { compareImages, describeCompare } from '../tools/compare.js';
 import { type CliCommand, parseCommandLine, usageError } from './args.js';
 import { progressPrinter } from './progress.js';
@@ -41,8 +42,8 @@ export const compareCommand: CliCommand = {
         formatA: fmt(values.format),
         formatB: fmt(values['second-format']),
         strict: Boolean(values.strict),
-        cache: values.cache as string | undefined,
-        lock: !values['force-share'],
+        cache: values.cache === undefined ? undefined : parseCacheModeName(values.cache as string),
+        forceShare: Boolean(values['force-share']),
         onProgress: progress?.update,
       });
       progress?.finish();

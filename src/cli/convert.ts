@@ -1,6 +1,6 @@
 /** `vdisk convert`: qemu-img convert's arguments. */
-import { parseCacheMode } from '../block/cache-mode.js';
-import { formatDefinition } from '../format/registry.js';
+import { parseCacheModeName } from '../block/cache-mode.js';
+import { formatDefinition } from '../engine/formats.js';
 import { convertImage } from '../tools/convert.js';
 import { parseSize } from '../tools/size.js';
 import { type CliCommand, parseCommandLine, usageError } from './args.js';
@@ -48,8 +48,9 @@ export const convertCommand: CliCommand = {
     }
     if (positionals.length !== 2) throw usageError('convert', 'Expecting one source and one target file name');
     const [source, target] = positionals as [string, string];
-    if (values.cache !== undefined) parseCacheMode(values.cache as string);
-    if (values['source-cache'] !== undefined) parseCacheMode(values['source-cache'] as string);
+    const targetCache = values.cache === undefined ? undefined : parseCacheModeName(values.cache as string);
+    const sourceCache =
+      values['source-cache'] === undefined ? undefined : parseCacheModeName(values['source-cache'] as string);
     const parallel = values.parallel === undefined ? 8 : Number(values.parallel);
     if (!Number.isInteger(parallel) || parallel < 1 || parallel > 16) {
       throw usageError('convert', 'Invalid number of coroutines. Allowed number of coroutines is between 1 and 16');
@@ -64,8 +65,8 @@ export const convertCommand: CliCommand = {
       options: (values.options as string[] | undefined) ?? [],
       compress: Boolean(values.compress),
       minSparse: values.sparse === undefined ? undefined : parseSize(values.sparse as string),
-      targetCache: values.cache as string | undefined,
-      sourceCache: values['source-cache'] as string | undefined,
+      targetCache,
+      sourceCache,
       noCreate: Boolean(values['no-create']),
       parallel,
       onProgress: progress?.update,

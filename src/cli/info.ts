@@ -1,5 +1,5 @@
 /** `vdisk info`: qemu-img info's arguments and both of its output layouts. */
-import { formatDefinition } from '../format/registry.js';
+import { formatDefinition } from '../engine/formats.js';
 import { formatChainJson, formatInfoHuman, formatInfoJson, imageChainInfo, imageInfo } from '../tools/info.js';
 import { type CliCommand, oneFilename, outputFormat, parseCommandLine } from './args.js';
 
@@ -34,7 +34,7 @@ export const infoCommand: CliCommand = {
     const format = values.format as string | undefined;
     const options = {
       format: format === undefined ? ('probe' as const) : formatDefinition(format).name,
-      lock: !values['force-share'],
+      forceShare: Boolean(values['force-share']),
     };
     if (values['backing-chain']) {
       const chain = await imageChainInfo(filename, options);

@@ -1,8 +1,8 @@
 /** `vdisk io`: qemu-io's arguments; the commands themselves are src/tools/io.ts. */
 import readline from 'node:readline';
 import { cacheMode, parseCacheMode } from '../block/cache-mode.js';
-import { openImageWithFormat } from '../block/open.js';
-import { formatDefinition } from '../format/registry.js';
+import { formatDefinition } from '../engine/formats.js';
+import { openImageWithFormat } from '../engine/open.js';
 import { IoSession } from '../tools/io.js';
 import { type CliCommand, oneFilename, parseCommandLine } from './args.js';
 
@@ -54,7 +54,7 @@ export const ioCommand: CliCommand = {
       format: format === undefined ? 'probe' : formatDefinition(format).name,
       cache,
       readOnly: Boolean(values['read-only']),
-      lock: !values['force-share'],
+      forceShare: Boolean(values['force-share']),
     });
     const probed = format === undefined;
     if (probed && opened === 'raw') {

@@ -1,6 +1,7 @@
 /** `vdisk map`: qemu-img map's arguments and both of its output layouts. */
-import { openImageWithFormat } from '../block/open.js';
-import { formatDefinition } from '../format/registry.js';
+
+import { formatDefinition } from '../engine/formats.js';
+import { openImageWithFormat } from '../engine/open.js';
 import { formatMapHuman, formatMapJson, mapImage } from '../tools/map.js';
 import { parseSize } from '../tools/size.js';
 import { type CliCommand, oneFilename, outputFormat, parseCommandLine } from './args.js';
@@ -43,7 +44,7 @@ export const mapCommand: CliCommand = {
     const { backend } = await openImageWithFormat(filename, {
       format: format === undefined ? 'probe' : formatDefinition(format).name,
       readOnly: true,
-      lock: !values['force-share'],
+      forceShare: Boolean(values['force-share']),
     });
     try {
       const entries = await mapImage(backend, { start, length });

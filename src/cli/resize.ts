@@ -1,6 +1,6 @@
 /** `vdisk resize`: qemu-img resize's arguments. */
 import { parsePreallocation } from '../block/preallocation.js';
-import { formatDefinition } from '../format/registry.js';
+import { formatDefinition } from '../engine/formats.js';
 import { resizeImage } from '../tools/resize.js';
 import { type CliCommand, parseCommandLine, usageError } from './args.js';
 

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { isVdiskError } from '../block/errors.js';
-import { formatNames } from '../format/registry.js';
+import { formatNames } from '../engine/formats.js';
 import type { CliCommand, CliStreams } from './args.js';
 import { checkCommand } from './check.js';
 import { compareCommand } from './compare.js';

@@ -1,6 +1,7 @@
 /** `vdisk serve`: qemu-nbd's arguments; the server is src/tools/serve.ts and src/nbd/. */
+import { parseCacheModeName } from '../block/cache-mode.js';
 import { VdiskError } from '../block/errors.js';
-import { formatDefinition } from '../format/registry.js';
+import { formatDefinition } from '../engine/formats.js';
 import type { DetectZeroes, DiscardMode } from '../nbd/export.js';
 import { serveImage } from '../tools/serve.js';
 import { type CliCommand, oneFilename, parseCommandLine, usageError } from './args.js';
@@ -88,9 +89,9 @@ export const serveCommand: CliCommand = {
     const handle = await serveImage({
       filename,
       format: format === undefined ? 'probe' : formatDefinition(format).name,
-      cache: values.nocache ? 'none' : ((values.cache as string | undefined) ?? 'writeback'),
+      cache: values.nocache ? 'none' : parseCacheModeName((values.cache as string | undefined) ?? 'writeback'),
       readOnly: Boolean(values['read-only']),
-      lock: !values['force-share'],
+      forceShare: Boolean(values['force-share']),
       socket: values.socket as string | undefined,
       port: integer(values.port, 'port', 0, 65535) ?? 10809,
       bind: (values.bind as string | undefined) ?? '0.0.0.0',

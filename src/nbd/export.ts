@@ -3,8 +3,6 @@
  * the handshake and the sessions share (read-only, discard, detect-zeroes, allocation depth).
  */
 import type { BlockBackend } from '../block/backend.js';
-import { VdiskError } from '../block/errors.js';
-import { probeFormat } from '../format/registry.js';
 import { MAX_PAYLOAD, TF } from './protocol.js';
 
 export type DiscardMode = 'ignore' | 'unmap';
@@ -27,11 +25,6 @@ export interface NbdExport {
   readonly maximumPayload: number;
   /** Buffers should be 4096-aligned (the image bypasses the host page cache). */
   readonly alignedBuffers: boolean;
-  /**
-   * The image is raw only because probing said so: as in QEMU, a write may not change its first
-   * sector so that it would probe as another format next time.
-   */
-  readonly protectProbedRaw: boolean;
 }
 
 export interface ExportOptions {
@@ -43,8 +36,6 @@ export interface ExportOptions {
   allocationDepth?: boolean;
   discard?: DiscardMode;
   detectZeroes?: DetectZeroes;
-  /** The format was probed and found raw (see NbdExport.protectProbedRaw). */
-  probedRaw?: boolean;
 }
 
 /** The transmission flags qemu-nbd 7.2 sends for the same settings (without SEND_DF). */
@@ -58,7 +49,7 @@ export function exportFlags(readOnly: boolean, multiConn: boolean): number {
 
 export function createExport(backend: BlockBackend, options: ExportOptions = {}): NbdExport {
   const readOnly = Boolean(options.readOnly) || backend.readOnly;
-  const alignment = backend.root.alignment;
+  const alignment = backend.describe().alignment;
   const request = alignment.request;
   return {
     name: options.name ?? '',
@@ -73,19 +64,5 @@ export function createExport(backend: BlockBackend, options: ExportOptions = {})
     minimumBlockSize: request > 1 && request <= 65536 && (request & (request - 1)) === 0 ? request : 1,
     maximumPayload: MAX_PAYLOAD,
     alignedBuffers: alignment.memory > 1,
-    protectProbedRaw: Boolean(options.probedRaw),
   };
-}
-
-/** Refuses (EPERM) a write to a probed raw image that would make block 0 probe as another format. */
-export async function checkProbedRawWrite(exp: NbdExport, offset: number, data: Buffer): Promise<void> {
-  if (!exp.protectProbedRaw || offset >= 512) return;
-  const head = await exp.backend.read(0, Math.min(512, exp.backend.length));
-  data.copy(head, offset, 0, Math.min(data.length, head.length - offset));
-  if (probeFormat(head) !== 'raw') {
-    throw new VdiskError(
-      'EACCES',
-      'Writes that would make the probed raw image look like another format are refused; give the format with -f raw',
-    );
-  }
 }

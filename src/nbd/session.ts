@@ -23,7 +23,7 @@ import type { Duplex } from 'node:stream';
 import { nbdErrno } from '../block/errors.js';
 import { acquireBuffer, isPooled, releaseBuffer, releaserFor } from './buffers.js';
 import type { BudgetHolder, DataBudget } from './data-budget.js';
-import { checkProbedRawWrite, type NbdExport } from './export.js';
+import type { NbdExport } from './export.js';
 import { isZero, queryExtents, zeroRuns } from './extents.js';
 import type { SocketInput } from './input.js';
 import {
@@ -572,7 +572,6 @@ export class Session implements BudgetHolder {
     const exp = this.#exp;
     const fua = (flags & CMD_FLAG.FUA) !== 0;
     try {
-      if (exp.protectProbedRaw) await checkProbedRawWrite(exp, offset, payload);
       if (exp.detectZeroes !== 'off' && isZero(payload, 0, payload.length)) {
         await exp.backend.writeZeroes(offset, payload.length, {
           fua,

@@ -7,8 +7,9 @@
  */
 import { cacheMode } from '../block/cache-mode.js';
 import { VdiskError } from '../block/errors.js';
+import { formatDefinition, probeFormat } from '../engine/formats.js';
+import type { FormatName } from '../format/format.js';
 import { type CheckResult, checkQcow2, type RepairMode } from '../format/qcow2/check.js';
-import { type FormatName, formatDefinition, probeFormat } from '../format/registry.js';
 import { FileDriver } from '../io/file.js';
 import { formatFixed } from './printf.js';
 import { inQdictOrder, toQemuJson } from './qemu-json.js';
@@ -34,8 +35,8 @@ export interface CheckImageOptions {
   format?: FormatName | 'probe';
   /** Repair leaks, or everything (qemu-img check -r leaks|all); the image is opened read-write. */
   repair?: RepairMode;
-  /** Take the image lock (default true); false is qemu-img's -U. */
-  lock?: boolean;
+  /** Read an image another process holds writable (qemu-img's -U; not with repair). */
+  forceShare?: boolean;
   /** Each message of the check, as it is found (qemu-img prints them on stderr). */
   onMessage?: (line: string) => void;
 }
@@ -81,7 +82,7 @@ export async function checkImage(filename: string, options: CheckImageOptions = 
     filename,
     cache: cacheMode('writeback'),
     readOnly: options.repair === undefined,
-    lock: options.lock ?? true,
+    lock: !options.forceShare,
   });
   try {
     let format: FormatName;

@@ -4,15 +4,17 @@
  * With `strict`, allocation status and size must match too.
  */
 import type { BlockBackend } from '../block/backend.js';
-import { openImageWithFormat } from '../block/open.js';
-import type { FormatName } from '../format/registry.js';
+import type { CacheModeName } from '../block/cache-mode.js';
+import { openImageWithFormat } from '../engine/open.js';
+import type { FormatName } from '../format/format.js';
 
 export interface CompareOptions {
   formatA?: FormatName | 'probe';
   formatB?: FormatName | 'probe';
   strict?: boolean;
-  cache?: string;
-  lock?: boolean;
+  cache?: CacheModeName;
+  /** Read images another process holds writable (qemu-img's -U). */
+  forceShare?: boolean;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -27,7 +29,12 @@ const SECTOR = 512;
 
 export async function compareImages(a: string, b: string, options: CompareOptions = {}): Promise<CompareResult> {
   const open = (file: string, format: FormatName | 'probe' | undefined) =>
-    openImageWithFormat(file, { format: format ?? 'probe', readOnly: true, cache: options.cache, lock: options.lock });
+    openImageWithFormat(file, {
+      format: format ?? 'probe',
+      readOnly: true,
+      cache: options.cache,
+      forceShare: options.forceShare,
+    });
   const left = (await open(a, options.formatA)).backend;
   try {
     const right = (await open(b, options.formatB)).backend;

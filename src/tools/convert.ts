@@ -8,9 +8,10 @@
 
 import { open } from 'node:fs/promises';
 import type { BlockBackend } from '../block/backend.js';
+import type { CacheModeName } from '../block/cache-mode.js';
 import { fromSystemError, VdiskError } from '../block/errors.js';
-import { openImageWithFormat } from '../block/open.js';
-import type { FormatName } from '../format/registry.js';
+import { openImageWithFormat } from '../engine/open.js';
+import type { FormatName } from '../format/format.js';
 import { StagedFile } from '../io/staged-file.js';
 import { executeCreate, planCreateWithBacking } from './create.js';
 
@@ -26,9 +27,9 @@ export interface ConvertOptions {
   /** -S: the smallest run of zero bytes left unwritten (default 4096; 0 writes everything). */
   minSparse?: number;
   /** -t: cache mode for the target (default unsafe). */
-  targetCache?: string;
+  targetCache?: CacheModeName;
   /** -T: cache mode for the source (default writeback). */
-  sourceCache?: string;
+  sourceCache?: CacheModeName;
   /** -n: write into an existing target instead of creating it. */
   noCreate?: boolean;
   /** Requests in flight at once (qemu-img -m; default 8). */
@@ -82,7 +83,7 @@ async function convertInto(
 ): Promise<void> {
   const target = (await openImageWithFormat(filename, { format, cache: o.targetCache ?? 'unsafe' }, openFile)).backend;
   try {
-    if (o.compress && !target.root.writeCompressed) {
+    if (o.compress && !target.describe().compressedWrites) {
       throw new VdiskError('ENOTSUP', `Compression is not supported for the ${format} format`);
     }
     if (target.length < source.length) {
@@ -106,7 +107,7 @@ async function copy(
   o: ConvertOptions & { minSparse: number },
 ): Promise<void> {
   const size = source.length;
-  const unit = o.compress ? (target.root.clusterSize?.() ?? 65536) : CHUNK;
+  const unit = o.compress ? (target.describe().clusterSize ?? 65536) : CHUNK;
   const chunk = Math.max(unit, Math.floor(CHUNK / unit) * unit);
   let next = 0;
   let done = 0;
@@ -194,7 +195,7 @@ async function writeCompressed(
   data: Buffer,
   zeroSkipped: boolean,
 ): Promise<void> {
-  const cs = target.root.clusterSize?.() ?? 65536;
+  const cs = target.describe().clusterSize ?? 65536;
   for (let pos = 0; pos < data.length; pos += cs) {
     const piece = data.subarray(pos, Math.min(pos + cs, data.length));
     if (isZero(piece, 0, piece.length)) {

@@ -3,12 +3,12 @@
  * (format, size, options, what the format can do) happens in planCreate, before anything on
  * disk is touched; the format's own creator (src/format/registry.ts) then makes the image.
  */
-import { dirname, isAbsolute, resolve } from 'node:path';
 import { cacheMode } from '../block/cache-mode.js';
 import { VdiskError } from '../block/errors.js';
-import { openImage } from '../block/open.js';
+import { backingPath } from '../engine/backing.js';
+import { formatDefinition, isFormatName } from '../engine/formats.js';
+import { openImage } from '../engine/open.js';
 import type { CreateOptionValue, FormatCreator, ProgressCallback } from '../format/create-options.js';
-import { formatDefinition } from '../format/registry.js';
 import { FileDriver } from '../io/file.js';
 import { StagedFile } from '../io/staged-file.js';
 import { formatOptionHelp, formatOptionSummary, joinOptionLists, resolveOptions } from './options.js';
@@ -116,12 +116,9 @@ export async function planCreateWithBacking(request: CreateImageOptions): Promis
   } catch (err) {
     throw aboutFile(request.filename, err);
   }
-  const path = isAbsolute(backing.file) ? backing.file : resolve(dirname(request.filename), backing.file);
   let size: number;
   try {
-    const image = await openImage(path, { format: formatDefinition(backing.format).name, readOnly: true, lock: false });
-    size = image.length;
-    await image.close();
+    size = await backingImageSize(request.filename, backing.file, backing.format);
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     const code = err instanceof VdiskError ? err.code : 'EIO';
@@ -131,6 +128,20 @@ export async function planCreateWithBacking(request: CreateImageOptions): Promis
     );
   }
   return planCreate({ ...request, size });
+}
+
+/**
+ * The virtual size of the backing image a new image names (relative to the new image), opened
+ * read-only and shared, as qemu-img create opens it.
+ */
+async function backingImageSize(newImage: string, name: string, format: string): Promise<number> {
+  if (!isFormatName(format)) throw new VdiskError('ENOTSUP', `Backing format '${format}' is not supported`);
+  const image = await openImage(backingPath(newImage, name), { format, readOnly: true, forceShare: true });
+  try {
+    return image.length;
+  } finally {
+    await image.close();
+  }
 }
 
 /**
@@ -150,6 +161,7 @@ export async function executeCreate(plan: CreatePlan, onProgress?: ProgressCallb
       onProgress,
       openTarget: () =>
         FileDriver.open({ filename: plan.filename, cache: cacheMode('writeback'), readOnly: false, openImpl: opener }),
+      backingSize: (name, format) => backingImageSize(plan.filename, name, format),
     });
     if (!into) await staged.commit();
   } catch (err) {

@@ -2,13 +2,11 @@
  * `info`: what qemu-img info reports about an image, as the same object its --output=json
  * prints, and both of its text layouts.
  */
-import { realpath } from 'node:fs/promises';
-import path from 'node:path';
 import type { BlockBackend } from '../block/backend.js';
-import type { BlockDriver } from '../block/driver.js';
-import { VdiskError } from '../block/errors.js';
-import { openImageWithFormat } from '../block/open.js';
-import { type FormatName, formatDefinition } from '../format/registry.js';
+import { backingPath, chainKey, nextInChain } from '../engine/backing.js';
+import { formatDefinition, isFormatName } from '../engine/formats.js';
+import { openImageWithFormat } from '../engine/open.js';
+import type { FormatName } from '../format/format.js';
 import { dumpQobject, inQdictOrder, toQemuJson } from './qemu-json.js';
 import { formatSize } from './size.js';
 
@@ -27,58 +25,29 @@ export interface ImageInfo {
   'backing-filename-format'?: string;
 }
 
-/**
- * Facts a format driver may add for info. Not part of BlockDriver yet: a driver that has these
- * members (qcow2: cluster size, dirty bit, backing file) gets them shown; others show what raw
- * shows. Each may be a value or a method returning it.
- */
-interface InfoFacts {
-  clusterSize?: number | (() => number);
-  dirty?: boolean | (() => boolean);
-  backingName?: string;
-  backingFormat?: string;
-}
-
-function fact<T>(value: T | (() => T) | undefined, owner: object): T | undefined {
-  return typeof value === 'function' ? (value as () => T).call(owner) : value;
-}
-
 export interface ImageInfoOptions {
   /** The format; default: probed from the image's first bytes, as qemu-img does without -f. */
   format?: FormatName | 'probe';
-  /** Take the shared image lock (default true); false is qemu-img's -U (force share). */
-  lock?: boolean;
-}
-
-function formatSpecific(root: BlockDriver): ImageInfo['format-specific'] {
-  const specific = root.formatSpecific?.();
-  if (!specific) return undefined;
-  // Either the ImageInfoSpecific union itself ({type, data}) or just its data.
-  if (typeof specific.type === 'string' && specific.data && typeof specific.data === 'object') {
-    return { type: specific.type, data: specific.data as Record<string, unknown> };
-  }
-  return { type: root.driverName, data: specific };
+  /** Read an image another process holds writable (qemu-img's -U). */
+  forceShare?: boolean;
 }
 
 /** The info of an image already open. `filename` is shown as given. */
 export async function backendInfo(backend: BlockBackend, filename: string, format: string): Promise<ImageInfo> {
-  const root = backend.root;
-  const facts = root as BlockDriver & InfoFacts;
-  const clusterSize = fact(facts.clusterSize, root);
-  const backing = typeof facts.backingName === 'string' ? facts.backingName : undefined;
+  const d = backend.describe();
+  const backing = d.backingChain[0];
   // Built in QAPI's field order (it decides the order of keys that share a QDict bucket).
   const info: Record<string, unknown> = {
     filename,
     format,
-    'dirty-flag': Boolean(fact(facts.dirty, root)),
-    'actual-size': await root.allocatedSize?.(),
-    'virtual-size': backend.length,
-    'cluster-size': typeof clusterSize === 'number' && clusterSize > 0 ? clusterSize : undefined,
-    'backing-filename': backing,
-    'full-backing-filename':
-      backing === undefined || path.isAbsolute(backing) ? backing : path.join(path.dirname(filename), backing),
-    'backing-filename-format': backing === undefined ? undefined : facts.backingFormat,
-    'format-specific': formatSpecific(root),
+    'dirty-flag': d.dirty,
+    'actual-size': await backend.allocatedSize(),
+    'virtual-size': d.virtualSize,
+    'cluster-size': d.clusterSize,
+    'backing-filename': backing?.name,
+    'full-backing-filename': backing === undefined ? undefined : backingPath(filename, backing.name),
+    'backing-filename-format': backing?.format,
+    'format-specific': d.formatSpecific,
   };
   return inQdictOrder(info) as unknown as ImageInfo;
 }
@@ -90,9 +59,9 @@ export async function imageInfo(filename: string, options: ImageInfoOptions = {}
   const { backend, format } = await openImageWithFormat(filename, {
     format: wanted,
     readOnly: true,
-    lock: options.lock ?? true,
+    forceShare: options.forceShare,
     // info reports on one image; a missing backing file is shown, not an error.
-    noBacking: true,
+    backing: false,
   });
   try {
     return await backendInfo(backend, filename, format);
@@ -101,31 +70,25 @@ export async function imageInfo(filename: string, options: ImageInfoOptions = {}
   }
 }
 
-/** A backing chain deeper than this is refused, as the open policy refuses it. */
-const MAX_CHAIN = 32;
-
-/** qemu-img info --backing-chain: the image, then each backing image down the chain. */
+/** qemu-img info --backing-chain: the image, then each backing image down the chain (by the open policy). */
 export async function imageChainInfo(filename: string, options: ImageInfoOptions = {}): Promise<ImageInfo[]> {
   const chain: ImageInfo[] = [];
-  const seen = new Set<string>();
+  const keys: string[] = [];
   let next: { file: string; format: FormatName | 'probe' } | undefined = {
     file: filename,
     format: options.format ?? 'probe',
   };
   while (next) {
-    const real = await realpath(next.file).catch(() => path.resolve(next!.file));
-    if (seen.has(real)) throw new VdiskError('ECORRUPT', `Backing file '${next.file}' creates an infinite loop`);
-    if (chain.length >= MAX_CHAIN)
-      throw new VdiskError('ECORRUPT', `The backing chain is deeper than ${MAX_CHAIN} images`);
-    seen.add(real);
+    keys.push(await chainKey(next.file));
     const info = await imageInfo(next.file, { ...options, format: next.format });
     chain.push(info);
-    const backing = info['full-backing-filename'];
-    const backingFormat = info['backing-filename-format'];
-    next =
-      backing === undefined
-        ? undefined
-        : { file: backing, format: backingFormat === 'raw' || backingFormat === 'qcow2' ? backingFormat : 'probe' };
+    const backing = info['backing-filename'];
+    if (backing === undefined) break;
+    const format = info['backing-filename-format'];
+    next = {
+      file: await nextInChain(next.file, backing, keys),
+      format: isFormatName(format) ? format : 'probe',
+    };
   }
   return chain;
 }

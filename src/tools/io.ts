@@ -8,11 +8,9 @@
  * stream (qemu-io prints some of them, and usage texts, on stdout), so that stdout carries only
  * results: reports, dumps, "Pattern verification failed …", info, map and length.
  */
-import type { BlockBackend } from '../block/backend.js';
-import type { BlockDriver } from '../block/driver.js';
+import type { BlockBackend, ImageDescription } from '../block/backend.js';
 import { VdiskError } from '../block/errors.js';
 import { parsePreallocation } from '../block/preallocation.js';
-import { probeFormat } from '../format/registry.js';
 import { CommandError, checkLength, cvtnum, getopt, hexDump, parsePattern, reportText, timed } from './io-text.js';
 import { dumpQobject } from './qemu-json.js';
 import { formatIoSize } from './size.js';
@@ -150,7 +148,6 @@ const writeCommand: CommandInfo = {
         seconds = await timed(() => backend.writeZeroes(offset, count, { fua, mayUnmap, noFallback }));
       } else {
         const buf = Buffer.alloc(count, pattern ?? 0xcd);
-        await session.checkProbedWrite(offset, buf);
         seconds = await timed(() => backend.write(offset, buf, { fua }));
       }
     } catch (err) {
@@ -248,13 +245,11 @@ const lengthCommand: CommandInfo = {
 };
 
 /** The vm state offset QEMU reports for qcow2: the guest size rounded up to what one L2 table maps. */
-function vmStateOffset(root: BlockDriver, size: number, clusterSize: number): number {
-  const own = (root as { vmStateOffset?: unknown }).vmStateOffset;
-  if (typeof own === 'number') return own;
-  if (clusterSize === 0) return 0;
-  const extended = root.formatSpecific?.()?.['extended-l2'] === true;
-  const span = (clusterSize * clusterSize) / (extended ? 16 : 8);
-  return Math.ceil(size / span) * span;
+function vmStateOffset(d: ImageDescription): number {
+  if (d.clusterSize === undefined) return 0;
+  const extended = d.formatSpecific?.data['extended-l2'] === true;
+  const span = (d.clusterSize * d.clusterSize) / (extended ? 16 : 8);
+  return Math.ceil(d.virtualSize / span) * span;
 }
 
 const infoCommand: CommandInfo = {
@@ -265,18 +260,11 @@ const infoCommand: CommandInfo = {
   argmin: 0,
   argmax: 0,
   async run(session) {
-    const root = session.backend.root;
-    const own = (root as { clusterSize?: unknown }).clusterSize;
-    const clusterSize = typeof own === 'function' ? (own as () => unknown).call(root) : own;
-    const cluster = typeof clusterSize === 'number' ? clusterSize : 0;
+    const d = session.backend.describe();
     session.out(`format name: ${session.format}\n`);
-    session.out(`cluster size: ${formatIoSize(cluster)}\n`);
-    session.out(`vm state offset: ${formatIoSize(vmStateOffset(root, session.backend.length, cluster))}\n`);
-    const specific = root.formatSpecific?.();
-    if (specific) {
-      const data = typeof specific.type === 'string' && specific.data ? specific.data : specific;
-      session.out(`Format specific information:\n${dumpQobject(data, 1)}`);
-    }
+    session.out(`cluster size: ${formatIoSize(d.clusterSize ?? 0)}\n`);
+    session.out(`vm state offset: ${formatIoSize(vmStateOffset(d))}\n`);
+    if (d.formatSpecific) session.out(`Format specific information:\n${dumpQobject(d.formatSpecific.data, 1)}`);
     return true;
   },
 };
@@ -416,22 +404,6 @@ export class IoSession {
   usage(command: CommandInfo): false {
     this.err(`${command.name}: wrong arguments (usage: ${usageOf(command)})\n`);
     return false;
-  }
-
-  /**
-   * QEMU's protection for probed raw images: a write may not change the first sector so that
-   * the image would be probed as another format next time.
-   */
-  async checkProbedWrite(offset: number, buf: Buffer): Promise<void> {
-    if (!this.probed || this.format !== 'raw' || offset >= 512) return;
-    const head = await this.backend.read(0, Math.min(512, this.backend.length));
-    buf.copy(head, offset, 0, Math.min(buf.length, head.length - offset));
-    if (probeFormat(head) !== 'raw') {
-      throw new VdiskError(
-        'EACCES',
-        'this write would make the probed raw image look like another format; give the format with -f raw',
-      );
-    }
   }
 
   async #dispatch(argv: string[]): Promise<boolean> {

@@ -3,9 +3,9 @@
  * it. Shrinking must be asked for explicitly; growth is preallocated as asked.
  */
 import { VdiskError } from '../block/errors.js';
-import { openImageWithFormat } from '../block/open.js';
 import type { Preallocation } from '../block/preallocation.js';
-import type { FormatName } from '../format/registry.js';
+import { openImageWithFormat } from '../engine/open.js';
+import type { FormatName } from '../format/format.js';
 import { parseSize } from './size.js';
 
 export interface ResizeOptions {

@@ -4,10 +4,10 @@
  * close() stops the server cleanly (requests in flight finish, the image is flushed and closed).
  */
 import type { BlockBackend } from '../block/backend.js';
-import { parseCacheMode } from '../block/cache-mode.js';
+import { type CacheModeName, parseCacheMode } from '../block/cache-mode.js';
 import { VdiskError } from '../block/errors.js';
-import { openImageWithFormat } from '../block/open.js';
-import type { FormatName } from '../format/registry.js';
+import { openImageWithFormat } from '../engine/open.js';
+import type { FormatName } from '../format/format.js';
 import { createExport, type DetectZeroes, type DiscardMode } from '../nbd/export.js';
 import { type ListenAddress, NbdServer } from '../nbd/server.js';
 import type { SessionLimits } from '../nbd/session.js';
@@ -18,10 +18,10 @@ export interface ServeOptions {
   /** The image format, or 'probe' (qemu-nbd's default without -f). Default 'probe'. */
   format?: FormatName | 'probe';
   /** Host cache mode; default writeback, as qemu-nbd. */
-  cache?: string;
+  cache?: CacheModeName;
   readOnly?: boolean;
-  /** Take the image lock (default true); false is qemu-nbd -U. */
-  lock?: boolean;
+  /** Serve an image another process holds writable (qemu-nbd -U; only read-only). */
+  forceShare?: boolean;
   /** Listen on this Unix socket (qemu-nbd -k); otherwise on TCP. */
   socket?: string;
   /** TCP port (default 10809; 0 picks a free one). */
@@ -104,7 +104,7 @@ export async function serveImage(options: ServeOptions): Promise<ServeHandle> {
     format: requested,
     cache,
     readOnly: Boolean(options.readOnly),
-    lock: options.lock ?? true,
+    forceShare: options.forceShare,
   });
 
   let server: NbdServer | undefined;
@@ -141,7 +141,6 @@ export async function serveImage(options: ServeOptions): Promise<ServeHandle> {
       allocationDepth: options.allocationDepth,
       discard,
       detectZeroes,
-      probedRaw: requested === 'probe' && format === 'raw',
     });
     server = new NbdServer({
       export: exp,
@@ -163,7 +162,7 @@ export async function serveImage(options: ServeOptions): Promise<ServeHandle> {
       uri: nbdUri(address, exportName),
       address,
       format,
-      probedRaw: exp.protectProbedRaw,
+      probedRaw: requested === 'probe' && format === 'raw' && !exp.readOnly,
       size: backend.length,
       backend,
       closed,

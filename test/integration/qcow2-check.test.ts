@@ -9,7 +9,8 @@ import { open, readFile, truncate } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { cacheMode } from '../../src/block/cache-mode.js';
-import { openImage } from '../../src/block/open.js';
+import { formatDefinition } from '../../src/engine/formats.js';
+import { openImage } from '../../src/engine/open.js';
 import { checkQcow2 } from '../../src/format/qcow2/check.js';
 import { makeGeometry } from '../../src/format/qcow2/geometry.js';
 import { decodeHeader } from '../../src/format/qcow2/header.js';
@@ -17,7 +18,6 @@ import { decodeL1, encodeL1 } from '../../src/format/qcow2/l1-entry.js';
 import { decodeL2, encodeL2 } from '../../src/format/qcow2/l2-entry.js';
 import { decodeReftableEntry, setRefcount } from '../../src/format/qcow2/refcount-block.js';
 import { encodeSnapshotTable, type Qcow2Snapshot } from '../../src/format/qcow2/snapshot-table.js';
-import { formatDefinition } from '../../src/format/registry.js';
 import { MemoryDriver } from '../../src/io/memory.js';
 import {
   type CheckImageOptions,

@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { it } from 'node:test';
-import { openImage } from '../../src/block/open.js';
+import { openImage } from '../../src/engine/open.js';
 import { createImage } from '../../src/tools/create.js';
 import { hasTool, run } from '../helpers/tools.js';
 

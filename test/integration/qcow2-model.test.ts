@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import type { BlockBackend } from '../../src/block/backend.js';
-import { openImage } from '../../src/block/open.js';
+import { openImage } from '../../src/engine/open.js';
 import { createImage } from '../../src/tools/create.js';
 import { hasTool, run, runOk } from '../helpers/tools.js';
 

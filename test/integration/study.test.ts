@@ -8,7 +8,7 @@ import { mkdir, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { VdiskError } from '../../src/block/errors.js';
-import { openImage } from '../../src/block/open.js';
+import { openImage } from '../../src/engine/open.js';
 import { FULL_SELECTION, PROFILES, studyMatrix } from '../../src/tools/study/matrix.js';
 import { recommend } from '../../src/tools/study/recommend.js';
 import { studyHtml } from '../../src/tools/study/report-html.js';
@@ -123,7 +123,7 @@ describe('vdisk study', () => {
 
   it('reports combinations the filesystem cannot do as unsupported, with the reason', async () => {
     // A filesystem without O_DIRECT, as the open policy reports it (tmpfs before Linux 6.6).
-    const noDirect: typeof openImage = async (filename, options) => {
+    const noDirect: typeof openImage = async (filename, options = {}) => {
       if (options.cache === 'none' || options.cache === 'directsync') {
         throw new VdiskError(
           'ENOTSUP',

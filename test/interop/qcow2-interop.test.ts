@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { VdiskError } from '../../src/block/errors.js';
-import { openImage } from '../../src/block/open.js';
+import { openImage } from '../../src/engine/open.js';
 import { createImage } from '../../src/tools/create.js';
 import { mapImage } from '../../src/tools/map.js';
 import { hasTool, run, runOk } from '../helpers/tools.js';
@@ -100,7 +100,7 @@ describe('qcow2 interop', { skip: !QEMU && 'qemu-img not installed' }, () => {
         model.fill(0, 50 * 1024, 58 * 1024);
         await put(4 << 20, 1 << 20, 0x44);
         // Whole clusters of a discard read as zeros afterwards; partial ones keep their data.
-        const cs = backend.root.clusterSize?.() ?? 65536;
+        const cs = backend.describe().clusterSize ?? 65536;
         await backend.discard(4 << 20, 512 * 1024);
         const discardEnd = Math.floor(((4 << 20) + 512 * 1024) / cs) * cs;
         model.fill(0, 4 << 20, Math.max(4 << 20, discardEnd));

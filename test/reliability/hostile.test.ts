@@ -12,7 +12,7 @@ import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { ERROR_CODES, VdiskError } from '../../src/block/errors.js';
-import { openImage } from '../../src/block/open.js';
+import { openImage } from '../../src/engine/open.js';
 import { encodeHeaderCluster } from '../../src/format/qcow2/header.js';
 import { createImage } from '../../src/tools/create.js';
 import { withTempDir } from '../helpers/tmp.js';
@@ -251,7 +251,7 @@ describe('hostile images: a raw image holding a qcow2 header is served as raw', 
           // The guest rewrites its header: still raw afterwards.
           await b.write(0, header.subarray(0, 4096));
           await b.close();
-          const again = await openImage(rawFile, { format: 'raw', readOnly: true, lock: false });
+          const again = await openImage(rawFile, { format: 'raw', readOnly: true, forceShare: true });
           const head2 = await again.read(0, 4096);
           await again.close();
           return { head, tail, head2, length: b.length };
@@ -265,7 +265,9 @@ describe('hostile images: a raw image holding a qcow2 header is served as raw', 
 
         // Control: probing (what the user did not ask for here) does follow the header.
         if (backing === 'canary.raw') {
-          const probed = await pathsOpened(() => openImage(rawFile, { format: 'probe', readOnly: true, lock: false }));
+          const probed = await pathsOpened(() =>
+            openImage(rawFile, { format: 'probe', readOnly: true, forceShare: true }),
+          );
           assert.ok(
             probed.paths.some((p) => p.endsWith('canary.raw')),
             `the spy sees backing opens: ${probed.paths.join(', ')}`,
@@ -286,7 +288,7 @@ describe('hostile images: regressions (found by the mutation fuzzer)', () => {
     // fails with EIO.
     const { BlockBackend } = await import('../../src/block/backend.js');
     const { cacheMode } = await import('../../src/block/cache-mode.js');
-    const { formatDefinition } = await import('../../src/format/registry.js');
+    const { formatDefinition } = await import('../../src/engine/formats.js');
     const { encodeSnapshotTable } = await import('../../src/format/qcow2/snapshot-table.js');
     const { FlatDriver } = await import('./lib/flat-driver.js');
     const base = (await baseImages()).find((b) => b.name === 'v3')!;

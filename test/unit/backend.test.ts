@@ -4,7 +4,7 @@ import { BlockBackend } from '../../src/block/backend.js';
 import { parseCacheMode } from '../../src/block/cache-mode.js';
 import type { BlockDriver } from '../../src/block/driver.js';
 import { VdiskError } from '../../src/block/errors.js';
-import { RawDriver } from '../../src/format/raw.js';
+import { RawDriver } from '../../src/format/raw/driver.js';
 import { MemoryDriver } from '../../src/io/memory.js';
 
 function pattern(length: number, seed: number): Buffer {

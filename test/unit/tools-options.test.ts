@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { VdiskError } from '../../src/block/errors.js';
-import { RAW_CREATE_OPTIONS } from '../../src/format/raw-create.js';
+import { RAW_CREATE_OPTIONS } from '../../src/format/raw/create.js';
 import {
   formatOptionHelp,
   formatOptionSummary,

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { BlockBackend } from '../../src/block/backend.js';
-import { RawDriver } from '../../src/format/raw.js';
+import { RawDriver } from '../../src/format/raw/driver.js';
 import { MemoryDriver } from '../../src/io/memory.js';
 import { formatInfoHuman, formatInfoJson, type ImageInfo } from '../../src/tools/info.js';
 import { hexDump, IoSession } from '../../src/tools/io.js';

@@ -5,25 +5,12 @@
  */
 import type { BlockDriver } from '../../block/driver.js';
 import { VdiskError } from '../../block/errors.js';
+import type { CheckCounts, RepairMode } from '../format.js';
 import { ReferenceCounts } from './check-imrt.js';
 import type { Qcow2Geometry } from './geometry.js';
 import type { Qcow2Header } from './header.js';
 
-export type RepairMode = 'leaks' | 'all';
-
-/** The counters of QEMU's BdrvCheckResult, with its block fragmentation info. */
-export interface CheckCounts {
-  corruptions: number;
-  leaks: number;
-  checkErrors: number;
-  corruptionsFixed: number;
-  leaksFixed: number;
-  imageEndOffset: number;
-  totalClusters: number;
-  allocatedClusters: number;
-  fragmentedClusters: number;
-  compressedClusters: number;
-}
+export type { CheckCounts, RepairMode } from '../format.js';
 
 export function zeroCounts(): CheckCounts {
   return {

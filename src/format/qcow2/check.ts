@@ -17,8 +17,9 @@
 import type { BlockDriver } from '../../block/driver.js';
 import { VdiskError } from '../../block/errors.js';
 import { writeU64 } from '../../util/u64.js';
+import type { CheckOptions, CheckResult } from '../format.js';
 import { countBitmaps } from './check-bitmaps.js';
-import { CheckAbort, CheckContext, type CheckCounts, type RepairMode, zeroCounts } from './check-context.js';
+import { CheckAbort, CheckContext, zeroCounts } from './check-context.js';
 import { rebuildRefcountStructure } from './check-rebuild.js';
 import { checkOflagCopied, checkRefblocks, compareRefcounts, resolveRealigns } from './check-repair.js';
 import { StoredRefcounts } from './check-stored.js';
@@ -38,24 +39,7 @@ import { geometryOf } from './geometry.js';
 import { decodeHeader, decodeHeaderExtensions, peekClusterBits, type Qcow2Extensions } from './header.js';
 import { decodeSnapshotTable, type Qcow2Snapshot } from './snapshot-table.js';
 
-export type { CheckCounts, RepairMode } from './check-context.js';
-
-export interface CheckOptions {
-  /** 'leaks': free leaked clusters; 'all': also repair corruptions (qemu-img check -r). */
-  repair?: RepairMode;
-  /** Called with each message line as it is found (qemu-img prints them on stderr). */
-  onMessage?: (line: string) => void;
-  /** Leave out the warnings qemu-img gives when it opens the image (for a second check). */
-  noOpenWarnings?: boolean;
-}
-
-export interface CheckResult extends CheckCounts {
-  /** The check could not be completed; qemu-img says "Check failed: <failure>" and exits 1. */
-  failure?: string;
-  /** The first messages (all of them are passed to onMessage). */
-  messages: string[];
-  messagesDropped: number;
-}
+export type { CheckCounts, CheckOptions, CheckResult, RepairMode } from '../format.js';
 
 const KEPT_MESSAGES = 10000;
 

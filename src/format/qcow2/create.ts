@@ -3,9 +3,7 @@
  * (it replays QEMU's allocator), and this module writes them. With preallocation the data area
  * is reserved (falloc) or written with zeros (full) before the tables that map it.
  */
-import { dirname, isAbsolute, resolve } from 'node:path';
 import { VdiskError } from '../../block/errors.js';
-import { openImage } from '../../block/open.js';
 import type { FileDriver } from '../../io/file.js';
 import {
   type CreateOptionDesc,
@@ -121,27 +119,14 @@ function layoutOf(size: number, s: Qcow2CreateSettings): CreateLayout {
   });
 }
 
-/** The size of the backing image, for `create -b` without a size (checks the backing opens). */
-async function backingSize(filename: string, s: Qcow2CreateSettings): Promise<number> {
-  const path = isAbsolute(s.backingFile!) ? s.backingFile! : resolve(dirname(filename), s.backingFile!);
-  if (s.backingFormat !== 'raw' && s.backingFormat !== 'qcow2') {
-    throw new VdiskError('ENOTSUP', `Backing format '${s.backingFormat}' is not supported`);
-  }
-  const backing = await openImage(path, { format: s.backingFormat, readOnly: true, lock: false }).catch((err) => {
-    throw new VdiskError(err.code ?? 'EIO', `${err.message}\nCould not open backing image.`, { cause: err });
-  });
-  try {
-    return backing.length;
-  } finally {
-    await backing.close();
-  }
-}
-
 async function createQcow2(request: CreateRequest): Promise<void> {
   const s = settingsOf(request);
   let size = request.size;
   if (s.backingFile !== undefined) {
-    const fromBacking = await backingSize(request.filename, s);
+    // The backing image must open (and gives the size when none was asked for).
+    const fromBacking = await request.backingSize(s.backingFile, s.backingFormat!).catch((err) => {
+      throw new VdiskError(err.code ?? 'EIO', `${err.message}\nCould not open backing image.`, { cause: err });
+    });
     if (size < 0 || Number.isNaN(size)) size = fromBacking;
   }
   if (size < 0 || Number.isNaN(size)) throw new VdiskError('EINVAL', 'Image creation needs a size parameter');

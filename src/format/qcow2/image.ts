@@ -2,7 +2,15 @@
  * An open qcow2 image as a block driver: requests are cut into the parts' paths (read, write,
  * deallocate); flush writes the metadata caches in their declared order, then syncs the file.
  */
-import type { Alignment, BlockDriver, DriverCapabilities, Extent, ZeroFlags } from '../../block/driver.js';
+import type {
+  Alignment,
+  BlockDriver,
+  DriverCapabilities,
+  Extent,
+  NodeDescription,
+  SnapshotInfo,
+  ZeroFlags,
+} from '../../block/driver.js';
 import { VdiskError } from '../../block/errors.js';
 import type { Preallocation } from '../../block/preallocation.js';
 import { writeCompressedCluster } from './compressed-write.js';
@@ -18,21 +26,37 @@ export class Qcow2Image implements BlockDriver {
   readonly driverName = 'qcow2';
   readonly parts: ImageParts;
   readonly readOnly: boolean;
-  readonly backingName: string | undefined;
-  readonly backingFormat: string | undefined;
+  readonly #backingName: string | undefined;
+  readonly #backingFormat: string | undefined;
+  readonly #snapshots: readonly SnapshotInfo[];
   #closing: Promise<void> | undefined;
   #firstWrite: Promise<void> | undefined;
 
-  constructor(parts: ImageParts, options: { readOnly: boolean; backingName?: string; backingFormat?: string }) {
+  constructor(
+    parts: ImageParts,
+    options: { readOnly: boolean; backingName?: string; backingFormat?: string; snapshots?: readonly SnapshotInfo[] },
+  ) {
     this.parts = parts;
     this.readOnly = options.readOnly;
-    this.backingName = options.backingName;
-    this.backingFormat = options.backingFormat;
+    this.#backingName = options.backingName;
+    this.#backingFormat = options.backingFormat;
+    this.#snapshots = options.snapshots ?? [];
   }
 
-  /** The dirty bit: lazy refcounts may be out of date (the image was not closed cleanly). */
-  get dirty(): boolean {
-    return this.parts.header.dirty;
+  describe(): NodeDescription {
+    const h = this.parts.header;
+    return {
+      format: 'qcow2',
+      clusterSize: this.parts.geometry.clusterSize,
+      dirty: h.dirty,
+      corrupt: h.corrupt,
+      backing:
+        this.#backingName === undefined
+          ? undefined
+          : { name: this.#backingName, format: this.#backingFormat, node: this.parts.backing },
+      snapshots: [...this.#snapshots],
+      formatSpecific: this.#formatSpecific(),
+    };
   }
 
   get filename(): string | undefined {
@@ -94,10 +118,6 @@ export class Qcow2Image implements BlockDriver {
     await writeCompressedCluster(this.parts, offset, buf);
   }
 
-  clusterSize(): number {
-    return this.parts.geometry.clusterSize;
-  }
-
   async flush(): Promise<void> {
     const p = this.parts;
     // Tables are written in their declared order under the lock; the final sync runs outside
@@ -152,7 +172,7 @@ export class Qcow2Image implements BlockDriver {
     return this.parts.file.allocatedSize?.();
   }
 
-  formatSpecific(): Record<string, unknown> {
+  #formatSpecific(): { type: string; data: Record<string, unknown> } {
     const h = this.parts.header.header;
     const g = this.parts.geometry;
     const data: Record<string, unknown> = { compat: h.version === 3 ? '1.1' : '0.10' };

@@ -2,9 +2,9 @@
  * Opening a qcow2 image: read and validate the header and its extensions, open the backing
  * image through the open policy, load the L1 and refcount tables, and wire the parts.
  */
-import type { BlockDriver } from '../../block/driver.js';
+import type { BlockDriver, SnapshotInfo } from '../../block/driver.js';
 import { VdiskError } from '../../block/errors.js';
-import type { OpenContext } from '../registry.js';
+import type { OpenContext } from '../format.js';
 import { Allocator } from './allocator.js';
 import { checkQcow2 } from './check.js';
 import {
@@ -24,6 +24,7 @@ import { MetadataWriter } from './metadata-writer.js';
 import { newLocks } from './parts.js';
 import { decodeReftableEntry } from './refcount-block.js';
 import { Refcounts } from './refcounts.js';
+import type { Qcow2Snapshot } from './snapshot-table.js';
 import { loadSnapshots } from './snapshots.js';
 
 /** QEMU's default L2 cache: enough for 32 MiB of L2 tables or the whole image, whichever is less. */
@@ -172,5 +173,18 @@ export async function openQcow2(
     readOnly,
     backingName: extensions.backingFile,
     backingFormat: extensions.backingFormat,
+    snapshots: snapshots.map(snapshotInfo),
   });
+}
+
+function snapshotInfo(s: Qcow2Snapshot): SnapshotInfo {
+  return {
+    id: s.id,
+    name: s.name,
+    vmStateSize: s.vmStateSize,
+    dateSec: s.dateSec,
+    dateNsec: s.dateNsec,
+    vmClockNsec: Number(s.vmClockNs),
+    icount: s.icount === undefined ? undefined : Number(s.icount),
+  };
 }

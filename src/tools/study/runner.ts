@@ -12,7 +12,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { BlockBackend } from '../../block/backend.js';
 import { fromSystemError, isVdiskError, VdiskError } from '../../block/errors.js';
-import { type OpenImageOptions, openImage } from '../../block/open.js';
+import { type OpenImageOptions, openImage } from '../../engine/open.js';
 import { createImage } from '../create.js';
 import { formatSize } from '../size.js';
 import { execute, type Measurement, median, medianMeasurement } from './execute.js';

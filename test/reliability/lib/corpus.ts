@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { BlockBackend } from '../../../src/block/backend.js';
 import { cacheMode } from '../../../src/block/cache-mode.js';
+import { formatDefinition } from '../../../src/engine/formats.js';
 import { geometryOf } from '../../../src/format/qcow2/geometry.js';
 import { decodeHeader } from '../../../src/format/qcow2/header.js';
 import { decodeReftableEntry } from '../../../src/format/qcow2/refcount-block.js';
@@ -17,8 +18,7 @@ import {
   encodeSnapshotTable,
   type Qcow2Snapshot,
 } from '../../../src/format/qcow2/snapshot-table.js';
-import { RawDriver } from '../../../src/format/raw.js';
-import { formatDefinition } from '../../../src/format/registry.js';
+import { RawDriver } from '../../../src/format/raw/driver.js';
 import { createImage } from '../../../src/tools/create.js';
 import { hasCommand } from '../../helpers/run.js';
 import { FlatDriver } from './flat-driver.js';

@@ -17,9 +17,9 @@ import { BlockBackend } from '../../../src/block/backend.js';
 import { type CacheModeName, cacheMode } from '../../../src/block/cache-mode.js';
 import type { BlockDriver } from '../../../src/block/driver.js';
 import type { Preallocation } from '../../../src/block/preallocation.js';
+import { formatDefinition } from '../../../src/engine/formats.js';
 import { checkQcow2 } from '../../../src/format/qcow2/check.js';
-import { RawDriver } from '../../../src/format/raw.js';
-import { formatDefinition } from '../../../src/format/registry.js';
+import { RawDriver } from '../../../src/format/raw/driver.js';
 import { createImage } from '../../../src/tools/create.js';
 import { hasCommand, run } from '../../helpers/run.js';
 import { config, FAILURE_DIR, rng } from './config.js';
@@ -227,7 +227,7 @@ export async function runCrashWorkload(w: CrashWorkload, o: CrashRunOptions): Pr
   });
   const image = await openFormat(w, rec, o.cache, t.backing);
   const backend = new BlockBackend(image, { writeCache: mode.writeCache });
-  const clusterSize = image.clusterSize?.() ?? 65536;
+  const clusterSize = image.describe?.().clusterSize ?? 65536;
   const policy: GuestPolicy = {
     writeCache: mode.writeCache,
     noFlush: mode.noFlush,

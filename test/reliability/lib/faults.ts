@@ -52,7 +52,7 @@ export async function runFaultCase(w: CrashWorkload, cache: CacheModeName, plan:
     writeCache: mode.writeCache,
     noFlush: mode.noFlush,
     discardReadsInitial: w.options?.compat === '0.10' && w.backing !== undefined,
-    clusterSize: image.clusterSize?.() ?? 65536,
+    clusterSize: image.describe?.().clusterSize ?? 65536,
   };
   const guest = new Guest(backend, { tick: () => ++clock }, policy);
   let guestErrors = 0;

@@ -175,7 +175,7 @@ async function readAll(guest: NbdGuest): Promise<Buffer> {
 
 /** vdisk check and qemu-img check of the state the kill left (after the restart's repair). */
 async function checkBoth(image: string, report: KillReport, where: string): Promise<void> {
-  const ours = await checkImage(image, { format: 'qcow2', lock: false });
+  const ours = await checkImage(image, { format: 'qcow2', forceShare: true });
   const c = ours.check;
   if (!c || ours.failure) {
     report.failures.push(`${where}: vdisk check failed: ${ours.failure}`);

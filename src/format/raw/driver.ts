@@ -3,9 +3,17 @@
  * the child, as QEMU's raw driver allows. Everything is allocated at this layer; what the
  * bytes are (data or hole) is the child's answer.
  */
-import type { Alignment, BlockDriver, DriverCapabilities, Extent, WriteFlags, ZeroFlags } from '../block/driver.js';
-import { VdiskError } from '../block/errors.js';
-import type { Preallocation } from '../block/preallocation.js';
+import type {
+  Alignment,
+  BlockDriver,
+  DriverCapabilities,
+  Extent,
+  NodeDescription,
+  WriteFlags,
+  ZeroFlags,
+} from '../../block/driver.js';
+import { VdiskError } from '../../block/errors.js';
+import type { Preallocation } from '../../block/preallocation.js';
 
 export interface RawOptions {
   /** Where the guest's byte 0 lies in the child. */
@@ -87,6 +95,10 @@ export class RawDriver implements BlockDriver {
 
   close(): Promise<void> {
     return this.child.close();
+  }
+
+  describe(): NodeDescription {
+    return { format: 'raw' };
   }
 
   allocatedSize(): Promise<number | undefined> {

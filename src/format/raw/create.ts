@@ -5,15 +5,15 @@
  * with zeros (QEMU's allocate_first_block: 4 KiB, or 512 bytes for images under 4 KiB), so that
  * `qemu-img map` shows the same extents for a vdisk image as for a qemu-img one.
  */
-import { VdiskError } from '../block/errors.js';
-import { PREALLOCATIONS, type Preallocation } from '../block/preallocation.js';
+import { VdiskError } from '../../block/errors.js';
+import { PREALLOCATIONS, type Preallocation } from '../../block/preallocation.js';
 import {
   type CreateOptionDesc,
   type CreateRequest,
   type CreateSpec,
   type FormatCreator,
   SIZE_OPTION,
-} from './create-options.js';
+} from '../create-options.js';
 
 const SECTOR = 512;
 const FIRST_BLOCK = 4096;

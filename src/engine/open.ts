@@ -1,0 +1,163 @@
+/**
+ * The open policy: the one place that turns a file name and options into a driver graph and a
+ * BlockBackend. The format is given or probed; a raw image that was probed is guarded so a
+ * guest can never make it probe as another format. Backing files named inside an image are
+ * opened here too, by the chain policy of backing.ts, read-only.
+ */
+import { BlockBackend } from '../block/backend.js';
+import { CACHE_MODE_NAMES, type CacheMode, type CacheModeName, parseCacheMode } from '../block/cache-mode.js';
+import type { BlockDriver } from '../block/driver.js';
+import { VdiskError } from '../block/errors.js';
+import type { FormatName } from '../format/format.js';
+import { FileDriver } from '../io/file.js';
+import { chainKey, nextInChain } from './backing.js';
+import { formatDefinition, isFormatName, probeFormat } from './formats.js';
+import { ProbedRawGuard } from './probed-raw.js';
+
+export interface OpenImageOptions {
+  /** The image format, or 'probe' to recognise it from its first bytes (the default, as qemu-img). */
+  format?: FormatName | 'probe';
+  /** Host cache mode (default writeback). */
+  cache?: CacheModeName | 'default' | CacheMode;
+  /** Open for reading only (default false). */
+  readOnly?: boolean;
+  /**
+   * Share the image with a writer that holds it (qemu-img's -U): no image lock is taken. Only
+   * with readOnly; the data may change underneath.
+   */
+  forceShare?: boolean;
+  /** Open the backing chain (default true); false reads unallocated ranges as zeros (info, map of one layer). */
+  backing?: boolean;
+  /** qcow2: bytes of L2 tables kept in memory (QEMU's l2-cache-size); default 32 MiB or the whole image. */
+  l2CacheSize?: number;
+}
+
+export interface OpenedImage {
+  backend: BlockBackend;
+  format: FormatName;
+}
+
+/** Opens an image and returns the checked entry point to it. */
+export async function openImage(filename: string, options: OpenImageOptions = {}): Promise<BlockBackend> {
+  return (await openImageWithFormat(filename, options)).backend;
+}
+
+type FileOpener = (path: string, flags: number, mode: number) => Promise<number>;
+
+/** Like openImage, and says which format was used (for tools that probed). */
+export async function openImageWithFormat(
+  filename: string,
+  options: OpenImageOptions = {},
+  /** Opens the image's own file in place of open(2) (an image being built out of sight). */
+  openFile?: FileOpener,
+): Promise<OpenedImage> {
+  const o = checkOptions(filename, options);
+  const { driver, format } = await openNode(filename, o.format, { ...o, chain: [], openFile });
+  return { backend: new BlockBackend(driver, { writeCache: o.cache.writeCache, readOnly: o.readOnly }), format };
+}
+
+interface CheckedOptions {
+  format: FormatName | 'probe';
+  cache: CacheMode;
+  readOnly: boolean;
+  lock: boolean;
+  backing: boolean;
+  l2CacheSize: number | undefined;
+}
+
+/** Every option checked, with a VdiskError (EINVAL) for anything a caller could get wrong. */
+function checkOptions(filename: unknown, options: unknown): CheckedOptions {
+  if (typeof filename !== 'string' || filename === '') {
+    throw new VdiskError('EINVAL', 'The image file name must be a non-empty string');
+  }
+  if (typeof options !== 'object' || options === null) {
+    throw new VdiskError('EINVAL', 'The open options must be an object');
+  }
+  const o = options as OpenImageOptions;
+  const format = o.format ?? 'probe';
+  if (format !== 'probe' && !isFormatName(format)) throw new VdiskError('EINVAL', `Unknown file format '${format}'`);
+  let cache: CacheMode;
+  if (o.cache === undefined || typeof o.cache === 'string') cache = parseCacheMode(o.cache ?? 'default');
+  else if (typeof o.cache === 'object' && CACHE_MODE_NAMES.includes(o.cache.name)) cache = o.cache;
+  else throw new VdiskError('EINVAL', `Invalid cache option: ${String(o.cache)}`);
+  if (o.l2CacheSize !== undefined && !(Number.isSafeInteger(o.l2CacheSize) && o.l2CacheSize > 0)) {
+    throw new VdiskError('EINVAL', `Invalid l2CacheSize: ${String(o.l2CacheSize)} (a positive number of bytes)`);
+  }
+  const readOnly = Boolean(o.readOnly);
+  if (o.forceShare && !readOnly) {
+    throw new VdiskError(
+      'EINVAL',
+      `Could not open '${filename}': force-share (-U) can only be used with read-only images`,
+    );
+  }
+  return { format, cache, readOnly, lock: !o.forceShare, backing: o.backing ?? true, l2CacheSize: o.l2CacheSize };
+}
+
+interface NodeOptions extends CheckedOptions {
+  /** Real paths of the images above this one, to find loops. */
+  chain: string[];
+  /** For the top image only: how its file is opened. */
+  openFile?: FileOpener;
+}
+
+async function openNode(
+  filename: string,
+  requested: FormatName | 'probe',
+  options: NodeOptions,
+): Promise<{ driver: BlockDriver; format: FormatName }> {
+  const file = await FileDriver.open({
+    filename,
+    cache: options.cache,
+    readOnly: options.readOnly,
+    lock: options.lock,
+    openImpl: options.openFile,
+  });
+  try {
+    let format: FormatName;
+    if (requested === 'probe') {
+      const head = Buffer.alloc(Math.min(512, file.length()));
+      if (head.length > 0) await file.read(0, head);
+      format = probeFormat(head);
+    } else {
+      format = requested;
+    }
+    const chain = [...options.chain, await chainKey(filename)];
+    let driver = await formatDefinition(format).open(file, {
+      filename,
+      cache: options.cache,
+      readOnly: options.readOnly,
+      l2CacheSize: options.l2CacheSize,
+      openBacking: options.backing
+        ? (name, backingFormat) => openBacking(filename, name, backingFormat, { ...options, chain })
+        : undefined,
+    });
+    if (requested === 'probe' && format === 'raw' && !driver.readOnly) driver = new ProbedRawGuard(driver);
+    return { driver, format };
+  } catch (err) {
+    await file.close();
+    throw err;
+  }
+}
+
+async function openBacking(
+  parent: string,
+  name: string,
+  format: string | undefined,
+  options: NodeOptions,
+): Promise<BlockDriver> {
+  const path = await nextInChain(parent, name, options.chain);
+  if (format !== undefined && !isFormatName(format)) {
+    throw new VdiskError('ENOTSUP', `Backing file '${name}' has format '${format}', which vdisk does not support`);
+  }
+  try {
+    const { driver } = await openNode(path, format ?? 'probe', { ...options, readOnly: true, openFile: undefined });
+    return driver;
+  } catch (err) {
+    if (err instanceof VdiskError) {
+      throw new VdiskError(err.code, `Could not open backing file '${name}' of '${parent}': ${err.message}`, {
+        cause: err,
+      });
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,68 @@
+/**
+ * What a disk image format is to the rest of vdisk: how to recognise it, how to open it over a
+ * child node, and the optional hooks tools call instead of testing format names (create, check).
+ * Each format exports one definition from its folder; the engine keeps the list.
+ */
+import type { CacheMode } from '../block/cache-mode.js';
+import type { BlockDriver } from '../block/driver.js';
+import type { FormatCreator } from './create-options.js';
+
+export type FormatName = 'raw' | 'qcow2';
+
+/** Every format vdisk knows, in the order probing tries them (raw, which matches anything, last). */
+export const FORMAT_NAMES: readonly FormatName[] = ['qcow2', 'raw'];
+
+/** What a format needs to open the images an image refers to (backing files). */
+export interface OpenContext {
+  filename: string | undefined;
+  cache: CacheMode;
+  readOnly: boolean;
+  /** qcow2: bytes of L2 tables to cache. */
+  l2CacheSize?: number;
+  /** Opens another image through the open policy (relative names, depth, loops). */
+  openBacking?: (name: string, format: FormatName | undefined) => Promise<BlockDriver>;
+}
+
+export interface CheckCounts {
+  corruptions: number;
+  leaks: number;
+  checkErrors: number;
+  corruptionsFixed: number;
+  leaksFixed: number;
+  totalClusters: number;
+  allocatedClusters: number;
+  fragmentedClusters: number;
+  compressedClusters: number;
+  /** One past the last byte of the image file that is in use. */
+  imageEndOffset: number;
+}
+
+export type RepairMode = 'leaks' | 'all';
+
+export interface CheckOptions {
+  /** 'leaks': free leaked clusters; 'all': also repair corruptions (qemu-img check -r). */
+  repair?: RepairMode;
+  /** Called with each message line as it is found (qemu-img prints them on stderr). */
+  onMessage?: (line: string) => void;
+  /** Leave out the warnings qemu-img gives when it opens the image (for a second check). */
+  noOpenWarnings?: boolean;
+}
+
+export interface CheckResult extends CheckCounts {
+  /** The check could not be completed; qemu-img says "Check failed: <failure>" and exits 1. */
+  failure?: string;
+  /** The first messages (all of them are passed to onMessage). */
+  messages: string[];
+  messagesDropped: number;
+}
+
+export interface FormatDefinition {
+  readonly name: FormatName;
+  /** True when an image's first bytes are this format's. */
+  probe(head: Buffer): boolean;
+  open(child: BlockDriver, context: OpenContext): Promise<BlockDriver>;
+  /** How to make a new image of this format (its -o options and the creation itself). */
+  readonly create?: FormatCreator;
+  /** Consistency check and repair of the image in `file` (qemu-img check); absent: no checks. */
+  check?(file: BlockDriver, options: CheckOptions): Promise<CheckResult>;
+}

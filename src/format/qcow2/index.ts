@@ -1,0 +1,14 @@
+/** The qcow2 format, as the engine sees it: recognise, open, create, check. */
+import type { FormatDefinition } from '../format.js';
+import { checkQcow2 } from './check.js';
+import { QCOW2_MAGIC } from './constants.js';
+import { qcow2Creator } from './create.js';
+import { openQcow2 } from './open.js';
+
+export const qcow2Format: FormatDefinition = {
+  name: 'qcow2',
+  probe: (head) => head.length >= 4 && head.readUInt32BE(0) === QCOW2_MAGIC,
+  open: (child, context) => openQcow2(child, context, { l2CacheSize: context.l2CacheSize }),
+  create: qcow2Creator,
+  check: checkQcow2,
+};

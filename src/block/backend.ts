@@ -171,6 +171,21 @@ export class BlockBackend {
     return this.#run(offset, length, false, () => this.root.blockStatus(offset, length));
   }
 
+  /**
+   * The block status of [offset, offset+length) (default: the whole image) as consecutive
+   * extents, asked for piece by piece as the caller iterates.
+   */
+  async *extents(offset = 0, length?: number): AsyncGenerator<Extent> {
+    const end = length === undefined ? this.root.length() : offset + length;
+    for (let pos = offset; pos < end; ) {
+      const extent = await this.blockStatus(pos, end - pos);
+      if (extent.length <= 0) throw new VdiskError('EIO', `Empty block status at offset ${pos}`);
+      const clipped = Math.min(extent.length, end - pos);
+      yield { ...extent, offset: pos, length: clipped };
+      pos += clipped;
+    }
+  }
+
   /** Changes the length; the new tail is allocated as `preallocation` says. */
   truncate(length: number, preallocation: Preallocation = 'off'): Promise<void> {
     checkInteger(length, 'length');

@@ -1,8 +1,9 @@
 /** `vdisk check`: qemu-img check's arguments, messages, both output layouts and exit statuses. */
 import { VdiskError } from '../block/errors.js';
 import { formatDefinition } from '../engine/formats.js';
-import { checkExitCode, checkImage, formatCheckHuman, formatCheckJson, formatRepairedHuman } from '../tools/check.js';
+import { checkExitCode, checkImage } from '../tools/check.js';
 import { type CliCommand, oneFilename, outputFormat, parseCommandLine } from './args.js';
+import { formatCheckHuman, formatCheckJson, formatRepairedHuman } from './render/check.js';
 
 const HELP = `usage: vdisk check [-f fmt] [--output=human|json] [-r leaks|all] [-q] [-U] filename
 
@@ -56,8 +57,8 @@ export const checkCommand: CliCommand = {
       return checkExitCode(outcome);
     }
     if (outcome.repaired && output === 'human' && !quiet) streams.out(formatRepairedHuman(outcome.repaired));
-    if (outcome.check && outcome.failure === undefined && !quiet) {
-      streams.out(output === 'json' ? formatCheckJson(outcome.check) : formatCheckHuman(outcome.check));
+    if (outcome.report && outcome.failure === undefined && !quiet) {
+      streams.out(output === 'json' ? formatCheckJson(outcome.report) : formatCheckHuman(outcome.report));
     }
     const status = checkExitCode(outcome);
     if (status === 1) {

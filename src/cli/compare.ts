@@ -2,9 +2,10 @@
 import { parseCacheModeName } from '../block/cache-mode.js';
 import { isVdiskError } from '../block/errors.js';
 import { formatDefinition } from '../engine/formats.js';
-import { compareImages, describeCompare } from '../tools/compare.js';
+import { compareImages } from '../tools/compare.js';
 import { type CliCommand, parseCommandLine, usageError } from './args.js';
 import { progressPrinter } from './progress.js';
+import { describeCompare } from './render/compare.js';
 
 const HELP = `usage: vdisk compare [-f fmt] [-F fmt] [-T cache] [-p] [-q] [-s] [-U] filename1 filename2
 

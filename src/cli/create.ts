@@ -1,7 +1,7 @@
 /** `vdisk create`: qemu-img create's arguments and output. */
 import { createOptionHelp, executeCreate, planCreateWithBacking } from '../tools/create.js';
 import { hasHelpOption, joinOptionLists } from '../tools/options.js';
-import { formatFixed } from '../tools/printf.js';
+import { formatFixed } from '../util/printf.js';
 import { type CliCommand, parseCommandLine, usageError } from './args.js';
 
 const HELP = `usage: vdisk create [-f fmt] [-b backing_file -F backing_fmt] [-o options]... [-p] [-q] filename [size]

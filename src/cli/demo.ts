@@ -1,7 +1,7 @@
-/** `vdisk demo`: the end-to-end walk of src/tools/demo.ts. */
+/** `vdisk demo`: the end-to-end walk of demo-walk.ts. */
 import { parsePreallocation } from '../block/preallocation.js';
-import { runDemo } from '../tools/demo.js';
 import { type CliCommand, parseCommandLine, usageError } from './args.js';
+import { runDemo } from './demo-walk.js';
 
 const HELP = `usage: vdisk demo [--prealloc off|falloc|full] [--size size] [--dir dir]
 

@@ -1,7 +1,8 @@
 /** `vdisk info`: qemu-img info's arguments and both of its output layouts. */
 import { formatDefinition } from '../engine/formats.js';
-import { formatChainJson, formatInfoHuman, formatInfoJson, imageChainInfo, imageInfo } from '../tools/info.js';
+import { imageChainInfo, imageInfo } from '../tools/info.js';
 import { type CliCommand, oneFilename, outputFormat, parseCommandLine } from './args.js';
+import { formatChainJson, formatInfoHuman, formatInfoJson } from './render/info.js';
 
 const HELP = `usage: vdisk info [-f fmt] [--output=human|json] [--backing-chain] [-U] filename
 

@@ -1,10 +1,10 @@
 /** `vdisk map`: qemu-img map's arguments and both of its output layouts. */
 
 import { formatDefinition } from '../engine/formats.js';
-import { openImageWithFormat } from '../engine/open.js';
-import { formatMapHuman, formatMapJson, mapImage } from '../tools/map.js';
+import { mapImage } from '../tools/map.js';
 import { parseSize } from '../tools/size.js';
 import { type CliCommand, oneFilename, outputFormat, parseCommandLine } from './args.js';
+import { formatMapHuman, formatMapJson } from './render/map.js';
 
 const HELP = `usage: vdisk map [-f fmt] [--output=human|json] [--start-offset=OFFSET] [--max-length=LEN] [-U] filename
 
@@ -41,17 +41,13 @@ export const mapCommand: CliCommand = {
       values['max-length'] === undefined ? undefined : parseSize(values['max-length'] as string, 'max length');
     const filename = oneFilename('map', positionals);
     const format = values.format as string | undefined;
-    const { backend } = await openImageWithFormat(filename, {
+    const entries = await mapImage(filename, {
+      start,
+      length,
       format: format === undefined ? 'probe' : formatDefinition(format).name,
-      readOnly: true,
       forceShare: Boolean(values['force-share']),
     });
-    try {
-      const entries = await mapImage(backend, { start, length });
-      streams.out(output === 'json' ? formatMapJson(entries) : formatMapHuman(entries));
-    } finally {
-      await backend.close();
-    }
+    streams.out(output === 'json' ? formatMapJson(entries) : formatMapHuman(entries));
     return 0;
   },
 };

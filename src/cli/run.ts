@@ -13,7 +13,7 @@ import { convertCommand } from './convert.js';
 import { createCommand } from './create.js';
 import { demoCommand } from './demo.js';
 import { infoCommand } from './info.js';
-import { ioCommand } from './io.js';
+import { ioCommand } from './io/command.js';
 import { mapCommand } from './map.js';
 import { resizeCommand } from './resize.js';
 import { serveCommand } from './serve.js';

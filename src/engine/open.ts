@@ -100,11 +100,24 @@ interface NodeOptions extends CheckedOptions {
   openFile?: FileOpener;
 }
 
-async function openNode(
+/**
+ * Opens an image's host file and names its format (given, or probed from the first bytes),
+ * without opening the format: for tools that work on the file itself (check). The caller
+ * closes the file.
+ */
+export async function openImageFile(
+  filename: string,
+  options: Pick<OpenImageOptions, 'format' | 'readOnly' | 'forceShare'> = {},
+): Promise<{ file: FileDriver; format: FormatName }> {
+  const o = checkOptions(filename, options);
+  return openFileNode(filename, o.format, { ...o, chain: [] });
+}
+
+async function openFileNode(
   filename: string,
   requested: FormatName | 'probe',
   options: NodeOptions,
-): Promise<{ driver: BlockDriver; format: FormatName }> {
+): Promise<{ file: FileDriver; format: FormatName }> {
   const file = await FileDriver.open({
     filename,
     cache: options.cache,
@@ -112,15 +125,24 @@ async function openNode(
     lock: options.lock,
     openImpl: options.openFile,
   });
+  if (requested !== 'probe') return { file, format: requested };
   try {
-    let format: FormatName;
-    if (requested === 'probe') {
-      const head = Buffer.alloc(Math.min(512, file.length()));
-      if (head.length > 0) await file.read(0, head);
-      format = probeFormat(head);
-    } else {
-      format = requested;
-    }
+    const head = Buffer.alloc(Math.min(512, file.length()));
+    if (head.length > 0) await file.read(0, head);
+    return { file, format: probeFormat(head) };
+  } catch (err) {
+    await file.close();
+    throw err;
+  }
+}
+
+async function openNode(
+  filename: string,
+  requested: FormatName | 'probe',
+  options: NodeOptions,
+): Promise<{ driver: BlockDriver; format: FormatName }> {
+  const { file, format } = await openFileNode(filename, requested, options);
+  try {
     const chain = [...options.chain, await chainKey(filename)];
     let driver = await formatDefinition(format).open(file, {
       filename,

@@ -113,9 +113,8 @@ export class FileDriver implements BlockDriver {
     const { filename, cache, readOnly } = opts;
     const c = fs.constants;
     const flags = (readOnly ? c.O_RDONLY : c.O_RDWR) | (cache.direct ? c.O_DIRECT : 0);
+    // An unlocked writer could lose a locked writer's data: as in QEMU, force-share is for readers.
     if (opts.lock === false && !readOnly) {
-      // Writing without the lock would let two writers (or a writer and a running VM) lose each
-      // other's data: QEMU refuses force-share on read-write opens, and so does vdisk.
       throw new VdiskError(
         'EINVAL',
         `Could not open '${filename}': force-share (-U) can only be used with read-only images`,

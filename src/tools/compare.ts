@@ -5,8 +5,8 @@
  */
 import type { BlockBackend } from '../block/backend.js';
 import type { CacheModeName } from '../block/cache-mode.js';
-import { openImageWithFormat } from '../engine/open.js';
 import type { FormatName } from '../format/format.js';
+import { type ImageSource, withImage } from './image-source.js';
 
 export interface CompareOptions {
   formatA?: FormatName | 'probe';
@@ -27,25 +27,17 @@ export type CompareResult =
 const CHUNK = 2 * 1024 * 1024;
 const SECTOR = 512;
 
-export async function compareImages(a: string, b: string, options: CompareOptions = {}): Promise<CompareResult> {
-  const open = (file: string, format: FormatName | 'probe' | undefined) =>
-    openImageWithFormat(file, {
-      format: format ?? 'probe',
-      readOnly: true,
-      cache: options.cache,
-      forceShare: options.forceShare,
-    });
-  const left = (await open(a, options.formatA)).backend;
-  try {
-    const right = (await open(b, options.formatB)).backend;
-    try {
-      return await compareBackends(left, right, options);
-    } finally {
-      await right.close();
-    }
-  } finally {
-    await left.close();
-  }
+/** Compares two images, each a path (opened read-only for the call) or an open image. */
+export function compareImages(a: ImageSource, b: ImageSource, options: CompareOptions = {}): Promise<CompareResult> {
+  const open = (format: FormatName | 'probe' | undefined) => ({
+    format: format ?? 'probe',
+    readOnly: true,
+    cache: options.cache,
+    forceShare: options.forceShare,
+  });
+  return withImage(a, open(options.formatA), (left) =>
+    withImage(b, open(options.formatB), (right) => compareBackends(left, right, options)),
+  );
 }
 
 export async function compareBackends(
@@ -105,18 +97,4 @@ function firstDifference(a: Buffer, b: Buffer): number {
     if (a.compare(b, pos, end, pos, end) !== 0) return pos;
   }
   return -1;
-}
-
-/** The lines qemu-img compare prints for a result, and its exit code. */
-export function describeCompare(result: CompareResult): { lines: string[]; exitCode: number } {
-  const warning = 'sizeMismatch' in result && result.sizeMismatch ? ['Warning: Image size mismatch!'] : [];
-  if (result.identical) return { lines: [...warning, 'Images are identical.'], exitCode: 0 };
-  switch (result.reason) {
-    case 'size':
-      return { lines: ['Strict mode: Image size mismatch!'], exitCode: 1 };
-    case 'allocation':
-      return { lines: [`Strict mode: Offset ${result.offset} block status mismatch!`], exitCode: 1 };
-    case 'content':
-      return { lines: [...warning, `Content mismatch at offset ${result.offset}!`], exitCode: 1 };
-  }
 }

@@ -13,6 +13,7 @@ import { fromSystemError, VdiskError } from '../block/errors.js';
 import { openImageWithFormat } from '../engine/open.js';
 import type { FormatName } from '../format/format.js';
 import { StagedFile } from '../io/staged-file.js';
+import { fileName, optionsObject } from './arguments.js';
 import { executeCreate, planCreateWithBacking } from './create.js';
 
 export interface ConvertOptions {
@@ -39,7 +40,10 @@ export interface ConvertOptions {
 
 const CHUNK = 2 * 1024 * 1024;
 
-export async function convertImage(o: ConvertOptions): Promise<void> {
+export async function convertImage(options: ConvertOptions): Promise<void> {
+  const o = optionsObject(options, 'convert options');
+  fileName(o.source, 'source file name');
+  fileName(o.target, 'target file name');
   const minSparse = o.minSparse ?? 4096;
   if (!Number.isInteger(minSparse) || minSparse < 0)
     throw new VdiskError('EINVAL', 'Invalid minimum zero buffer size for sparse output specified');

@@ -11,6 +11,7 @@ import { openImage } from '../engine/open.js';
 import type { CreateOptionValue, FormatCreator, ProgressCallback } from '../format/create-options.js';
 import { FileDriver } from '../io/file.js';
 import { StagedFile } from '../io/staged-file.js';
+import { optionsObject } from './arguments.js';
 import { formatOptionHelp, formatOptionSummary, joinOptionLists, resolveOptions } from './options.js';
 import { parseSize } from './size.js';
 
@@ -19,7 +20,7 @@ export interface CreateImageOptions {
   /** Image format; default raw, as qemu-img. */
   format?: string;
   /** Virtual size: bytes, or a size text such as "64M". May instead come from options.size. */
-  size?: number | string;
+  size?: number | bigint | string;
   /** `-o` options: one list ("preallocation=full,size=1G"), several, or an object of values. */
   options?: string | readonly string[] | Readonly<Record<string, CreateOptionValue>>;
   /** Called while a long preallocation runs, with bytes done and bytes in total. */
@@ -64,7 +65,7 @@ function optionInput(options: CreateImageOptions['options']): string | Readonly<
 
 /** Checks a creation request completely without touching anything. */
 export function planCreate(request: CreateImageOptions): CreatePlan {
-  const { filename } = request;
+  const { filename } = optionsObject(request, 'create options');
   const format = request.format ?? 'raw';
   if (!filename) throw new VdiskError('EINVAL', 'Expecting image file name');
   const given = optionInput(request.options);
@@ -101,6 +102,7 @@ export function planCreate(request: CreateImageOptions): CreatePlan {
  * file and no size (as qemu-img create -b does). The backing image must open.
  */
 export async function planCreateWithBacking(request: CreateImageOptions): Promise<CreatePlan> {
+  optionsObject(request, 'create options');
   if (request.size !== undefined) return planCreate(request);
   const format = request.format ?? 'raw';
   const creator = creatorOf(request.filename, format);
@@ -170,11 +172,15 @@ export async function executeCreate(plan: CreatePlan, onProgress?: ProgressCallb
   }
 }
 
+/** What createImage made. */
+export type CreatedImage = Omit<CreatePlan, 'creator'>;
+
 /** Creates an image: checks the request, then makes it. Returns what was made. */
-export async function createImage(request: CreateImageOptions): Promise<CreatePlan> {
+export async function createImage(request: CreateImageOptions): Promise<CreatedImage> {
   const plan = await planCreateWithBacking(request);
   await executeCreate(plan, request.onProgress);
-  return plan;
+  const { creator: _creator, ...made } = plan;
+  return made;
 }
 
 /**

@@ -6,6 +6,8 @@
 import type { BlockBackend } from '../block/backend.js';
 import type { Extent } from '../block/driver.js';
 import { VdiskError } from '../block/errors.js';
+import type { FormatName } from '../format/format.js';
+import { type ImageSource, withImage } from './image-source.js';
 
 export interface MapEntry {
   start: number;
@@ -27,6 +29,10 @@ export interface MapOptions {
   start?: number;
   /** Report at most this many bytes (--max-length). */
   length?: number;
+  /** For a path: the format (default: probed). */
+  format?: FormatName | 'probe';
+  /** For a path: read an image another process holds writable (qemu-img's -U). */
+  forceShare?: boolean;
 }
 
 const PROBE_LIMIT = 1 << 30;
@@ -66,8 +72,17 @@ function mergeable(curr: MapEntry, next: MapEntry): boolean {
   return true;
 }
 
-/** The image's map: merged entries covering [start, end) (one empty entry for an empty range). */
-export async function mapImage(backend: BlockBackend, options: MapOptions = {}): Promise<MapEntry[]> {
+/**
+ * The image's map: merged entries covering [start, end) (one empty entry for an empty range).
+ * A path is opened read-only with its backing chain.
+ */
+export function mapImage(image: ImageSource, options: MapOptions = {}): Promise<MapEntry[]> {
+  return withImage(image, { format: options.format, readOnly: true, forceShare: options.forceShare }, (backend) =>
+    mapBackend(backend, options),
+  );
+}
+
+async function mapBackend(backend: BlockBackend, options: MapOptions): Promise<MapEntry[]> {
   const start = options.start ?? 0;
   let end = backend.length;
   if (options.length !== undefined) end = Math.min(start + options.length, end);
@@ -89,37 +104,4 @@ export async function mapImage(backend: BlockBackend, options: MapOptions = {}):
   }
   entries.push(curr);
   return entries;
-}
-
-/** qemu-img map --output=json, byte for byte (with the final newline). */
-export function formatMapJson(entries: readonly MapEntry[]): string {
-  const lines = entries.map((e) => {
-    let text =
-      `{ "start": ${e.start}, "length": ${e.length}, "depth": ${e.depth},` +
-      ` "present": ${e.present}, "zero": ${e.zero}, "data": ${e.data}`;
-    if (e.offset !== undefined) text += `, "offset": ${e.offset}`;
-    return `${text}}`;
-  });
-  return `[${lines.join(',\n')}]\n`;
-}
-
-/** C's "%#-16" PRIx64: hex with 0x (but plain "0" for zero), padded to 16 columns. */
-function hexColumn(value: number): string {
-  return (value === 0 ? '0' : `0x${value.toString(16)}`).padEnd(16);
-}
-
-/**
- * qemu-img map's human output: a table of the ranges that hold data, with where they are in
- * which file. Fails as qemu-img does when data has no host offset (compressed, encrypted).
- */
-export function formatMapHuman(entries: readonly MapEntry[]): string {
-  let text = `${'Offset'.padEnd(16)}${'Length'.padEnd(16)}${'Mapped to'.padEnd(16)}File\n`;
-  for (const e of entries) {
-    if (e.data && e.offset === undefined) {
-      throw new VdiskError('ENOTSUP', 'File contains external, encrypted or compressed clusters.');
-    }
-    if (e.data && !e.zero)
-      text += `${hexColumn(e.start)}${hexColumn(e.length)}${hexColumn(e.offset ?? 0)}${e.filename ?? ''}\n`;
-  }
-  return text;
 }

@@ -12,6 +12,7 @@ import { createExport, type DetectZeroes, type DiscardMode } from '../nbd/export
 import { type ListenAddress, NbdServer } from '../nbd/server.js';
 import type { SessionLimits } from '../nbd/session.js';
 import { loadTlsCredentials } from '../nbd/tls.js';
+import { fileName, optionsObject } from './arguments.js';
 
 export interface ServeOptions {
   filename: string;
@@ -66,7 +67,9 @@ export interface ServeHandle {
   close(): Promise<void>;
 }
 
-export async function serveImage(options: ServeOptions): Promise<ServeHandle> {
+export async function serveImage(serveOptions: ServeOptions): Promise<ServeHandle> {
+  const options = optionsObject(serveOptions, 'serve options');
+  fileName(options.filename, 'image file name');
   const discard = options.discard ?? 'ignore';
   const detectZeroes = options.detectZeroes ?? 'off';
   if (discard !== 'ignore' && discard !== 'unmap') {

@@ -7,7 +7,7 @@
  * allowed, nothing after the suffix; no minus sign anywhere.
  */
 import { VdiskError } from '../block/errors.js';
-import { formatFixed, formatGeneral } from './printf.js';
+import { formatFixed, formatGeneral } from '../util/printf.js';
 
 export const INT64_MAX = 9223372036854775807n;
 const UINT64_LIMIT = 1n << 64n;
@@ -127,11 +127,18 @@ export function strtosz(text: string): SizeParse {
  * non-negative integer vdisk can represent. `what` names the value in the message, as QEMU's
  * cvtnum does ("image size", "start offset").
  */
-export function parseSize(text: string | number, what = 'image size'): number {
-  if (typeof text === 'number') {
-    if (Number.isSafeInteger(text) && text >= 0) return text;
+export function parseSize(text: string | number | bigint, what = 'image size'): number {
+  if (typeof text === 'number' || typeof text === 'bigint') {
+    if (
+      typeof text === 'bigint'
+        ? text >= 0n && text <= BigInt(Number.MAX_SAFE_INTEGER)
+        : Number.isSafeInteger(text) && text >= 0
+    ) {
+      return Number(text);
+    }
     throw new VdiskError('EINVAL', `Invalid ${what} specified: ${text} (must be a non-negative integer below 2^53)`);
   }
+  if (typeof text !== 'string') throw new VdiskError('EINVAL', `Invalid ${what} specified: ${String(text)}`);
   const parsed = strtosz(text);
   if (!parsed.ok && parsed.error === 'invalid') {
     throw new VdiskError(

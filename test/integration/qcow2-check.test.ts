@@ -9,6 +9,7 @@ import { open, readFile, truncate } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { cacheMode } from '../../src/block/cache-mode.js';
+import { formatCheckHuman, formatCheckJson } from '../../src/cli/render/check.js';
 import { formatDefinition } from '../../src/engine/formats.js';
 import { openImage } from '../../src/engine/open.js';
 import { checkQcow2 } from '../../src/format/qcow2/check.js';
@@ -19,14 +20,7 @@ import { decodeL2, encodeL2 } from '../../src/format/qcow2/l2-entry.js';
 import { decodeReftableEntry, setRefcount } from '../../src/format/qcow2/refcount-block.js';
 import { encodeSnapshotTable, type Qcow2Snapshot } from '../../src/format/qcow2/snapshot-table.js';
 import { MemoryDriver } from '../../src/io/memory.js';
-import {
-  type CheckImageOptions,
-  type CheckOutcome,
-  checkExitCode,
-  checkImage,
-  formatCheckHuman,
-  formatCheckJson,
-} from '../../src/tools/check.js';
+import { type CheckImageOptions, type CheckOutcome, checkExitCode, checkImage } from '../../src/tools/check.js';
 import { createImage } from '../../src/tools/create.js';
 import { vdisk } from '../helpers/run.js';
 import { withTempDir } from '../helpers/tmp.js';
@@ -147,16 +141,16 @@ describe('vdisk check: images made by vdisk', () => {
       const empty = await check(file);
       assert.equal(empty.code, 0);
       assert.deepEqual(empty.messages, []);
-      assert.equal(empty.outcome.check?.['image-end-offset'], 4 * CS);
-      assert.equal(empty.outcome.check?.['allocated-clusters'], undefined);
+      assert.equal(empty.outcome.report?.imageEndOffset, 4 * CS);
+      assert.equal(empty.outcome.report?.allocatedClusters, 0);
       await makeImage(file);
       const r = await check(file);
       assert.equal(r.code, 0);
       assert.deepEqual(r.messages, []);
-      const c = r.outcome.check!;
-      assert.equal(c['total-clusters'], 1024);
-      assert.equal(c['allocated-clusters'], 17);
-      assert.equal(c['check-errors'], 0);
+      const c = r.outcome.report!;
+      assert.equal(c.totalClusters, 1024);
+      assert.equal(c.allocatedClusters, 17);
+      assert.equal(c.checkErrors, 0);
       assert.match(formatCheckHuman(c), /^No errors were found on the image\.\n17\/1024 = 1\.66% allocated/);
       const json = JSON.parse(formatCheckJson(c));
       assert.equal(json.format, 'qcow2');
@@ -211,7 +205,7 @@ describe('vdisk check: damaged images', () => {
       const fixed = await check(file, { repair: 'leaks' });
       assert.equal(fixed.code, 0);
       assert.deepEqual(fixed.outcome.repaired, { leaks: 1, corruptions: 0 });
-      assert.equal(fixed.outcome.check?.['leaks-fixed'], 1);
+      assert.equal(fixed.outcome.report?.leaksFixed, 1);
       assert.equal((await check(file)).code, 0);
       await expectData(file);
     });
@@ -225,8 +219,8 @@ describe('vdisk check: damaged images', () => {
       await setRefcountOf(file, host / CS, 2);
       const r = await check(file);
       assert.equal(r.code, 2);
-      assert.equal(r.outcome.check?.leaks, 1);
-      assert.equal(r.outcome.check?.corruptions, 1);
+      assert.equal(r.outcome.report?.leaks, 1);
+      assert.equal(r.outcome.report?.corruptions, 1);
       assert.ok(r.messages.includes(`Leaked cluster ${host / CS} refcount=2 reference=1`));
       assert.ok(r.messages.some((m) => m.startsWith('ERROR OFLAG_COPIED data cluster: l2_entry=8')));
       assert.equal((await check(file, { repair: 'leaks' })).code, 0);
@@ -415,8 +409,8 @@ describe('vdisk check: hostile tables', () => {
       await writeAt(file, l.l1Offset, l1);
       const r = await check(file);
       assert.equal(r.code, 2);
-      const c = r.outcome.check!;
-      assert.equal(c['allocated-clusters'], 16 * l.l1Size);
+      const c = r.outcome.report!;
+      assert.equal(c.allocatedClusters, 16 * l.l1Size);
       assert.ok(r.messages.includes(`ERROR cluster ${l.l2Offset / CS} refcount=1 reference=${l.l1Size}`));
     });
   });

@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { BlockBackend } from '../../src/block/backend.js';
+import { hexDump, IoSession } from '../../src/cli/io/session.js';
+import { formatInfoHuman, formatInfoJson } from '../../src/cli/render/info.js';
+import { formatMapHuman, formatMapJson } from '../../src/cli/render/map.js';
+import { dumpQobject, qdictOrder, toQemuJson } from '../../src/cli/render/qemu-json.js';
 import { RawDriver } from '../../src/format/raw/driver.js';
 import { MemoryDriver } from '../../src/io/memory.js';
-import { formatInfoHuman, formatInfoJson, type ImageInfo } from '../../src/tools/info.js';
-import { hexDump, IoSession } from '../../src/tools/io.js';
-import { formatMapHuman, formatMapJson, mapImage } from '../../src/tools/map.js';
-import { dumpQobject, qdictOrder, toQemuJson } from '../../src/tools/qemu-json.js';
+import type { ImageInfo } from '../../src/tools/info.js';
+import { mapImage } from '../../src/tools/map.js';
 
 describe('QEMU QDict order and JSON text', () => {
   it('orders keys as qemu-img info prints them', () => {
@@ -25,12 +27,13 @@ describe('QEMU QDict order and JSON text', () => {
 
   it('prints info JSON and human text byte for byte', () => {
     const info: ImageInfo = {
-      'virtual-size': 1048576,
+      virtualSize: 1048576,
       filename: 'q.qcow2',
-      'cluster-size': 65536,
+      clusterSize: 65536,
       format: 'qcow2',
-      'actual-size': 200704,
-      'format-specific': {
+      actualSize: 200704,
+      snapshots: [],
+      formatSpecific: {
         type: 'qcow2',
         data: {
           compat: '1.1',
@@ -41,7 +44,7 @@ describe('QEMU QDict order and JSON text', () => {
           'extended-l2': false,
         },
       },
-      'dirty-flag': false,
+      dirty: false,
     };
     // qemu-img 7.2 info --output=json of a fresh 1M qcow2.
     assert.equal(

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { VdiskError } from '../../src/block/errors.js';
-import { formatFixed, formatGeneral } from '../../src/tools/printf.js';
 import { formatIoSize, formatSize, formatSizeWithBytes, parseSize, strtosz } from '../../src/tools/size.js';
+import { formatFixed, formatGeneral } from '../../src/util/printf.js';
 
 const INVALID =
   'Invalid image size specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.';

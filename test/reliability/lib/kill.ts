@@ -176,15 +176,15 @@ async function readAll(guest: NbdGuest): Promise<Buffer> {
 /** vdisk check and qemu-img check of the state the kill left (after the restart's repair). */
 async function checkBoth(image: string, report: KillReport, where: string): Promise<void> {
   const ours = await checkImage(image, { format: 'qcow2', forceShare: true });
-  const c = ours.check;
+  const c = ours.report;
   if (!c || ours.failure) {
     report.failures.push(`${where}: vdisk check failed: ${ours.failure}`);
     return;
   }
-  if ((c.corruptions ?? 0) > 0 || c['check-errors'] > 0) {
-    report.failures.push(`${where}: vdisk check: ${c.corruptions ?? 0} corruptions, ${c['check-errors']} errors`);
+  if (c.corruptions > 0 || c.checkErrors > 0) {
+    report.failures.push(`${where}: vdisk check: ${c.corruptions} corruptions, ${c.checkErrors} errors`);
   }
-  const leaks = c.leaks ?? 0;
+  const leaks = c.leaks;
   if (leaks > 0) report.leaky++;
   const r = await runAsync('qemu-img', ['check', '-U', '-f', 'qcow2', '--output=json', image]);
   report.qemuChecks++;

@@ -1,5 +1,5 @@
 /**
- * `demo`: the whole path once, on a throwaway image. It creates a raw image with the chosen
+ * `vdisk demo`: the whole path once, on a throwaway image. It creates a raw image with the chosen
  * preallocation in a fresh temporary directory, writes a pattern at a few offsets through a
  * BlockBackend, flushes, closes, reopens the image read-only, checks every byte that was
  * written (and a range that was not), shows the image's info and map, and removes the directory.
@@ -10,10 +10,12 @@ import path from 'node:path';
 import { fromSystemError, VdiskError } from '../block/errors.js';
 import type { Preallocation } from '../block/preallocation.js';
 import { openImage } from '../engine/open.js';
-import { createImage } from './create.js';
-import { backendInfo, formatInfoHuman } from './info.js';
-import { formatMapHuman, mapImage } from './map.js';
-import { formatSize, parseSize } from './size.js';
+import { createImage } from '../tools/create.js';
+import { imageInfo } from '../tools/info.js';
+import { mapImage } from '../tools/map.js';
+import { formatSize, parseSize } from '../tools/size.js';
+import { formatInfoHuman } from './render/info.js';
+import { formatMapHuman } from './render/map.js';
 
 export interface DemoOptions {
   /** Preallocation of the new image: off, falloc (default) or full. */
@@ -127,7 +129,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
         }
       }
       out(`reopened and verified ${writes.length} patterns and ${gapLength} untouched bytes\n\n`);
-      out(formatInfoHuman(await backendInfo(reopened, image, 'raw')));
+      out(formatInfoHuman({ ...(await imageInfo(reopened)), filename: image }));
       out('\n');
       out(formatMapHuman(await mapImage(reopened)));
     } finally {

@@ -8,14 +8,14 @@
  * stream (qemu-io prints some of them, and usage texts, on stdout), so that stdout carries only
  * results: reports, dumps, "Pattern verification failed …", info, map and length.
  */
-import type { BlockBackend, ImageDescription } from '../block/backend.js';
-import { VdiskError } from '../block/errors.js';
-import { parsePreallocation } from '../block/preallocation.js';
-import { CommandError, checkLength, cvtnum, getopt, hexDump, parsePattern, reportText, timed } from './io-text.js';
-import { dumpQobject } from './qemu-json.js';
-import { formatIoSize } from './size.js';
+import type { BlockBackend, ImageDescription } from '../../block/backend.js';
+import { VdiskError } from '../../block/errors.js';
+import { parsePreallocation } from '../../block/preallocation.js';
+import { formatIoSize } from '../../tools/size.js';
+import { dumpQobject } from '../render/qemu-json.js';
+import { CommandError, checkLength, cvtnum, getopt, hexDump, parsePattern, reportText, timed } from './text.js';
 
-export { CommandError, hexDump, MAX_REQUEST_BYTES } from './io-text.js';
+export { CommandError, hexDump, MAX_REQUEST_BYTES } from './text.js';
 
 export interface IoSessionOptions {
   backend: BlockBackend;

@@ -3,8 +3,9 @@
  * permutation), numbers and patterns with qemu-io's messages, and the report and dump layouts.
  * A bad argument throws CommandError with the one line to print.
  */
-import { formatFixed } from './printf.js';
-import { formatIoSize, INT64_MAX, strtosz } from './size.js';
+
+import { formatIoSize, INT64_MAX, strtosz } from '../../tools/size.js';
+import { formatFixed } from '../../util/printf.js';
 
 /** QEMU's BDRV_REQUEST_MAX_BYTES: the longest single request qemu-io accepts. */
 export const MAX_REQUEST_BYTES = 2147483136;

@@ -1,10 +1,10 @@
 /** `vdisk io`: qemu-io's arguments; the commands themselves are src/tools/io.ts. */
 import readline from 'node:readline';
-import { cacheMode, parseCacheMode } from '../block/cache-mode.js';
-import { formatDefinition } from '../engine/formats.js';
-import { openImageWithFormat } from '../engine/open.js';
-import { IoSession } from '../tools/io.js';
-import { type CliCommand, oneFilename, parseCommandLine } from './args.js';
+import { cacheMode, parseCacheMode } from '../../block/cache-mode.js';
+import { formatDefinition } from '../../engine/formats.js';
+import { openImageWithFormat } from '../../engine/open.js';
+import { type CliCommand, oneFilename, parseCommandLine } from '../args.js';
+import { IoSession } from './session.js';
 
 const HELP = `usage: vdisk io [-f fmt] [-t cache] [-n] [-r] [-U] [-c command]... filename
 

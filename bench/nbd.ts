@@ -11,17 +11,13 @@
  * Options: --quick (short runs, small image), --runtime S, --rounds N, --size MiB, --dir DIR,
  * --only SUBSTRING (workload/format/cache filter), --vdisk-env K=V (extra environment for vdisk).
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { randomFillSync } from 'node:crypto';
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-const VDISK_MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../src/cli/main.js');
-const MiB = 1024 * 1024;
+import { fio } from './lib/fio.js';
+import { fmt, geometricMean, MiB, machineLine, median, requireTools, sh, table, writeRandomFile } from './lib/run.js';
+import { startServer } from './lib/servers.js';
 
 interface Options {
   quick: boolean;
@@ -84,132 +80,15 @@ const WORKLOADS: Workload[] = [
   { name: '1M seq write', rw: 'write', bs: '1M', iodepth: 4, image: 'allocated' },
 ];
 
-function sh(cmd: string, args: string[]): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * MiB });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr}${r.stdout}`);
-  return r.stdout;
-}
-
-function have(tool: string): boolean {
-  return spawnSync('which', [tool]).status === 0;
-}
-
-/** A raw file of `size` bytes of random data, written in 4 MiB pieces. */
-function writeRandomFile(file: string, size: number): void {
-  const fd = openSync(file, 'w');
-  const buf = Buffer.allocUnsafe(4 * MiB);
-  try {
-    for (let done = 0; done < size; done += buf.length) {
-      randomFillSync(buf);
-      writeSync(fd, buf, 0, Math.min(buf.length, size - done), done);
-    }
-  } finally {
-    closeSync(fd);
-  }
-}
-
-async function waitConnectable(socket: string, proc: ChildProcess): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  while (Date.now() < deadline) {
-    if (proc.exitCode !== null) throw new Error('the server exited');
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(socket);
-      s.once('connect', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 30));
-  }
-  throw new Error(`no server on ${socket}`);
-}
-
-interface Server {
-  uri: string;
-  stop(): Promise<void>;
-}
-
-async function startServer(
-  which: 'qemu-nbd' | 'vdisk',
-  image: string,
-  format: string,
-  cache: string,
-  socket: string,
-  extraEnv: Record<string, string>,
-): Promise<Server> {
-  // Both: persistent, several clients allowed (the probe connection counts as one).
-  const args = ['-f', format, `--cache=${cache}`, '-t', '-e', '4', '-k', socket, image];
-  const proc =
-    which === 'qemu-nbd'
-      ? spawn('qemu-nbd', args, { stdio: 'ignore' })
-      : spawn(process.execPath, [VDISK_MAIN, 'serve', ...args], {
-          stdio: ['ignore', 'ignore', 'inherit'],
-          env: { ...process.env, ...extraEnv },
-        });
-  const exited = new Promise<void>((resolve) => proc.on('exit', () => resolve()));
-  await waitConnectable(socket, proc);
-  return {
-    uri: `nbd+unix:///?socket=${socket}`,
-    stop: async () => {
-      proc.kill('SIGTERM');
-      await exited;
-    },
-  };
-}
-
-/** Runs fio once and returns the IOPS (reads plus writes). */
-function fio(uri: string, w: Workload, runtime: number, sizeMiB: number): number {
-  const out = sh('fio', [
-    '--name=bench',
-    '--ioengine=nbd',
-    `--uri=${uri}`,
-    `--rw=${w.rw}`,
-    `--bs=${w.bs}`,
-    `--iodepth=${w.iodepth}`,
-    `--size=${sizeMiB}M`,
-    `--runtime=${runtime}`,
-    '--time_based',
-    '--ramp_time=1',
-    '--randrepeat=0',
-    '--output-format=json',
-  ]);
-  // fio's nbd engine prints "fio: connected to NBD server" before the JSON.
-  const json = JSON.parse(out.slice(out.indexOf('{'))) as {
-    jobs: Array<{ read: { iops: number }; write: { iops: number } }>;
-  };
-  const job = json.jobs[0]!;
-  return job.read.iops + job.write.iops;
-}
-
-function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
-function fmt(n: number): string {
-  return n >= 10_000 ? `${(n / 1000).toFixed(1)}k` : n.toFixed(0);
-}
-
 async function main(): Promise<void> {
   const o = parseOptions(process.argv.slice(2));
-  for (const tool of ['fio', 'qemu-nbd', 'qemu-img']) {
-    if (!have(tool)) {
-      process.stderr.write(`bench:nbd needs ${tool}, which is not installed\n`);
-      process.exit(2);
-    }
-  }
+  requireTools('bench:nbd', ['fio', 'qemu-nbd', 'qemu-img']);
   const dir = await mkdtemp(path.join(o.dir ?? os.tmpdir(), 'vdisk-bench-nbd-'));
   const size = o.sizeMiB * MiB;
   process.stdout.write(
     `vdisk serve vs qemu-nbd, fio --ioengine=nbd over a Unix socket; image ${o.sizeMiB} MiB in ${dir}\n` +
       `runtime ${o.runtime}s per run, ${o.rounds} run(s) per server, alternating; median IOPS\n` +
-      `node ${process.version}, ${os.cpus().length} CPUs, load average ${os
-        .loadavg()
-        .map((l) => l.toFixed(1))
-        .join(' ')}` +
+      machineLine() +
       `${Object.keys(o.vdiskEnv).length ? `, vdisk env ${JSON.stringify(o.vdiskEnv)}` : ''}\n\n`,
   );
   const rows: string[][] = [['workload', 'format', 'cache', 'qemu-nbd', 'vdisk', 'vdisk/qemu']];
@@ -246,7 +125,8 @@ async function main(): Promise<void> {
                 which === 'vdisk' ? o.vdiskEnv : {},
               );
               try {
-                results[which].push(fio(server.uri, w, o.runtime, o.sizeMiB));
+                const job = { rw: w.rw, bs: w.bs, iodepth: w.iodepth, runtime: o.runtime, ramp: 1, sizeMiB: o.sizeMiB };
+                results[which].push(fio({ uri: server.uri }, job).iops);
               } finally {
                 await server.stop();
               }
@@ -267,12 +147,8 @@ async function main(): Promise<void> {
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  process.stdout.write(`\n${rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ')).join('\n')}\n`);
-  if (ratios.length) {
-    const geo = Math.exp(ratios.reduce((a, r) => a + Math.log(r), 0) / ratios.length);
-    process.stdout.write(`\ngeometric mean of vdisk/qemu-nbd: ${geo.toFixed(2)}\n`);
-  }
+  process.stdout.write(`\n${table(rows)}\n`);
+  if (ratios.length) process.stdout.write(`\ngeometric mean of vdisk/qemu-nbd: ${geometricMean(ratios).toFixed(2)}\n`);
 }
 
 main().catch((err: unknown) => {

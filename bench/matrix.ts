@@ -186,7 +186,7 @@ async function main(): Promise<void> {
                   { uri: server.uri },
                   { ...w.job, runtime: o.runtime, ramp: o.ramp, sizeMiB: o.sizeMiB },
                 );
-                (cell.results[which] ??= []).push(result);
+                cell.results[which] = [...(cell.results[which] ?? []), result];
               } finally {
                 await server.stop();
                 await rm(image, { force: true });

@@ -11,7 +11,7 @@ import type { Preallocation } from '../block/preallocation.js';
 import { alignedPool, BUFFER_ALIGNMENT } from './aligned.js';
 import { probeDirectAlignment } from './dio-alignment.js';
 import { alignDown, alignUp, DIRECT_CHUNK, DirectIo } from './direct-io.js';
-import { acquireImageLock, permissionsFor } from './image-lock.js';
+import { acquireImageLock, forceShareRefused, permissionsFor } from './image-lock.js';
 import { native } from './native.js';
 import {
   closeFd,
@@ -113,13 +113,7 @@ export class FileDriver implements BlockDriver {
     const { filename, cache, readOnly } = opts;
     const c = fs.constants;
     const flags = (readOnly ? c.O_RDONLY : c.O_RDWR) | (cache.direct ? c.O_DIRECT : 0);
-    // An unlocked writer could lose a locked writer's data: as in QEMU, force-share is for readers.
-    if (opts.lock === false && !readOnly) {
-      throw new VdiskError(
-        'EINVAL',
-        `Could not open '${filename}': force-share (-U) can only be used with read-only images`,
-      );
-    }
+    if (opts.lock === false && !readOnly) throw forceShareRefused(filename);
     const openImpl = opts.openImpl ?? openFd;
     const openError = (err: unknown): VdiskError =>
       cache.direct && errnoCode(err) === 'EINVAL'

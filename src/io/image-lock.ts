@@ -41,6 +41,14 @@ export function permissionsFor(readOnly: boolean): Permissions {
   };
 }
 
+/** An unlocked writer could lose a locked writer's data: as in QEMU, force-share is for readers. */
+export function forceShareRefused(filename: string): VdiskError {
+  return new VdiskError(
+    'EINVAL',
+    `Could not open '${filename}': force-share (-U) can only be used with read-only images`,
+  );
+}
+
 function busy(filename: string, what: string): VdiskError {
   return new VdiskError('EBUSY', `${what}: Is another process using the image [${filename}]?`);
 }

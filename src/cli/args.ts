@@ -11,9 +11,34 @@ export interface OptionSpec {
   type: 'string' | 'boolean';
   short?: string;
   multiple?: boolean;
+  /** What the value is called in the help: "fmt", "MODE", "N". */
+  arg?: string;
+  /** One line (or a few) for the command's option list. */
+  help: string;
+  /** Listed with the options but left out of the usage line (rarely needed). */
+  hidden?: boolean;
 }
 
 export type OptionSpecs = Record<string, OptionSpec>;
+
+/**
+ * Everything a command's help says, declared once: the usage line, the option list and the
+ * one-line summary of `vdisk --help` are all made from it (help.ts), so they cannot disagree.
+ */
+export interface CommandSpec {
+  name: string;
+  /** The operands after the options, as the usage line shows them: "filename [size]". */
+  operands: string;
+  /** What the command does, in a few words, for `vdisk --help`. */
+  purpose: string;
+  /** The paragraphs after the usage line. */
+  description: string;
+  options: OptionSpecs;
+  /** Text after the option list (commands, workloads). */
+  notes?: string;
+  /** The exit status and what it means; default: 0 success, 1 failure. */
+  exitStatus?: string;
+}
 
 export interface ParsedArgs {
   values: Record<string, string | boolean | string[] | undefined>;
@@ -27,11 +52,7 @@ export interface CliStreams {
 }
 
 export interface CliCommand {
-  name: string;
-  /** One line for `vdisk --help`. */
-  summary: string;
-  /** The full text of `vdisk <command> --help`. */
-  help: string;
+  spec: CommandSpec;
   run(args: string[], streams: CliStreams): Promise<number>;
 }
 
@@ -40,8 +61,9 @@ export function usageError(command: string, message: string): VdiskError {
   return new VdiskError('EINVAL', `${message} (see 'vdisk ${command} --help')`);
 }
 
-export function parseCommandLine(command: string, args: readonly string[], specs: OptionSpecs): ParsedArgs {
-  const options = { ...specs, help: { type: 'boolean' as const, short: 'h' } };
+export function parseCommandLine(spec: CommandSpec, args: readonly string[]): ParsedArgs {
+  const command = spec.name;
+  const options: OptionSpecs = { ...spec.options, help: { type: 'boolean', short: 'h', help: 'this help' } };
   const { tokens } = parseArgs({ args: [...args], options, strict: false, allowPositionals: true, tokens: true });
   const values: ParsedArgs['values'] = {};
   const positionals: string[] = [];

@@ -2,40 +2,48 @@
 import { VdiskError } from '../block/errors.js';
 import { formatDefinition } from '../engine/formats.js';
 import { checkExitCode, checkImage } from '../tools/check.js';
-import { type CliCommand, oneFilename, outputFormat, parseCommandLine } from './args.js';
+import { type CliCommand, type CommandSpec, oneFilename, outputFormat, parseCommandLine } from './args.js';
+import { commandHelp } from './help.js';
 import { formatCheckHuman, formatCheckJson, formatRepairedHuman } from './render/check.js';
 
-const HELP = `usage: vdisk check [-f fmt] [--output=human|json] [-r leaks|all] [-q] [-U] filename
-
-Checks an image for consistency, and repairs it with -r, as qemu-img check does. Problems
-found are printed on stderr, the summary on stdout.
-
-  -f fmt         image format; without it the format is probed from the first bytes
-  --output=FMT   human (default) or json (the same JSON as qemu-img check --output=json)
-  -r leaks       repair leaked clusters (space that is allocated but not used)
-  -r all         repair every kind of error, rebuilding the refcounts if they are broken
-                 (the image is opened read-write; keep a copy of an image you care about)
-  -q             quiet: print no summary
-  -U             force share: do not take the image lock (the image may be in use)
-
-Exit status: 0 no errors, 1 the check could not be completed, 2 the image is corrupted,
-3 leaked clusters only, 63 the format does not support checks (raw).
-`;
+const SPEC: CommandSpec = {
+  name: 'check',
+  operands: 'filename',
+  purpose: 'check an image and repair it (qemu-img check)',
+  description: `
+Checks an image for consistency, and repairs it with -r, as qemu-img check does. Problems found
+are printed on stderr, the summary on stdout. Repair opens the image read-write; keep a copy of
+an image you care about.`,
+  options: {
+    format: { type: 'string', short: 'f', arg: 'fmt', help: 'image format; without it the format is probed' },
+    output: {
+      type: 'string',
+      arg: 'human|json',
+      help: 'human (default) or json (the JSON of qemu-img check --output=json)',
+    },
+    repair: {
+      type: 'string',
+      short: 'r',
+      arg: 'leaks|all',
+      help: 'leaks: free leaked clusters; all: repair every kind of error, rebuilding the refcounts if broken',
+    },
+    quiet: { type: 'boolean', short: 'q', help: 'quiet: print no summary' },
+    'force-share': {
+      type: 'boolean',
+      short: 'U',
+      help: 'check an image another process holds, without the image lock (not with -r)',
+    },
+  },
+  exitStatus:
+    '0 no errors, 1 the check could not be completed, 2 the image is corrupted,\n3 leaked clusters only, 63 the format has no checks (raw)',
+};
 
 export const checkCommand: CliCommand = {
-  name: 'check',
-  summary: 'check [-f fmt] [--output=human|json] [-r leaks|all] [-q] [-U] filename   check and repair',
-  help: HELP,
+  spec: SPEC,
   async run(args, streams) {
-    const { values, positionals } = parseCommandLine('check', args, {
-      format: { type: 'string', short: 'f' },
-      output: { type: 'string' },
-      repair: { type: 'string', short: 'r' },
-      quiet: { type: 'boolean', short: 'q' },
-      'force-share': { type: 'boolean', short: 'U' },
-    });
+    const { values, positionals } = parseCommandLine(SPEC, args);
     if (values.help) {
-      streams.out(HELP);
+      streams.out(commandHelp(SPEC));
       return 0;
     }
     const repair = values.repair as string | undefined;

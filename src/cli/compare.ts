@@ -3,36 +3,41 @@ import { parseCacheModeName } from '../block/cache-mode.js';
 import { isVdiskError } from '../block/errors.js';
 import { formatDefinition } from '../engine/formats.js';
 import { compareImages } from '../tools/compare.js';
-import { type CliCommand, parseCommandLine, usageError } from './args.js';
+import { type CliCommand, type CommandSpec, parseCommandLine, usageError } from './args.js';
+import { commandHelp } from './help.js';
 import { progressPrinter } from './progress.js';
 import { describeCompare } from './render/compare.js';
 
-const HELP = `usage: vdisk compare [-f fmt] [-F fmt] [-T cache] [-p] [-q] [-s] [-U] filename1 filename2
-
-Checks whether two images read the same, as qemu-img compare does. Exit status: 0 identical,
-1 different (the first differing offset is named), 2 an image could not be opened or read.
-
-  -f fmt, -F fmt   formats of the first and second image (probed when absent)
-  -s               strict: sizes and allocation must match too
-  -p               show progress
-`;
+const SPEC: CommandSpec = {
+  name: 'compare',
+  operands: 'filename1 filename2',
+  purpose: 'compare two images (qemu-img compare)',
+  description: `
+Checks whether two images read the same, as qemu-img compare does; the first differing offset is
+named. Ranges both images report as zeros are not read.`,
+  options: {
+    format: { type: 'string', short: 'f', arg: 'fmt', help: 'format of the first image (probed when absent)' },
+    'second-format': {
+      type: 'string',
+      short: 'F',
+      arg: 'fmt',
+      help: 'format of the second image (probed when absent)',
+    },
+    cache: { type: 'string', short: 'T', arg: 'cache', help: 'cache mode of both images (default writeback)' },
+    strict: { type: 'boolean', short: 's', help: 'strict: sizes and allocation must match too' },
+    progress: { type: 'boolean', short: 'p', help: 'show progress' },
+    quiet: { type: 'boolean', short: 'q', help: 'quiet: print nothing, only set the exit status' },
+    'force-share': { type: 'boolean', short: 'U', help: 'read images another process holds, without the image lock' },
+  },
+  exitStatus: '0 identical, 1 different, 2 an image could not be opened or read',
+};
 
 export const compareCommand: CliCommand = {
-  name: 'compare',
-  summary: 'compare [-f fmt] [-F fmt] [-s] [-p] filename1 filename2   compare two images',
-  help: HELP,
+  spec: SPEC,
   async run(args, streams) {
-    const { values, positionals } = parseCommandLine('compare', args, {
-      format: { type: 'string', short: 'f' },
-      'second-format': { type: 'string', short: 'F' },
-      cache: { type: 'string', short: 'T' },
-      progress: { type: 'boolean', short: 'p' },
-      quiet: { type: 'boolean', short: 'q' },
-      strict: { type: 'boolean', short: 's' },
-      'force-share': { type: 'boolean', short: 'U' },
-    });
+    const { values, positionals } = parseCommandLine(SPEC, args);
     if (values.help) {
-      streams.out(HELP);
+      streams.out(commandHelp(SPEC));
       return 0;
     }
     if (positionals.length !== 2) throw usageError('compare', 'Expecting two image file names');

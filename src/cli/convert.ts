@@ -3,47 +3,58 @@ import { parseCacheModeName } from '../block/cache-mode.js';
 import { formatDefinition } from '../engine/formats.js';
 import { convertImage } from '../tools/convert.js';
 import { parseSize } from '../tools/size.js';
-import { type CliCommand, parseCommandLine, usageError } from './args.js';
+import { type CliCommand, type CommandSpec, parseCommandLine, usageError } from './args.js';
+import { commandHelp } from './help.js';
 import { progressPrinter } from './progress.js';
 
-const HELP = `usage: vdisk convert [-c] [-p] [-q] [-n] [-f fmt] [-O output_fmt] [-o options] [-S sparse_size]
-                     [-t cache] [-T src_cache] [-m num] [-U] filename output_filename
-
+const SPEC: CommandSpec = {
+  name: 'convert',
+  operands: 'filename output_filename',
+  purpose: 'copy an image into any format (qemu-img convert)',
+  description: `
 Copies an image into a new image of any format, as qemu-img convert does: ranges that read as
-zeros are not written, -c stores every cluster compressed (qcow2), and the target is written
-with cache=unsafe and made durable once at the end unless -t says otherwise.
-
-  -f fmt          source format (probed when absent)
-  -O fmt          output format (default raw)
-  -o options      creation options of the output format (see vdisk create -o help)
-  -S size         smallest run of zeros left unwritten (default 4k; 0 writes everything)
-  -t cache        cache mode of the target (default unsafe); -T of the source (default writeback)
-  -n              write into an existing target instead of creating it
-  -m num          requests in flight (default 8)
-  -p              show progress
-`;
+zeros are not written, -c stores every cluster compressed (qcow2), and the target is written with
+cache=unsafe and made durable once at the end unless -t says otherwise. A new target is built in
+an unnamed file and named only when complete: a convert that fails leaves no file, or the old
+file of that name as it was.`,
+  options: {
+    format: { type: 'string', short: 'f', arg: 'fmt', help: 'source format (probed when absent)' },
+    'output-format': { type: 'string', short: 'O', arg: 'output_fmt', help: 'output format (default raw)' },
+    options: {
+      type: 'string',
+      short: 'o',
+      arg: 'options',
+      multiple: true,
+      help: 'creation options of the output format (see vdisk create -o help)',
+    },
+    compress: { type: 'boolean', short: 'c', help: 'store every cluster compressed (qcow2)' },
+    sparse: {
+      type: 'string',
+      short: 'S',
+      arg: 'sparse_size',
+      help: 'smallest run of zeros left unwritten (default 4k; 0 writes everything)',
+    },
+    cache: { type: 'string', short: 't', arg: 'cache', help: 'cache mode of the target (default unsafe)' },
+    'source-cache': {
+      type: 'string',
+      short: 'T',
+      arg: 'src_cache',
+      help: 'cache mode of the source (default writeback)',
+    },
+    'no-create': { type: 'boolean', short: 'n', help: 'write into an existing target instead of creating it' },
+    parallel: { type: 'string', short: 'm', arg: 'num', help: 'requests in flight (1 to 16, default 8)' },
+    progress: { type: 'boolean', short: 'p', help: 'show progress' },
+    quiet: { type: 'boolean', short: 'q', help: 'quiet: print nothing but errors' },
+    'force-share': { type: 'boolean', short: 'U', help: 'read a source another process holds, without the image lock' },
+  },
+};
 
 export const convertCommand: CliCommand = {
-  name: 'convert',
-  summary: 'convert [-c] [-p] [-f fmt] [-O fmt] [-o options] [-S size] filename output   copy into any format',
-  help: HELP,
+  spec: SPEC,
   async run(args, streams) {
-    const { values, positionals } = parseCommandLine('convert', args, {
-      format: { type: 'string', short: 'f' },
-      'output-format': { type: 'string', short: 'O' },
-      options: { type: 'string', short: 'o', multiple: true },
-      compress: { type: 'boolean', short: 'c' },
-      sparse: { type: 'string', short: 'S' },
-      cache: { type: 'string', short: 't' },
-      'source-cache': { type: 'string', short: 'T' },
-      'no-create': { type: 'boolean', short: 'n' },
-      parallel: { type: 'string', short: 'm' },
-      progress: { type: 'boolean', short: 'p' },
-      quiet: { type: 'boolean', short: 'q' },
-      'force-share': { type: 'boolean', short: 'U' },
-    });
+    const { values, positionals } = parseCommandLine(SPEC, args);
     if (values.help) {
-      streams.out(HELP);
+      streams.out(commandHelp(SPEC));
       return 0;
     }
     if (positionals.length !== 2) throw usageError('convert', 'Expecting one source and one target file name');
@@ -68,6 +79,7 @@ export const convertCommand: CliCommand = {
       targetCache,
       sourceCache,
       noCreate: Boolean(values['no-create']),
+      forceShare: Boolean(values['force-share']),
       parallel,
       onProgress: progress?.update,
     }).finally(() => progress?.finish());

@@ -2,39 +2,51 @@
 import { createOptionHelp, executeCreate, planCreateWithBacking } from '../tools/create.js';
 import { hasHelpOption, joinOptionLists } from '../tools/options.js';
 import { formatFixed } from '../util/printf.js';
-import { type CliCommand, parseCommandLine, usageError } from './args.js';
+import { type CliCommand, type CommandSpec, parseCommandLine, usageError } from './args.js';
+import { commandHelp } from './help.js';
 
-const HELP = `usage: vdisk create [-f fmt] [-b backing_file -F backing_fmt] [-o options]... [-p] [-q] filename [size]
-
-Creates a new image of the given format (default raw) and virtual size.
-
-  -f fmt       image format: raw (default) or qcow2
-  -b file      backing file (qcow2), named relative to the new image; -F gives its format
-  -o options   comma-separated name=value options ("-o help" lists them);
-               raw: preallocation=off|falloc|full; qcow2: cluster_size, preallocation
-               (off|metadata|falloc|full), compat, lazy_refcounts, refcount_bits, extended_l2…
-  -p           show progress while preallocating
-  -q           quiet: print nothing but errors
-  size         bytes, or with a suffix k, M, G, T, P, E (powers of 1024): 64M, 1.5G
-
-An existing file is truncated and recreated, as qemu-img does.
-`;
+const SPEC: CommandSpec = {
+  name: 'create',
+  operands: 'filename [size]',
+  purpose: 'make a new image (qemu-img create)',
+  description: `
+Creates a new image of the given format (default raw) and virtual size, as qemu-img create does.
+The size is bytes, or a number with a suffix k, M, G, T, P, E (powers of 1024): 64M, 1.5G; with
+a backing file and no size, the backing image's size. The image is built in an unnamed file and
+gets its name only when it is complete and synced: a create that fails or is killed leaves no
+file, or the old file of that name as it was.`,
+  options: {
+    format: { type: 'string', short: 'f', arg: 'fmt', help: 'image format: raw (default) or qcow2' },
+    backing: {
+      type: 'string',
+      short: 'b',
+      arg: 'backing_file',
+      help: 'backing file (qcow2), named relative to the new image',
+    },
+    'backing-format': {
+      type: 'string',
+      short: 'F',
+      arg: 'backing_fmt',
+      help: "the backing file's format (needed with -b)",
+    },
+    options: {
+      type: 'string',
+      short: 'o',
+      arg: 'options',
+      multiple: true,
+      help: 'comma-separated name=value options ("-o help" lists them); raw: preallocation;\nqcow2: cluster_size, preallocation, compat, lazy_refcounts, refcount_bits, extended_l2, …',
+    },
+    progress: { type: 'boolean', short: 'p', help: 'show progress while preallocating' },
+    quiet: { type: 'boolean', short: 'q', help: 'quiet: print nothing but errors' },
+  },
+};
 
 export const createCommand: CliCommand = {
-  name: 'create',
-  summary: 'create [-f fmt] [-o options] [-q] filename [size]   make a new image',
-  help: HELP,
+  spec: SPEC,
   async run(args, streams) {
-    const { values, positionals } = parseCommandLine('create', args, {
-      format: { type: 'string', short: 'f' },
-      options: { type: 'string', short: 'o', multiple: true },
-      progress: { type: 'boolean', short: 'p' },
-      quiet: { type: 'boolean', short: 'q' },
-      backing: { type: 'string', short: 'b' },
-      'backing-format': { type: 'string', short: 'F' },
-    });
+    const { values, positionals } = parseCommandLine(SPEC, args);
     if (values.help) {
-      streams.out(HELP);
+      streams.out(commandHelp(SPEC));
       return 0;
     }
     const format = (values.format as string | undefined) ?? 'raw';

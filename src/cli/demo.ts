@@ -1,31 +1,30 @@
 /** `vdisk demo`: the end-to-end walk of demo-walk.ts. */
 import { parsePreallocation } from '../block/preallocation.js';
-import { type CliCommand, parseCommandLine, usageError } from './args.js';
+import { type CliCommand, type CommandSpec, parseCommandLine, usageError } from './args.js';
 import { runDemo } from './demo-walk.js';
+import { commandHelp } from './help.js';
 
-const HELP = `usage: vdisk demo [--prealloc off|falloc|full] [--size size] [--dir dir]
-
-Creates a raw image (default: 64M, preallocation falloc) in a fresh temporary directory,
-writes a pattern at its start, middle and end, flushes, reopens it, verifies every byte,
-prints its info and map, and removes the directory. Exits 1 if anything does not match.
-
-  --prealloc MODE   off, falloc or full
-  --size SIZE       virtual size, such as 64M or 1G
-  --dir DIR         make the temporary directory inside DIR (default: the system's)
-`;
+const SPEC: CommandSpec = {
+  name: 'demo',
+  operands: '',
+  purpose: 'try it all on a throwaway image',
+  description: `
+Creates a raw image (default: 64M, preallocation falloc) in a fresh temporary directory, writes a
+pattern at its start, middle and end, flushes, reopens it, verifies every byte, prints its info
+and map, and removes the directory. Fails if anything does not match.`,
+  options: {
+    prealloc: { type: 'string', arg: 'MODE', help: 'off, falloc (default) or full' },
+    size: { type: 'string', arg: 'SIZE', help: 'virtual size, such as 64M or 1G' },
+    dir: { type: 'string', arg: 'DIR', help: "make the temporary directory inside DIR (default: the system's)" },
+  },
+};
 
 export const demoCommand: CliCommand = {
-  name: 'demo',
-  summary: 'demo [--prealloc off|falloc|full] [--size size] [--dir dir]   try it all on a throwaway image',
-  help: HELP,
+  spec: SPEC,
   async run(args, streams) {
-    const { values, positionals } = parseCommandLine('demo', args, {
-      prealloc: { type: 'string' },
-      size: { type: 'string' },
-      dir: { type: 'string' },
-    });
+    const { values, positionals } = parseCommandLine(SPEC, args);
     if (values.help) {
-      streams.out(HELP);
+      streams.out(commandHelp(SPEC));
       return 0;
     }
     if (positionals.length > 0) throw usageError('demo', `Unexpected argument: ${positionals[0]}`);

@@ -1,33 +1,35 @@
 /** `vdisk info`: qemu-img info's arguments and both of its output layouts. */
 import { formatDefinition } from '../engine/formats.js';
 import { imageChainInfo, imageInfo } from '../tools/info.js';
-import { type CliCommand, oneFilename, outputFormat, parseCommandLine } from './args.js';
+import { type CliCommand, type CommandSpec, oneFilename, outputFormat, parseCommandLine } from './args.js';
+import { commandHelp } from './help.js';
 import { formatChainJson, formatInfoHuman, formatInfoJson } from './render/info.js';
 
-const HELP = `usage: vdisk info [-f fmt] [--output=human|json] [--backing-chain] [-U] filename
-
-Shows an image's format, virtual size and disk use, as qemu-img info does.
-The image is opened read-only.
-
-  -f fmt         image format; without it the format is probed from the first bytes
-  --output=FMT   human (default) or json (the same JSON as qemu-img info --output=json)
-  --backing-chain  also report every image down the backing chain
-  -U             force share: do not take the image lock (the image may be in use)
-`;
+const SPEC: CommandSpec = {
+  name: 'info',
+  operands: 'filename',
+  purpose: 'show format, size and disk use (qemu-img info)',
+  description: `
+Shows an image's format, virtual size, disk use, backing file and format-specific facts, as
+qemu-img info does. The image is opened read-only; its backing file need not exist.`,
+  options: {
+    format: { type: 'string', short: 'f', arg: 'fmt', help: 'image format; without it the format is probed' },
+    output: {
+      type: 'string',
+      arg: 'human|json',
+      help: 'human (default) or json (the JSON of qemu-img info --output=json)',
+    },
+    'backing-chain': { type: 'boolean', help: 'also report every image down the backing chain' },
+    'force-share': { type: 'boolean', short: 'U', help: 'read an image another process holds, without the image lock' },
+  },
+};
 
 export const infoCommand: CliCommand = {
-  name: 'info',
-  summary: 'info [-f fmt] [--output=human|json] [-U] filename   show format, size and disk use',
-  help: HELP,
+  spec: SPEC,
   async run(args, streams) {
-    const { values, positionals } = parseCommandLine('info', args, {
-      format: { type: 'string', short: 'f' },
-      output: { type: 'string' },
-      'force-share': { type: 'boolean', short: 'U' },
-      'backing-chain': { type: 'boolean' },
-    });
+    const { values, positionals } = parseCommandLine(SPEC, args);
     if (values.help) {
-      streams.out(HELP);
+      streams.out(commandHelp(SPEC));
       return 0;
     }
     const output = outputFormat(values.output);

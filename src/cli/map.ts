@@ -3,35 +3,36 @@
 import { formatDefinition } from '../engine/formats.js';
 import { mapImage } from '../tools/map.js';
 import { parseSize } from '../tools/size.js';
-import { type CliCommand, oneFilename, outputFormat, parseCommandLine } from './args.js';
+import { type CliCommand, type CommandSpec, oneFilename, outputFormat, parseCommandLine } from './args.js';
+import { commandHelp } from './help.js';
 import { formatMapHuman, formatMapJson } from './render/map.js';
 
-const HELP = `usage: vdisk map [-f fmt] [--output=human|json] [--start-offset=OFFSET] [--max-length=LEN] [-U] filename
-
-Shows which ranges of an image hold data, read as zeros or are unallocated, and where
-they are in the host file, as qemu-img map does. The image is opened read-only.
-
-  -f fmt               image format; without it the format is probed
-  --output=FMT         human (default: only ranges with data) or json (every range)
-  --start-offset=OFF   start at this guest offset
-  --max-length=LEN     report at most this many bytes
-  -U                   force share: do not take the image lock
-`;
+const SPEC: CommandSpec = {
+  name: 'map',
+  operands: 'filename',
+  purpose: 'show where the data is (qemu-img map)',
+  description: `
+Shows which ranges of an image hold data, read as zeros or are unallocated, and where they are
+in the host file, as qemu-img map does. The image is opened read-only.`,
+  options: {
+    format: { type: 'string', short: 'f', arg: 'fmt', help: 'image format; without it the format is probed' },
+    output: {
+      type: 'string',
+      arg: 'human|json',
+      help: 'human (default: only ranges with data) or json (every range, as qemu-img map --output=json)',
+    },
+    'start-offset': { type: 'string', arg: 'OFFSET', help: 'start at this guest offset' },
+    'max-length': { type: 'string', arg: 'LEN', help: 'report at most this many bytes' },
+    'force-share': { type: 'boolean', short: 'U', help: 'read an image another process holds, without the image lock' },
+  },
+};
 
 export const mapCommand: CliCommand = {
-  name: 'map',
-  summary: 'map [-f fmt] [--output=human|json] [-U] filename   show where the data is',
-  help: HELP,
+  spec: SPEC,
   async run(args, streams) {
-    const { values, positionals } = parseCommandLine('map', args, {
-      format: { type: 'string', short: 'f' },
-      output: { type: 'string' },
-      'start-offset': { type: 'string' },
-      'max-length': { type: 'string' },
-      'force-share': { type: 'boolean', short: 'U' },
-    });
+    const { values, positionals } = parseCommandLine(SPEC, args);
     if (values.help) {
-      streams.out(HELP);
+      streams.out(commandHelp(SPEC));
       return 0;
     }
     const output = outputFormat(values.output);

@@ -2,28 +2,35 @@
 import { parsePreallocation } from '../block/preallocation.js';
 import { formatDefinition } from '../engine/formats.js';
 import { resizeImage } from '../tools/resize.js';
-import { type CliCommand, parseCommandLine, usageError } from './args.js';
+import { type CliCommand, type CommandSpec, parseCommandLine, usageError } from './args.js';
+import { commandHelp } from './help.js';
 
-const HELP = `usage: vdisk resize [-f fmt] [--preallocation=PREALLOC] [--shrink] [-q] filename [+|-]size
-
-Changes the virtual size of an image, as qemu-img resize does. Growth is allocated as
---preallocation says (off, metadata for qcow2, falloc, full); shrinking deletes everything
-past the new end and needs --shrink.
-`;
+const SPEC: CommandSpec = {
+  name: 'resize',
+  operands: 'filename [+|-]size',
+  purpose: 'change the virtual size (qemu-img resize)',
+  description: `
+Changes the virtual size of an image, as qemu-img resize does: to the size given, or by it with
++ or -. Growth is allocated as --preallocation says; shrinking deletes everything past the new
+end and needs --shrink.`,
+  options: {
+    format: { type: 'string', short: 'f', arg: 'fmt', help: 'image format; without it the format is probed' },
+    preallocation: {
+      type: 'string',
+      arg: 'PREALLOC',
+      help: 'how the new tail is allocated: off (default), metadata (qcow2), falloc, full',
+    },
+    shrink: { type: 'boolean', help: 'allow a smaller size (the data past the new end is lost)' },
+    quiet: { type: 'boolean', short: 'q', help: 'quiet: print nothing but errors' },
+  },
+};
 
 export const resizeCommand: CliCommand = {
-  name: 'resize',
-  summary: 'resize [-f fmt] [--preallocation=MODE] [--shrink] filename [+|-]size   change the virtual size',
-  help: HELP,
+  spec: SPEC,
   async run(args, streams) {
-    const { values, positionals } = parseCommandLine('resize', args, {
-      format: { type: 'string', short: 'f' },
-      preallocation: { type: 'string' },
-      shrink: { type: 'boolean' },
-      quiet: { type: 'boolean', short: 'q' },
-    });
+    const { values, positionals } = parseCommandLine(SPEC, args);
     if (values.help) {
-      streams.out(HELP);
+      streams.out(commandHelp(SPEC));
       return 0;
     }
     if (positionals.length !== 2) throw usageError('resize', 'Expecting a file name and a size');

@@ -12,6 +12,7 @@ import { compareCommand } from './compare.js';
 import { convertCommand } from './convert.js';
 import { createCommand } from './create.js';
 import { demoCommand } from './demo.js';
+import { commandHelp, commandSummary } from './help.js';
 import { infoCommand } from './info.js';
 import { ioCommand } from './io/command.js';
 import { mapCommand } from './map.js';
@@ -47,7 +48,7 @@ export function version(): string {
 }
 
 function mainHelp(): string {
-  const lines = COMMANDS.map((c) => `  ${c.summary}`).join('\n');
+  const lines = COMMANDS.map((c) => `  ${commandSummary(c.spec)}`).join('\n');
   return `usage: vdisk <command> [options]
 vdisk: a virtual-disk storage engine for RAW and QCOW2 images, byte-compatible with QEMU.
 
@@ -80,15 +81,15 @@ export async function runCli(argv: readonly string[], streams: CliStreams = stdi
       return 1;
     }
     if (name === '--help' || name === '-h' || name === 'help') {
-      const topic = name === 'help' ? COMMANDS.find((c) => c.name === rest[0]) : undefined;
-      streams.out(topic ? topic.help : mainHelp());
+      const topic = name === 'help' ? COMMANDS.find((c) => c.spec.name === rest[0]) : undefined;
+      streams.out(topic ? commandHelp(topic.spec) : mainHelp());
       return 0;
     }
     if (name === '--version' || name === '-V') {
       streams.out(`vdisk version ${version()}\n`);
       return 0;
     }
-    const command = COMMANDS.find((c) => c.name === name);
+    const command = COMMANDS.find((c) => c.spec.name === name);
     if (!command) {
       streams.err(`vdisk: Command not found: ${name} (see 'vdisk --help')\n`);
       return 1;

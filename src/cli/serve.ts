@@ -4,68 +4,76 @@ import { VdiskError } from '../block/errors.js';
 import { formatDefinition } from '../engine/formats.js';
 import type { DetectZeroes, DiscardMode } from '../nbd/export.js';
 import { serveImage } from '../tools/serve.js';
-import { type CliCommand, oneFilename, parseCommandLine, usageError } from './args.js';
+import { type CliCommand, type CommandSpec, oneFilename, parseCommandLine, usageError } from './args.js';
+import { commandHelp } from './help.js';
 
-const HELP = `usage: vdisk serve [-f fmt] [--cache=MODE] [-r] [-k PATH | -p PORT [-b ADDR]] [-x NAME]
-                   [-D TEXT] [-e N] [-t] [--discard=MODE] [--detect-zeroes=MODE] [-A]
-                   [--tls-creds DIR] filename
-
-Exports an image over NBD, as qemu-nbd does, until stopped (SIGINT or SIGTERM: clients'
-requests in flight finish, the image is flushed and closed). Prints the NBD URI it serves at.
-
-  -f, --format FMT        image format; without it the format is probed
-      --cache MODE        none, writeback (default), writethrough, directsync, unsafe
-  -n, --nocache           short for --cache=none
-  -r, --read-only         export read-only
-  -U, --force-share       do not take the image lock (only with -r)
-  -k, --socket PATH       listen on a Unix socket
-  -p, --port PORT         listen on TCP port PORT (default 10809; 0 picks a free port)
-  -b, --bind ADDR         the TCP address to bind (default 0.0.0.0)
-  -x, --export-name NAME  the export's name (default '')
-  -D, --description TEXT  the export's description
-  -e, --shared N          serve N clients at once (default 1; 0: no limit)
-  -t, --persistent        keep serving after the last client disconnects
-      --discard MODE      ignore (default) or unmap: what a client's trim does
-      --detect-zeroes MODE  off (default), on or unmap: turn writes of zeros into zero writes
-  -A, --allocation-depth  offer the qemu:allocation-depth metadata context
-      --tls-creds DIR     require TLS; DIR holds ca-cert.pem, server-cert.pem, server-key.pem
-      --tls-verify-peer on|off  require a client certificate signed by the CA (default on)
-      --handshake-limit N seconds a client has to finish the handshake (default 10)
-  -v, --verbose           report dropped clients and failed handshakes on stderr
-
-The URI printed can be given to qemu-img, qemu-io, nbdinfo, nbdcopy and fio --ioengine=nbd.
+const SPEC: CommandSpec = {
+  name: 'serve',
+  operands: 'filename',
+  purpose: 'export an image over NBD (qemu-nbd)',
+  description: `
+Exports an image over NBD, as qemu-nbd does, until stopped (SIGINT or SIGTERM: clients' requests
+in flight finish, the image is flushed and closed). Prints the NBD URI it serves at, which
+qemu-img, qemu-io, nbdinfo, nbdcopy and fio --ioengine=nbd take.`,
+  options: {
+    format: { type: 'string', short: 'f', arg: 'fmt', help: 'image format; without it the format is probed' },
+    cache: { type: 'string', arg: 'MODE', help: 'none, writeback (default), writethrough, directsync, unsafe' },
+    nocache: { type: 'boolean', short: 'n', help: 'short for --cache=none' },
+    'read-only': { type: 'boolean', short: 'r', help: 'export read-only' },
+    'force-share': {
+      type: 'boolean',
+      short: 'U',
+      help: 'serve an image another process holds, without the image lock (only with -r)',
+    },
+    socket: { type: 'string', short: 'k', arg: 'PATH', help: 'listen on a Unix socket' },
+    port: {
+      type: 'string',
+      short: 'p',
+      arg: 'PORT',
+      help: 'listen on TCP port PORT (default 10809; 0 picks a free port)',
+    },
+    bind: { type: 'string', short: 'b', arg: 'ADDR', help: 'the TCP address to bind (default 0.0.0.0)' },
+    'export-name': { type: 'string', short: 'x', arg: 'NAME', help: "the export's name (default '')" },
+    description: { type: 'string', short: 'D', arg: 'TEXT', help: "the export's description" },
+    shared: { type: 'string', short: 'e', arg: 'N', help: 'serve N clients at once (default 1; 0: no limit)' },
+    persistent: { type: 'boolean', short: 't', help: 'keep serving after the last client disconnects' },
+    discard: { type: 'string', arg: 'MODE', help: "ignore (default) or unmap: what a client's trim does" },
+    'detect-zeroes': {
+      type: 'string',
+      arg: 'MODE',
+      help: 'off (default), on or unmap: turn writes of zeros into zero writes',
+    },
+    'allocation-depth': { type: 'boolean', short: 'A', help: 'offer the qemu:allocation-depth metadata context' },
+    'tls-creds': {
+      type: 'string',
+      arg: 'DIR',
+      help: 'require TLS; DIR holds ca-cert.pem, server-cert.pem, server-key.pem',
+    },
+    'tls-verify-peer': {
+      type: 'string',
+      arg: 'on|off',
+      hidden: true,
+      help: 'require a client certificate signed by the CA (default on)',
+    },
+    'handshake-limit': {
+      type: 'string',
+      arg: 'N',
+      hidden: true,
+      help: 'seconds a client has to finish the handshake (default 10)',
+    },
+    verbose: { type: 'boolean', short: 'v', help: 'report dropped clients and failed handshakes on stderr' },
+  },
+  notes: `
 File I/O runs on libuv's thread pool; to use io_uring instead, start with UV_USE_IO_URING=1 in
-the environment (it helps O_DIRECT at high queue depth on some hosts, and hurts on others).
-`;
+the environment (it helps O_DIRECT at high queue depth on some hosts, and hurts on others).`,
+};
 
 export const serveCommand: CliCommand = {
-  name: 'serve',
-  summary: 'serve [-f fmt] [-r] [-k path | -p port] [-x name] [-e n] [-t] filename   export over NBD',
-  help: HELP,
+  spec: SPEC,
   async run(args, streams) {
-    const { values, positionals } = parseCommandLine('serve', args, {
-      format: { type: 'string', short: 'f' },
-      cache: { type: 'string' },
-      nocache: { type: 'boolean', short: 'n' },
-      'read-only': { type: 'boolean', short: 'r' },
-      'force-share': { type: 'boolean', short: 'U' },
-      socket: { type: 'string', short: 'k' },
-      port: { type: 'string', short: 'p' },
-      bind: { type: 'string', short: 'b' },
-      'export-name': { type: 'string', short: 'x' },
-      description: { type: 'string', short: 'D' },
-      shared: { type: 'string', short: 'e' },
-      persistent: { type: 'boolean', short: 't' },
-      discard: { type: 'string' },
-      'detect-zeroes': { type: 'string' },
-      'allocation-depth': { type: 'boolean', short: 'A' },
-      'tls-creds': { type: 'string' },
-      'tls-verify-peer': { type: 'string' },
-      'handshake-limit': { type: 'string' },
-      verbose: { type: 'boolean', short: 'v' },
-    });
+    const { values, positionals } = parseCommandLine(SPEC, args);
     if (values.help) {
-      streams.out(HELP);
+      streams.out(commandHelp(SPEC));
       return 0;
     }
     const filename = oneFilename('serve', positionals);

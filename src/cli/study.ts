@@ -10,36 +10,45 @@ import { studyReport, writeJsonReport } from '../tools/study/report-json.js';
 import { runStudy } from '../tools/study/runner.js';
 import { formatTable } from '../tools/study/table.js';
 import { WORKLOAD_NAMES, WORKLOADS } from '../tools/study/workloads.js';
-import { type CliCommand, parseCommandLine, usageError } from './args.js';
+import { type CliCommand, type CommandSpec, parseCommandLine, usageError } from './args.js';
+import { commandHelp } from './help.js';
 import { progressBar } from './progress.js';
 
-const HELP = `usage: vdisk study [--quick|--full] [--dir DIR] [--size SIZE] [--formats LIST] [--cache LIST]
-                   [--prealloc LIST] [--workloads LIST] [--json FILE] [--html FILE]
-
+const SPEC: CommandSpec = {
+  name: 'study',
+  operands: '',
+  purpose: 'measure every cache mode and preallocation on this storage',
+  description: `
 Measures what the host cache mode and the preallocation mode do to guest I/O on this machine's
 storage. For every format × preallocation × cache mode it creates a fresh image (timing the
 creation), runs guest-like workloads through vdisk's block layer with requests in flight, ends
 every write workload with a flush counted in its time, and records throughput, IOPS and latency
 percentiles. It prints a ranked table and a recommendation that weighs speed against what a host
 crash can do, and writes every measurement to a JSON file and a self-contained HTML report.
-Combinations the filesystem cannot do (O_DIRECT on some filesystems) are reported, not dropped.
-
-  --quick            small images, short runs: one to two minutes (the default)
-  --full             larger images, longer runs, three rounds: 15 to 20 minutes
-  --dir DIR          where the images are made, in a temporary directory removed afterwards
-                     (default: the current directory, so its filesystem is the one measured)
-  --size SIZE        image size (default: 256M quick, 1G full)
-  --formats LIST     raw,qcow2 (default both)
-  --cache LIST       none,writethrough,writeback,directsync,unsafe (default all)
-  --prealloc LIST    off,metadata,falloc,full (default all; metadata exists for qcow2 only)
-  --workloads LIST   ${WORKLOAD_NAMES.join(',')} (default all)
-  --json FILE        where the JSON goes (default vdisk-study-<date>.json)
-  --html FILE        where the HTML report goes (default vdisk-study-<date>.html)
-  --smoke            tiny, seconds-long run whose numbers mean nothing (for tests)
-
-Workloads:
-${WORKLOADS.map((w) => `  ${w.name.padEnd(11)} ${w.title}`).join('\n')}
-`;
+Combinations the filesystem cannot do (O_DIRECT on some filesystems) are reported, not dropped.`,
+  options: {
+    quick: { type: 'boolean', help: 'small images, short runs: one to two minutes (the default)' },
+    full: { type: 'boolean', help: 'larger images, longer runs, three rounds: 15 to 20 minutes' },
+    dir: {
+      type: 'string',
+      arg: 'DIR',
+      help: 'where the images are made, in a temporary directory removed afterwards\n(default: the current directory, so its filesystem is the one measured)',
+    },
+    size: { type: 'string', arg: 'SIZE', help: 'image size (default: 256M quick, 1G full)' },
+    formats: { type: 'string', arg: 'LIST', help: 'raw,qcow2 (default both)' },
+    cache: { type: 'string', arg: 'LIST', help: 'none,writethrough,writeback,directsync,unsafe (default all)' },
+    prealloc: {
+      type: 'string',
+      arg: 'LIST',
+      help: 'off,metadata,falloc,full (default all; metadata exists for qcow2 only)',
+    },
+    workloads: { type: 'string', arg: 'LIST', help: `${WORKLOAD_NAMES.join(',')} (default all)` },
+    json: { type: 'string', arg: 'FILE', help: 'where the JSON goes (default vdisk-study-<date>.json)' },
+    html: { type: 'string', arg: 'FILE', help: 'where the HTML report goes (default vdisk-study-<date>.html)' },
+    smoke: { type: 'boolean', hidden: true, help: 'tiny, seconds-long run whose numbers mean nothing (for tests)' },
+  },
+  notes: `Workloads:\n${WORKLOADS.map((w) => `  ${w.name.padEnd(11)} ${w.title}`).join('\n')}`,
+};
 
 function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? '' : 's'}`;
@@ -53,26 +62,11 @@ function stamp(date: Date): string {
 }
 
 export const studyCommand: CliCommand = {
-  name: 'study',
-  summary:
-    'study [--quick|--full] [--dir DIR] [--json FILE] [--html FILE]   measure cache and preallocation modes here',
-  help: HELP,
+  spec: SPEC,
   async run(args, streams) {
-    const { values, positionals } = parseCommandLine('study', args, {
-      quick: { type: 'boolean' },
-      full: { type: 'boolean' },
-      smoke: { type: 'boolean' },
-      dir: { type: 'string' },
-      size: { type: 'string' },
-      formats: { type: 'string' },
-      cache: { type: 'string' },
-      prealloc: { type: 'string' },
-      workloads: { type: 'string' },
-      json: { type: 'string' },
-      html: { type: 'string' },
-    });
+    const { values, positionals } = parseCommandLine(SPEC, args);
     if (values.help) {
-      streams.out(HELP);
+      streams.out(commandHelp(SPEC));
       return 0;
     }
     if (positionals.length > 0) throw usageError('study', `Unexpected argument: ${positionals[0]}`);

@@ -1,47 +1,64 @@
-/** `vdisk io`: qemu-io's arguments; the commands themselves are src/tools/io.ts. */
+/** `vdisk io`: qemu-io's arguments; the commands themselves are session.ts. */
 import readline from 'node:readline';
 import { cacheMode, parseCacheMode } from '../../block/cache-mode.js';
 import { formatDefinition } from '../../engine/formats.js';
 import { openImageWithFormat } from '../../engine/open.js';
-import { type CliCommand, oneFilename, parseCommandLine } from '../args.js';
+import { type CliCommand, type CommandSpec, oneFilename, parseCommandLine } from '../args.js';
+import { commandHelp } from '../help.js';
 import { IoSession } from './session.js';
 
-const HELP = `usage: vdisk io [-f fmt] [-t cache] [-n] [-r] [-U] [-c command]... filename
-
-Runs qemu-io style commands on an image and prints what qemu-io prints. Without -c, the
-commands are read from standard input, one per line. Exits 1 if any command failed.
-
-  -c, --cmd CMD     run a command (repeatable), for example -c 'write -P 0xab 0 64k'
-  -f, --format FMT  image format; without it the format is probed (raw: block 0 is protected)
-  -t, --cache MODE  none, writeback, writethrough (the default, as in qemu-io), directsync, unsafe
-  -n, --nocache     short for -t none
-  -r, --read-only   open the image read-only
-  -U, --force-share do not take the image lock
-
+const SPEC: CommandSpec = {
+  name: 'io',
+  operands: 'filename',
+  purpose: 'read and write an image with qemu-io commands',
+  description: `
+Runs qemu-io style commands on an image and prints what qemu-io prints. Without -c, the commands
+are read from standard input, one per line.`,
+  options: {
+    cmd: {
+      type: 'string',
+      short: 'c',
+      arg: 'command',
+      multiple: true,
+      help: "run a command (repeatable), for example -c 'write -P 0xab 0 64k'",
+    },
+    format: {
+      type: 'string',
+      short: 'f',
+      arg: 'fmt',
+      help: "image format; without it the format is probed (a probed raw image's block 0 is protected)",
+    },
+    cache: {
+      type: 'string',
+      short: 't',
+      arg: 'cache',
+      help: 'none, writeback, writethrough (the default, as in qemu-io), directsync, unsafe',
+    },
+    nocache: { type: 'boolean', short: 'n', help: 'short for -t none' },
+    'read-only': { type: 'boolean', short: 'r', help: 'open the image read-only' },
+    'force-share': {
+      type: 'boolean',
+      short: 'U',
+      help: 'read an image another process holds, without the image lock (only with -r)',
+    },
+  },
+  notes: `
 Commands:
   read [-Cqv] [-P pattern [-s off] [-l len]] off len   read, check a pattern (-P), dump (-v)
   write [-Cfnquz] [-P pattern] off len                 write a pattern (default 0xcd); -z zeroes,
                                                        -u with -z may unmap, -f FUA
   discard [-Cq] off len      flush      length      info      map
   truncate [-m off|falloc|full] size                   help [command]      quit
-Offsets and lengths take the suffixes k, M, G, T, P, E.
-`;
+Offsets and lengths take the suffixes k, M, G, T, P, E.`,
+  exitStatus: '0 every command succeeded, 1 a command failed or the image could not be opened',
+};
 
 export const ioCommand: CliCommand = {
-  name: 'io',
-  summary: "io [-f fmt] [-t cache] [-r] [-c 'command']... filename   read and write an image (qemu-io)",
-  help: HELP,
+  spec: SPEC,
   async run(args, streams) {
-    const { values, positionals } = parseCommandLine('io', args, {
-      cmd: { type: 'string', short: 'c', multiple: true },
-      format: { type: 'string', short: 'f' },
-      cache: { type: 'string', short: 't' },
-      nocache: { type: 'boolean', short: 'n' },
-      'read-only': { type: 'boolean', short: 'r' },
-      'force-share': { type: 'boolean', short: 'U' },
-    });
+    const { values, positionals } = parseCommandLine(SPEC, args);
     if (values.help) {
-      streams.out(HELP);
+      streams.out(commandHelp(SPEC));
       return 0;
     }
     // qemu-io's default is writethrough: every write is durable before it is reported.

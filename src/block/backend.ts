@@ -2,7 +2,8 @@
  * BlockBackend: the one checked entry point to a driver graph. The CLI, the NBD server and the
  * JS API all hold one of these; every request passes here exactly once, so the checks below
  * (bounds, read-only, closed), writethrough emulation, in-flight tracking and counters live
- * nowhere else.
+ * nowhere else. The rules the checks apply are in request-checks.ts, which the NBD server's
+ * request validation shares.
  */
 import type {
   Alignment,
@@ -16,6 +17,7 @@ import type {
 } from './driver.js';
 import { VdiskError } from './errors.js';
 import type { Preallocation } from './preallocation.js';
+import { fitsWithin, isByteCount, isWriteToReadOnly } from './request-checks.js';
 
 export interface BackendOptions {
   /** The guest-visible write cache; off means every write is durable before it completes. */
@@ -260,11 +262,11 @@ export class BlockBackend {
 
   async #run<T>(offset: number, length: number, writes: boolean, op: () => Promise<T>): Promise<T> {
     if (this.#closing) throw new VdiskError('ESHUTDOWN', 'The image is closed');
-    if (writes && this.readOnly) throw new VdiskError('EROFS', 'The image is opened read-only');
+    if (isWriteToReadOnly(writes, this.readOnly)) throw new VdiskError('EROFS', 'The image is opened read-only');
     checkInteger(offset, 'offset');
     checkInteger(length, 'length');
     const size = this.root.length();
-    if (offset + length > size) {
+    if (!fitsWithin(offset, length, size)) {
       throw new VdiskError(
         'EINVAL',
         `Request past the end of the image: offset ${offset} + length ${length} > image length ${size}`,
@@ -287,7 +289,7 @@ export class BlockBackend {
 }
 
 function checkInteger(value: number, what: string): void {
-  if (!Number.isSafeInteger(value) || value < 0) {
+  if (!isByteCount(value)) {
     throw new VdiskError('EINVAL', `Invalid ${what}: ${value} (must be a non-negative integer below 2^53)`);
   }
 }

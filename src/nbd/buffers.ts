@@ -4,6 +4,7 @@
  * exhausted.
  */
 import { alignedPool } from '../io/aligned.js';
+import type { ByteQueue } from './input.js';
 
 export function acquireBuffer(length: number, aligned: boolean): Buffer {
   if (aligned) {
@@ -34,4 +35,16 @@ export function releaserFor(buf: Buffer): (() => void) | undefined {
     released = true;
     alignedPool.release(buf);
   };
+}
+
+/**
+ * Consumes a WRITE payload of `length` bytes: a view of the received bytes where they lie in one
+ * chunk, else one copy; when the image bypasses the page cache, a copy into an aligned buffer
+ * (`pooled` when it must go back to the pool).
+ */
+export function takePayload(queue: ByteQueue, length: number, aligned: boolean): { payload: Buffer; pooled: boolean } {
+  if (!aligned || length === 0) return { payload: queue.take(length), pooled: false };
+  const payload = acquireBuffer(length, aligned);
+  queue.takeInto(payload, 0, length);
+  return { payload, pooled: isPooled(payload) };
 }

@@ -18,9 +18,11 @@ import net from 'node:net';
 import { fromSystemError, VdiskError } from '../block/errors.js';
 import { DataBudget } from './data-budget.js';
 import type { NbdExport } from './export.js';
-import { HandshakeError, negotiate } from './handshake.js';
+import { negotiate } from './handshake/negotiate.js';
+import { HandshakeError } from './handshake/negotiation.js';
 import { InputClosed, SocketInput } from './input.js';
-import { Session, type SessionLimits } from './session.js';
+import { Session } from './session.js';
+import type { SessionLimits } from './session-limits.js';
 import type { TlsCredentials } from './tls.js';
 
 export type ListenAddress = { socket: string } | { host: string; port: number };

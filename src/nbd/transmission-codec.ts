@@ -108,7 +108,24 @@ export function encodeNoneChunk(cookieHi: number, cookieLo: number): Buffer {
   return buf;
 }
 
-/** The header of an OFFSET_DATA chunk carrying `dataLength` bytes read at `offset` (the data follows). */
+/**
+ * The header of an OFFSET_DATA chunk carrying `dataLength` bytes read at `offset`, written at
+ * `off` (the data follows it).
+ */
+export function writeDataChunkHeader(
+  buf: Buffer,
+  off: number,
+  cookieHi: number,
+  cookieLo: number,
+  offset: number,
+  dataLength: number,
+  done: boolean,
+): void {
+  writeChunkHeader(buf, off, done ? REPLY_FLAG_DONE : 0, CHUNK.OFFSET_DATA, cookieHi, cookieLo, 8 + dataLength);
+  writeU64(buf, off + CHUNK_HEADER_SIZE, offset, 'offset');
+}
+
+/** The same header in a buffer of its own. */
 export function encodeDataChunkHeader(
   cookieHi: number,
   cookieLo: number,
@@ -117,8 +134,7 @@ export function encodeDataChunkHeader(
   done: boolean,
 ): Buffer {
   const buf = Buffer.allocUnsafe(DATA_CHUNK_HEADER_SIZE);
-  writeChunkHeader(buf, 0, done ? REPLY_FLAG_DONE : 0, CHUNK.OFFSET_DATA, cookieHi, cookieLo, 8 + dataLength);
-  writeU64(buf, CHUNK_HEADER_SIZE, offset, 'offset');
+  writeDataChunkHeader(buf, 0, cookieHi, cookieLo, offset, dataLength, done);
   return buf;
 }
 

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { exportFlags } from '../../src/nbd/export.js';
 import { addExtent, allocationDepth, isZero, zeroRuns } from '../../src/nbd/extents.js';
-import { selectContexts } from '../../src/nbd/handshake.js';
+import { selectContexts } from '../../src/nbd/handshake/reply-options.js';
 import {
   decodeInfoRequest,
   decodeMetaContextRequest,

@@ -72,7 +72,8 @@ export interface ImageDescription {
 }
 
 export class BlockBackend {
-  readonly root: BlockDriver;
+  /** The top of the driver graph: only the backend talks to it, so every request is checked. */
+  readonly #root: BlockDriver;
   readonly writeCache: boolean;
   readonly readOnly: boolean;
   readonly counters: BackendCounters = {
@@ -91,13 +92,13 @@ export class BlockBackend {
   #closing: Promise<void> | undefined;
 
   constructor(root: BlockDriver, options: BackendOptions) {
-    this.root = root;
+    this.#root = root;
     this.writeCache = options.writeCache;
     this.readOnly = Boolean(options.readOnly) || root.readOnly;
   }
 
   get length(): number {
-    return this.root.length();
+    return this.#root.length();
   }
 
   get closed(): boolean {
@@ -117,7 +118,7 @@ export class BlockBackend {
 
   readInto(offset: number, buf: Buffer): Promise<void> {
     return this.#run(offset, buf.length, false, async () => {
-      await this.root.read(offset, buf);
+      await this.#root.read(offset, buf);
       this.counters.reads++;
       this.counters.bytesRead += buf.length;
     });
@@ -126,7 +127,7 @@ export class BlockBackend {
   write(offset: number, buf: Buffer, flags: { fua?: boolean } = {}): Promise<void> {
     return this.#run(offset, buf.length, true, async () => {
       const fua = Boolean(flags.fua) || !this.writeCache;
-      await this.#durably(fua, (f) => this.root.write(offset, buf, f));
+      await this.#durably(fua, (f) => this.#root.write(offset, buf, f));
       this.counters.writes++;
       this.counters.bytesWritten += buf.length;
     });
@@ -135,7 +136,7 @@ export class BlockBackend {
   writeZeroes(offset: number, length: number, flags: ZeroFlags = {}): Promise<void> {
     return this.#run(offset, length, true, async () => {
       const fua = Boolean(flags.fua) || !this.writeCache;
-      await this.#durably(fua, (f) => this.root.writeZeroes(offset, length, { ...flags, ...f }));
+      await this.#durably(fua, (f) => this.#root.writeZeroes(offset, length, { ...flags, ...f }));
       this.counters.zeroWrites++;
     });
   }
@@ -143,7 +144,7 @@ export class BlockBackend {
   /** Writes whole clusters compressed, where the format can (qcow2); ENOTSUP elsewhere. */
   writeCompressed(offset: number, buf: Buffer): Promise<void> {
     return this.#run(offset, buf.length, true, async () => {
-      const root = this.root;
+      const root = this.#root;
       if (!root.writeCompressed)
         throw new VdiskError('ENOTSUP', `The ${root.driverName} format cannot store compressed data`);
       await root.writeCompressed(offset, buf);
@@ -155,22 +156,22 @@ export class BlockBackend {
 
   discard(offset: number, length: number): Promise<void> {
     return this.#run(offset, length, true, async () => {
-      await this.root.discard(offset, length);
-      if (!this.writeCache) await this.root.flush();
+      await this.#root.discard(offset, length);
+      if (!this.writeCache) await this.#root.flush();
       this.counters.discards++;
     });
   }
 
   flush(): Promise<void> {
     return this.#run(0, 0, false, async () => {
-      await this.root.flush();
+      await this.#root.flush();
       this.counters.flushes++;
     });
   }
 
   /** The state of the run of bytes starting at `offset`, at most `length` long. */
   blockStatus(offset: number, length: number): Promise<Extent> {
-    return this.#run(offset, length, false, () => this.root.blockStatus(offset, length));
+    return this.#run(offset, length, false, () => this.#root.blockStatus(offset, length));
   }
 
   /**
@@ -178,7 +179,7 @@ export class BlockBackend {
    * extents, asked for piece by piece as the caller iterates.
    */
   async *extents(offset = 0, length?: number): AsyncGenerator<Extent> {
-    const end = length === undefined ? this.root.length() : offset + length;
+    const end = length === undefined ? this.#root.length() : offset + length;
     for (let pos = offset; pos < end; ) {
       const extent = await this.blockStatus(pos, end - pos);
       if (extent.length <= 0) throw new VdiskError('EIO', `Empty block status at offset ${pos}`);
@@ -192,14 +193,14 @@ export class BlockBackend {
   truncate(length: number, preallocation: Preallocation = 'off'): Promise<void> {
     checkInteger(length, 'length');
     return this.#run(0, 0, true, async () => {
-      if (!this.root.capabilities.resize) throw new VdiskError('ENOTSUP', 'This image cannot be resized');
-      await this.root.truncate(length, preallocation);
-      if (!this.writeCache) await this.root.flush();
+      if (!this.#root.capabilities.resize) throw new VdiskError('ENOTSUP', 'This image cannot be resized');
+      await this.#root.truncate(length, preallocation);
+      if (!this.writeCache) await this.#root.flush();
     });
   }
 
   describe(): ImageDescription {
-    const root = this.root;
+    const root = this.#root;
     const own: NodeDescription = root.describe?.() ?? { format: root.driverName };
     const backingChain: BackingLayer[] = [];
     for (let layer = own.backing, depth = 0; layer && depth < 64; depth++) {
@@ -233,7 +234,7 @@ export class BlockBackend {
 
   /** Bytes the image uses on the host, when the host says. */
   allocatedSize(): Promise<number | undefined> {
-    return this.root.allocatedSize?.() ?? Promise.resolve(undefined);
+    return this.#root.allocatedSize?.() ?? Promise.resolve(undefined);
   }
 
   /** Waits for requests in flight, writes out what is pending and releases the image. Idempotent. */
@@ -246,18 +247,18 @@ export class BlockBackend {
     if (this.#inFlight > 0) await new Promise<void>((resolve) => (this.#drained = resolve));
     try {
       // What was written is on stable storage when close returns, as QEMU's bdrv_close does.
-      if (!this.readOnly) await this.root.flush();
+      if (!this.readOnly) await this.#root.flush();
     } finally {
-      await this.root.close();
+      await this.#root.close();
     }
   }
 
   /** A write whose durability the caller asked for: native FUA where the graph has it, else a flush. */
   async #durably(fua: boolean, op: (flags: { fua?: boolean }) => Promise<void>): Promise<void> {
     if (!fua) return op({});
-    if (this.root.capabilities.fua) return op({ fua: true });
+    if (this.#root.capabilities.fua) return op({ fua: true });
     await op({});
-    await this.root.flush();
+    await this.#root.flush();
   }
 
   async #run<T>(offset: number, length: number, writes: boolean, op: () => Promise<T>): Promise<T> {
@@ -265,7 +266,7 @@ export class BlockBackend {
     if (isWriteToReadOnly(writes, this.readOnly)) throw new VdiskError('EROFS', 'The image is opened read-only');
     checkInteger(offset, 'offset');
     checkInteger(length, 'length');
-    const size = this.root.length();
+    const size = this.#root.length();
     if (!fitsWithin(offset, length, size)) {
       throw new VdiskError(
         'EINVAL',

@@ -2,6 +2,7 @@
 import type { ImageInfo } from '../../tools/info.js';
 import { formatSize } from '../../tools/size.js';
 import { dumpQobject, inQdictOrder, toQemuJson } from './qemu-json.js';
+import { formatSnapshotList, qemuSnapshotInfo } from './snapshots.js';
 
 /** The ImageInfo object qemu-img builds, with its key names, in the order it prints them. */
 export function qemuImageInfo(info: ImageInfo): Record<string, unknown> {
@@ -16,6 +17,7 @@ export function qemuImageInfo(info: ImageInfo): Record<string, unknown> {
     'backing-filename': info.backingFilename,
     'full-backing-filename': info.fullBackingFilename,
     'backing-filename-format': info.backingFormat,
+    snapshots: info.snapshots.length > 0 ? info.snapshots.map(qemuSnapshotInfo) : undefined,
     'format-specific': info.formatSpecific,
   });
 }
@@ -49,6 +51,7 @@ export function formatInfoHuman(info: ImageInfo): string {
     text += '\n';
     if (info.backingFormat !== undefined) text += `backing file format: ${info.backingFormat}\n`;
   }
+  if (info.snapshots.length > 0) text += formatSnapshotList(info.snapshots);
   const specific = info.formatSpecific;
   if (specific) text += `Format specific information:\n${dumpQobject(specific.data, 1)}`;
   return text;

@@ -175,14 +175,15 @@ export class Qcow2Image implements BlockDriver {
   #formatSpecific(): { type: string; data: Record<string, unknown> } {
     const h = this.parts.header.header;
     const g = this.parts.geometry;
+    // What QEMU reports: a v2 image has no lazy refcounts, corrupt bit or extended L2 to show.
     const data: Record<string, unknown> = { compat: h.version === 3 ? '1.1' : '0.10' };
-    if (h.version === 3) {
-      data['compression-type'] = h.compressionType === 1 ? 'zstd' : 'zlib';
-      data['lazy-refcounts'] = this.parts.lazyRefcounts;
-    }
+    data['compression-type'] = h.compressionType === 1 ? 'zstd' : 'zlib';
+    if (h.version === 3) data['lazy-refcounts'] = this.parts.lazyRefcounts;
     data['refcount-bits'] = g.refcountBits;
-    data.corrupt = this.parts.header.corrupt;
-    if (h.version === 3) data['extended-l2'] = g.extendedL2;
+    if (h.version === 3) {
+      data.corrupt = this.parts.header.corrupt;
+      data['extended-l2'] = g.extendedL2;
+    }
     return { type: 'qcow2', data };
   }
 

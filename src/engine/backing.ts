@@ -4,7 +4,7 @@
  * MAX_BACKING_DEPTH images deep, never back to an image already in the chain.
  */
 import { realpath } from 'node:fs/promises';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import { VdiskError } from '../block/errors.js';
 
 /** A backing chain deeper than this is refused (it is almost surely a loop or an attack). */
@@ -24,7 +24,13 @@ export async function chainKey(path: string): Promise<string> {
  * Checks that `parent` (whose chain above it, itself included, is `chain`, as real paths) may
  * open its backing file `name`; returns the path to open.
  */
-export async function nextInChain(parent: string, name: string, chain: readonly string[]): Promise<string> {
+export async function nextInChain(
+  parent: string,
+  name: string,
+  chain: readonly string[],
+  /** When set, backing files must lie inside this directory (symbolic links resolved). */
+  confineTo?: string,
+): Promise<string> {
   if (name.startsWith('json:')) {
     throw new VdiskError(
       'ENOTSUP',
@@ -35,8 +41,18 @@ export async function nextInChain(parent: string, name: string, chain: readonly 
     throw new VdiskError('ECORRUPT', `The backing chain of '${parent}' is deeper than ${MAX_BACKING_DEPTH} images`);
   }
   const path = backingPath(parent, name);
-  if (chain.includes(await chainKey(path))) {
+  const key = await chainKey(path);
+  if (chain.includes(key)) {
     throw new VdiskError('ECORRUPT', `Backing file '${name}' of '${parent}' creates an infinite loop`);
+  }
+  if (confineTo !== undefined) {
+    const root = await chainKey(confineTo);
+    if (key !== root && !key.startsWith(root.endsWith(sep) ? root : root + sep)) {
+      throw new VdiskError(
+        'EACCES',
+        `Backing file '${name}' of '${parent}' lies outside '${confineTo}', where backing files are confined`,
+      );
+    }
   }
   return path;
 }

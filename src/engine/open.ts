@@ -30,6 +30,11 @@ export interface OpenImageOptions {
   backing?: boolean;
   /** qcow2: bytes of L2 tables kept in memory (QEMU's l2-cache-size); default 32 MiB or the whole image. */
   l2CacheSize?: number;
+  /**
+   * Backing files must lie inside this directory (default: anywhere, as QEMU). For images from
+   * untrusted hands: a backing name such as /etc/shadow or a block device is refused.
+   */
+  confineBacking?: string;
 }
 
 export interface OpenedImage {
@@ -63,6 +68,7 @@ interface CheckedOptions {
   lock: boolean;
   backing: boolean;
   l2CacheSize: number | undefined;
+  confineBacking: string | undefined;
 }
 
 /** Every option checked, with a VdiskError (EINVAL) for anything a caller could get wrong. */
@@ -90,7 +96,18 @@ function checkOptions(filename: unknown, options: unknown): CheckedOptions {
       `Could not open '${filename}': force-share (-U) can only be used with read-only images`,
     );
   }
-  return { format, cache, readOnly, lock: !o.forceShare, backing: o.backing ?? true, l2CacheSize: o.l2CacheSize };
+  if (o.confineBacking !== undefined && (typeof o.confineBacking !== 'string' || o.confineBacking === '')) {
+    throw new VdiskError('EINVAL', 'confineBacking must be a directory name');
+  }
+  return {
+    format,
+    cache,
+    readOnly,
+    lock: !o.forceShare,
+    backing: o.backing ?? true,
+    l2CacheSize: o.l2CacheSize,
+    confineBacking: o.confineBacking,
+  };
 }
 
 interface NodeOptions extends CheckedOptions {
@@ -167,7 +184,7 @@ async function openBacking(
   format: string | undefined,
   options: NodeOptions,
 ): Promise<BlockDriver> {
-  const path = await nextInChain(parent, name, options.chain);
+  const path = await nextInChain(parent, name, options.chain, options.confineBacking);
   if (format !== undefined && !isFormatName(format)) {
     throw new VdiskError('ENOTSUP', `Backing file '${name}' has format '${format}', which vdisk does not support`);
   }

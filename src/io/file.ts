@@ -112,7 +112,8 @@ export class FileDriver implements BlockDriver {
   static async open(opts: FileOpenOptions): Promise<FileDriver> {
     const { filename, cache, readOnly } = opts;
     const c = fs.constants;
-    const flags = (readOnly ? c.O_RDONLY : c.O_RDWR) | (cache.direct ? c.O_DIRECT : 0);
+    // O_NONBLOCK: opening a FIFO would otherwise wait for a writer; fstat below refuses it.
+    const flags = (readOnly ? c.O_RDONLY : c.O_RDWR) | (cache.direct ? c.O_DIRECT : 0) | c.O_NONBLOCK;
     if (opts.lock === false && !readOnly) throw forceShareRefused(filename);
     const openImpl = opts.openImpl ?? openFd;
     const openError = (err: unknown): VdiskError =>

@@ -13,8 +13,9 @@
  * close() stops accepting, drops waiting and handshaking clients, lets every session finish the
  * requests in flight and send their replies, then resolves; the owner then closes the image.
  */
-import { lstat, unlink } from 'node:fs/promises';
+import { lstat, stat, unlink } from 'node:fs/promises';
 import net from 'node:net';
+import { dirname } from 'node:path';
 import { fromSystemError, VdiskError } from '../block/errors.js';
 import { DataBudget } from './data-budget.js';
 import type { NbdExport } from './export.js';
@@ -91,7 +92,9 @@ export class NbdServer {
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error) => {
         this.#server.off('listening', onListening);
-        reject(fromSystemError(err, `Could not listen on ${describe(address)}`));
+        socketError(address, err).then((cause) =>
+          reject(fromSystemError(cause, `Could not listen on ${describe(address)}`)),
+        );
       };
       const onListening = () => {
         this.#server.off('error', onError);
@@ -236,6 +239,20 @@ export class NbdServer {
 
 function describe(address: ListenAddress): string {
   return 'socket' in address ? `'${address.socket}'` : `${address.host}:${address.port}`;
+}
+
+/**
+ * libuv reports a socket path in a directory that does not exist as EACCES (as Windows would);
+ * say what is really wrong, as qemu-nbd does.
+ */
+async function socketError(address: ListenAddress, err: Error): Promise<Error> {
+  if (!('socket' in address) || (err as NodeJS.ErrnoException).code !== 'EACCES') return err;
+  try {
+    await stat(dirname(address.socket));
+    return err;
+  } catch (statErr) {
+    return (statErr as NodeJS.ErrnoException).code === 'ENOENT' ? (statErr as Error) : err;
+  }
 }
 
 /** A socket file left by a server that died is removed; any other file is not touched. */

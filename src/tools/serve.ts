@@ -23,6 +23,8 @@ export interface ServeOptions {
   readOnly?: boolean;
   /** Serve an image another process holds writable (qemu-nbd -U; only read-only). */
   forceShare?: boolean;
+  /** Backing files must lie inside this directory (for images from untrusted hands). */
+  confineBacking?: string;
   /** Listen on this Unix socket (qemu-nbd -k); otherwise on TCP. */
   socket?: string;
   /** TCP port (default 10809; 0 picks a free one). */
@@ -108,6 +110,7 @@ export async function serveImage(serveOptions: ServeOptions): Promise<ServeHandl
     cache,
     readOnly: Boolean(options.readOnly),
     forceShare: options.forceShare,
+    confineBacking: options.confineBacking,
   });
 
   let server: NbdServer | undefined;

@@ -56,6 +56,9 @@ function dataBytesOf(type: number, length: number): number {
   return type === CMD.READ || type === CMD.WRITE ? length : 0;
 }
 
+/** How long a stopping server keeps answering late requests ESHUTDOWN before it closes. */
+const SHUTDOWN_GRACE_MS = 250;
+
 type State = 'running' | 'draining' | 'closed';
 
 export class Session {
@@ -78,6 +81,10 @@ export class Session {
   /** The rest of a write payload is awaited. */
   #awaitingPayload = false;
 
+  /** The server is stopping: every request still coming is answered ESHUTDOWN. */
+  #shuttingDown = false;
+  /** Set once the last request in flight has finished during a shutdown. */
+  #graceTimer: NodeJS.Timeout | undefined;
   #state: State = 'running';
   #inFlight = 0;
   #inFlightBytes = 0;
@@ -138,6 +145,7 @@ export class Session {
   /** Server shutdown: read no more requests, finish those in flight, then close. */
   shutdown(): Promise<void> {
     if (this.#state === 'running') {
+      this.#shuttingDown = true;
       this.#refuseQueued();
       this.#drain();
     }
@@ -187,6 +195,13 @@ export class Session {
   // --- reading requests ---
 
   #parse(): void {
+    if (this.#shuttingDown) {
+      // Requests that keep coming are answered ESHUTDOWN while replies can still be sent, then
+      // read and dropped (so the client sees our replies, not a reset) until the socket closes.
+      if (this.#state === 'draining') this.#refuseQueued();
+      else this.#input.queue.skip(this.#input.queue.length);
+      return;
+    }
     try {
       this.#parseQueued();
     } catch (err) {
@@ -339,17 +354,25 @@ export class Session {
   #drain(): void {
     this.#state = 'draining';
     this.#awaitingPayload = false;
-    this.#input.pause();
+    if (this.#shuttingDown) this.#input.resume();
+    else this.#input.pause();
     this.#maybeFinish();
   }
 
   #maybeFinish(): void {
     if (this.#state !== 'draining' || this.#inFlight > 0) return;
+    if (this.#shuttingDown && this.#graceTimer === undefined) {
+      // A pipelining client has requests on the way: answer them ESHUTDOWN for a moment
+      // rather than close on them unanswered.
+      this.#graceTimer = setTimeout(() => this.#maybeFinish(), SHUTDOWN_GRACE_MS);
+      return;
+    }
     this.#state = 'closed';
     this.#maybeClosed();
     this.#writer.flush();
-    // end() sends what is queued, then FIN; destroy if the client never reads it.
-    this.#endSoon(5000);
+    // end() sends what is queued, then FIN; destroy if the client never reads it (sooner when
+    // the server is stopping: a busy client must not hold its exit).
+    this.#endSoon(this.#shuttingDown ? 1000 : 5000);
   }
 
   /**

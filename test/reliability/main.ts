@@ -21,7 +21,7 @@ const FAMILIES: Record<string, string[]> = {
   hostile: ['hostile.test.js', 'denied-tables.test.js', 'backing-policy.test.js'],
   fuzz: ['fuzz.test.js'],
   kill: ['kill.test.js'],
-  clients: ['nbd-clients.test.js'],
+  clients: ['nbd-clients.test.js', 'shutdown.test.js'],
   locks: ['force-share.test.js'],
   create: ['interrupted-create.test.js'],
 };

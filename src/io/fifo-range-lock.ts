@@ -5,7 +5,9 @@
  * may run together, but not across a pending read-modify-write.
  *
  * A request waits only for conflicting requests that arrived before it, so there is no
- * starvation and no cycle.
+ * starvation and no cycle. That queue is what sets it apart from util/range-lock.ts, whose
+ * waiters are not queued (a request that finds its range free takes it at once, which is what
+ * lets qcow2 try its cluster locks without waiting).
  */
 
 export interface RangeHold {
@@ -17,7 +19,7 @@ export interface RangeHold {
   resolve: () => void;
 }
 
-export class RangeLock {
+export class FifoRangeLock {
   private readonly holds = new Set<RangeHold>();
 
   /** Waits for earlier overlapping conflicting holds on [start, end), then holds the range. */

@@ -11,13 +11,13 @@ import { describe, it } from 'node:test';
 import { cacheMode } from '../../src/block/cache-mode.js';
 import { formatDefinition } from '../../src/engine/formats.js';
 import { openImage } from '../../src/engine/open.js';
-import { checkQcow2 } from '../../src/format/qcow2/check.js';
-import { makeGeometry } from '../../src/format/qcow2/geometry.js';
-import { decodeHeader } from '../../src/format/qcow2/header.js';
-import { decodeL1, encodeL1 } from '../../src/format/qcow2/l1-entry.js';
-import { decodeL2, encodeL2 } from '../../src/format/qcow2/l2-entry.js';
-import { decodeReftableEntry, setRefcount } from '../../src/format/qcow2/refcount-block.js';
-import { encodeSnapshotTable, type Qcow2Snapshot } from '../../src/format/qcow2/snapshot-table.js';
+import { checkQcow2 } from '../../src/format/qcow2/check/check.js';
+import { makeGeometry } from '../../src/format/qcow2/codec/geometry.js';
+import { decodeHeader } from '../../src/format/qcow2/codec/header.js';
+import { decodeL1, encodeL1 } from '../../src/format/qcow2/codec/l1-entry.js';
+import { decodeL2, encodeL2 } from '../../src/format/qcow2/codec/l2-entry.js';
+import { decodeReftableEntry, setRefcount } from '../../src/format/qcow2/codec/refcount-block.js';
+import { encodeSnapshotTable, type Qcow2Snapshot } from '../../src/format/qcow2/codec/snapshot-table.js';
 import { MemoryDriver } from '../../src/io/memory.js';
 import {
   type CheckImageOptions,

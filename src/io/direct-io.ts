@@ -3,11 +3,11 @@
  * offset, length and memory are aligned to the logical block size. Aligned requests in pool
  * buffers go straight to the kernel; the rest go through aligned bounce buffers, and a write
  * that covers part of a block reads the block first (read-modify-write). Such writes hold their
- * blocks exclusively in a RangeLock, so that no other write to those blocks is undone by them.
+ * blocks exclusively in a FifoRangeLock, so that no other write to those blocks is undone by them.
  */
 import { alignedPool } from './aligned.js';
+import { FifoRangeLock } from './fifo-range-lock.js';
 import { ftruncate, preadFull, pwriteFull } from './posix.js';
-import { RangeLock } from './range-lock.js';
 
 /** Largest single host request; bigger requests are split (bounds bounce-buffer memory). */
 export const DIRECT_CHUNK = 4 << 20;
@@ -21,7 +21,7 @@ export interface LengthKeeper {
 
 export class DirectIo {
   /** Serialises read-modify-writes against other writes to the same blocks. */
-  readonly blocks = new RangeLock();
+  readonly blocks = new FifoRangeLock();
 
   constructor(
     private readonly fd: number,

@@ -2,6 +2,10 @@
  * Shared/exclusive locks on ranges of units (guest clusters). Reads and writes into allocated
  * clusters share; allocation, write-zeroes and discard are exclusive, so two writes never
  * allocate the same cluster twice and a discard never frees a cluster a request still uses.
+ *
+ * Waiters are not queued: whoever finds its range free when it looks takes it. That is what
+ * makes tryAcquire possible (the uncontended request never waits), at the price of no fairness
+ * between waiters. io/fifo-range-lock.ts is the queued kind, for O_DIRECT read-modify-writes.
  */
 export type LockMode = 'shared' | 'exclusive';
 

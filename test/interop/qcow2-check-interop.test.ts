@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { copyFile, open } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
-import { decodeHeader } from '../../src/format/qcow2/header.js';
+import { decodeHeader } from '../../src/format/qcow2/codec/header.js';
 import { hasCommand, run, vdisk } from '../helpers/run.js';
 import { withTempDir } from '../helpers/tmp.js';
 

@@ -9,11 +9,11 @@ import { closeSync, ftruncateSync, mkdtempSync, openSync, readSync, rmSync, stat
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { type CreateLayout, type CreateLayoutOptions, planCreateLayout } from '../../src/format/qcow2/create-layout.js';
-import { encodeHeaderCluster } from '../../src/format/qcow2/header.js';
-import { encodeL1 } from '../../src/format/qcow2/l1-entry.js';
-import { encodeL2 } from '../../src/format/qcow2/l2-entry.js';
-import { encodeReftableEntry, setRefcount } from '../../src/format/qcow2/refcount-block.js';
+import { encodeHeaderCluster } from '../../src/format/qcow2/codec/header.js';
+import { encodeL1 } from '../../src/format/qcow2/codec/l1-entry.js';
+import { encodeL2 } from '../../src/format/qcow2/codec/l2-entry.js';
+import { encodeReftableEntry, setRefcount } from '../../src/format/qcow2/codec/refcount-block.js';
+import { type CreateLayout, type CreateLayoutOptions, planCreateLayout } from '../../src/format/qcow2/create/layout.js';
 
 function hasQemuImg(): boolean {
   try {

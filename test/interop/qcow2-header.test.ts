@@ -8,13 +8,9 @@ import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync } fro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { type CreateLayoutOptions, planCreateLayout } from '../../src/format/qcow2/create-layout.js';
-import {
-  decodeHeader,
-  decodeHeaderExtensions,
-  type ExtensionsToWrite,
-  encodeHeaderCluster,
-} from '../../src/format/qcow2/header.js';
+import { decodeHeader, encodeHeaderCluster } from '../../src/format/qcow2/codec/header.js';
+import { decodeHeaderExtensions, type ExtensionsToWrite } from '../../src/format/qcow2/codec/header-extensions.js';
+import { type CreateLayoutOptions, planCreateLayout } from '../../src/format/qcow2/create/layout.js';
 
 function hasQemuImg(): boolean {
   try {

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { ERROR_CODES, VdiskError } from '../../src/block/errors.js';
 import { openImage } from '../../src/engine/open.js';
-import { encodeHeaderCluster } from '../../src/format/qcow2/header.js';
+import { encodeHeaderCluster } from '../../src/format/qcow2/codec/header.js';
 import { createImage } from '../../src/tools/create.js';
 import { withTempDir } from '../helpers/tmp.js';
 import { config, LEVEL } from './lib/config.js';
@@ -105,7 +105,7 @@ function isClear(err: unknown, code?: string): boolean {
 async function qcow2Naming(file: string, backing: string, format?: string): Promise<void> {
   await createImage({ filename: file, format: 'qcow2', size: MiB });
   const bytes = await readFile(file);
-  const h = (await import('../../src/format/qcow2/header.js')).decodeHeader(bytes.subarray(0, 65536));
+  const h = (await import('../../src/format/qcow2/codec/header.js')).decodeHeader(bytes.subarray(0, 65536));
   const cluster0 = encodeHeaderCluster(h, { backingFile: backing, backingFormat: format });
   cluster0.copy(bytes, 0);
   await writeFile(file, bytes);
@@ -289,7 +289,7 @@ describe('hostile images: regressions (found by the mutation fuzzer)', () => {
     const { BlockBackend } = await import('../../src/block/backend.js');
     const { cacheMode } = await import('../../src/block/cache-mode.js');
     const { formatDefinition } = await import('../../src/engine/formats.js');
-    const { encodeSnapshotTable } = await import('../../src/format/qcow2/snapshot-table.js');
+    const { encodeSnapshotTable } = await import('../../src/format/qcow2/codec/snapshot-table.js');
     const { FlatDriver } = await import('./lib/flat-driver.js');
     const base = (await baseImages()).find((b) => b.name === 'v3')!;
     const L = base.layout;

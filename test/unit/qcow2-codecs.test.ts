@@ -10,29 +10,29 @@ import {
   refcountBlockIndex,
   refcountTableIndex,
   subclusterIndex,
-} from '../../src/format/qcow2/geometry.js';
-import { decodeL1, encodeL1 } from '../../src/format/qcow2/l1-entry.js';
+} from '../../src/format/qcow2/codec/geometry.js';
+import { decodeL1, encodeL1 } from '../../src/format/qcow2/codec/l1-entry.js';
 import {
   compressedSectors,
   decodeL2,
   encodeL2,
   type L2Entry,
   subclusterKind,
-} from '../../src/format/qcow2/l2-entry.js';
+} from '../../src/format/qcow2/codec/l2-entry.js';
 import {
   decodeReftableEntry,
   encodeReftableEntry,
   getRefcount,
   maxRefcount,
   setRefcount,
-} from '../../src/format/qcow2/refcount-block.js';
+} from '../../src/format/qcow2/codec/refcount-block.js';
 import {
   decodeSnapshotTable,
   encodeSnapshotTable,
   type Qcow2Snapshot,
   snapshotEntryLength,
   snapshotTableSize,
-} from '../../src/format/qcow2/snapshot-table.js';
+} from '../../src/format/qcow2/codec/snapshot-table.js';
 import { bitsOf, readU64, readU64Approx, readU64Bits, writeU64 } from '../../src/util/u64.js';
 
 const TWO53 = 2 ** 53;

@@ -7,17 +7,16 @@ import {
   EXT_CRYPTO_HEADER,
   EXT_FEATURE_TABLE,
   HEADER,
-} from '../../src/format/qcow2/constants.js';
-import { planCreateLayout, refcountMetadataBlocks } from '../../src/format/qcow2/create-layout.js';
+} from '../../src/format/qcow2/codec/constants.js';
 import {
   decodeHeader,
-  decodeHeaderExtensions,
   encodeHeader,
   encodeHeaderCluster,
-  encodeHeaderExtensions,
   peekClusterBits,
   type Qcow2Header,
-} from '../../src/format/qcow2/header.js';
+} from '../../src/format/qcow2/codec/header.js';
+import { decodeHeaderExtensions, encodeHeaderExtensions } from '../../src/format/qcow2/codec/header-extensions.js';
+import { planCreateLayout, refcountMetadataBlocks } from '../../src/format/qcow2/create/layout.js';
 
 function throwsCode(fn: () => unknown, expected: string, message?: RegExp): void {
   assert.throws(fn, (err: unknown) => {

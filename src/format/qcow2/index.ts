@@ -1,9 +1,9 @@
 /** The qcow2 format, as the engine sees it: recognise, open, create, check. */
 import type { FormatDefinition } from '../format.js';
-import { checkQcow2 } from './check.js';
-import { QCOW2_MAGIC } from './constants.js';
-import { qcow2Creator } from './create.js';
-import { openQcow2 } from './open.js';
+import { checkQcow2 } from './check/check.js';
+import { QCOW2_MAGIC } from './codec/constants.js';
+import { qcow2Creator } from './create/create.js';
+import { openQcow2 } from './image/open.js';
 
 export const qcow2Format: FormatDefinition = {
   name: 'qcow2',

@@ -10,14 +10,14 @@ import path from 'node:path';
 import { BlockBackend } from '../../../src/block/backend.js';
 import { cacheMode } from '../../../src/block/cache-mode.js';
 import { formatDefinition } from '../../../src/engine/formats.js';
-import { geometryOf } from '../../../src/format/qcow2/geometry.js';
-import { decodeHeader } from '../../../src/format/qcow2/header.js';
-import { decodeReftableEntry } from '../../../src/format/qcow2/refcount-block.js';
+import { geometryOf } from '../../../src/format/qcow2/codec/geometry.js';
+import { decodeHeader } from '../../../src/format/qcow2/codec/header.js';
+import { decodeReftableEntry } from '../../../src/format/qcow2/codec/refcount-block.js';
 import {
   decodeSnapshotTable,
   encodeSnapshotTable,
   type Qcow2Snapshot,
-} from '../../../src/format/qcow2/snapshot-table.js';
+} from '../../../src/format/qcow2/codec/snapshot-table.js';
 import { RawDriver } from '../../../src/format/raw/driver.js';
 import { createImage } from '../../../src/tools/create.js';
 import { hasCommand } from '../../helpers/run.js';

@@ -18,7 +18,7 @@ import { type CacheModeName, cacheMode } from '../../../src/block/cache-mode.js'
 import type { BlockDriver } from '../../../src/block/driver.js';
 import type { Preallocation } from '../../../src/block/preallocation.js';
 import { formatDefinition } from '../../../src/engine/formats.js';
-import { checkQcow2 } from '../../../src/format/qcow2/check.js';
+import { checkQcow2 } from '../../../src/format/qcow2/check/check.js';
 import { RawDriver } from '../../../src/format/raw/driver.js';
 import { createImage } from '../../../src/tools/create.js';
 import { hasCommand, run } from '../../helpers/run.js';

@@ -9,7 +9,7 @@ import { cacheMode } from '../../../src/block/cache-mode.js';
 import type { BlockDriver } from '../../../src/block/driver.js';
 import { ERROR_CODES, VdiskError } from '../../../src/block/errors.js';
 import { formatDefinition } from '../../../src/engine/formats.js';
-import { checkQcow2 } from '../../../src/format/qcow2/check.js';
+import { checkQcow2 } from '../../../src/format/qcow2/check/check.js';
 import { RawDriver } from '../../../src/format/raw/driver.js';
 import { BoundedFile } from './bounded-file.js';
 import { config } from './config.js';

@@ -1,0 +1,82 @@
+/**
+ * A new refcount structure from the references counted by the walk (QEMU's
+ * rebuild_refcount_structure), for images whose refcount table or blocks are themselves broken.
+ *
+ * Unlike QEMU, which places the new blocks in any cluster no reference was found for, vdisk puts
+ * every new block and the new table after the end of the file, so that nothing the old structure
+ * or an entry the walk did not understand might still need is overwritten. The order is that of
+ * rule R5: the blocks and the table are written and flushed, then one header write (table offset
+ * and size together) switches to them, and is flushed. Interrupted before the switch, the image
+ * is as it was, only longer; the old structure becomes leaked clusters, which the check frees
+ * next.
+ */
+import { writeU64 } from '../../../util/u64.js';
+import { HEADER, MAX_REFTABLE_SIZE_BYTES } from '../codec/constants.js';
+import { encodeReftableEntry } from '../codec/refcount-block.js';
+import type { CheckContext } from './context.js';
+
+export interface RebuiltTable {
+  offset: number;
+  clusters: number;
+  /** The table as written (clusters * cluster size bytes). */
+  table: Buffer;
+}
+
+export async function rebuildRefcountStructure(ctx: CheckContext): Promise<RebuiltTable> {
+  const refs = ctx.refs;
+  const cs = ctx.cs;
+  const perBlock = ctx.g.refcountBlockEntries;
+  const perTableCluster = cs / 8;
+  /** Block offsets by table index (0: no block). */
+  const blocks: number[] = [];
+
+  /** rebuild_refcounts_write_refblocks: writes the blocks for clusters [first, end); true if the table grew. */
+  const writeBlocks = async (first: number, endCluster: number): Promise<boolean> => {
+    let grown = false;
+    let end = endCluster;
+    for (let cluster = first; cluster < end; cluster++) {
+      if (refs.get(cluster) === 0) continue;
+      const index = Math.floor(cluster / perBlock);
+      const start = index * perBlock;
+      if (!blocks[index]) {
+        const at = refs.allocateAtEnd(1);
+        if (at >= end) end = at + 1; // the block that counts this block must be written too
+        if (index >= blocks.length) {
+          const entries = Math.ceil((index + 1) / perTableCluster) * perTableCluster;
+          while (blocks.length < entries) blocks.push(0);
+          grown = true;
+        }
+        blocks[index] = at * cs;
+      }
+      await ctx.file.write(blocks[index]!, refs.encodeBlock(start, perBlock, cs));
+      cluster = start + perBlock - 1;
+    }
+    return grown;
+  };
+
+  await writeBlocks(0, refs.length);
+  let offset: number;
+  let clusters: number;
+  let grown: boolean;
+  do {
+    clusters = Math.ceil((blocks.length * 8) / cs);
+    if (clusters * cs > MAX_REFTABLE_SIZE_BYTES) {
+      throw new Error('the rebuilt refcount table would be larger than QEMU allows');
+    }
+    const first = refs.allocateAtEnd(clusters);
+    offset = first * cs;
+    grown = await writeBlocks(first, first + clusters);
+  } while (grown);
+
+  const table = Buffer.alloc(clusters * cs);
+  blocks.forEach((block, i) => {
+    if (block) encodeReftableEntry(table, i, block, cs);
+  });
+  await ctx.file.write(offset, table);
+  await ctx.file.flush();
+  const pointer = Buffer.alloc(12);
+  writeU64(pointer, 0, offset, 'refcount table offset');
+  pointer.writeUInt32BE(clusters, 8);
+  await ctx.writeSync(HEADER.refcountTableOffset, pointer);
+  return { offset, clusters, table };
+}

@@ -1,0 +1,91 @@
+/**
+ * The header fields that change while an image is open (dirty and corrupt bits, autoclear
+ * bits, where the L1 and refcount tables are), each changed by one small write to cluster 0.
+ */
+import type { BlockDriver } from '../../../block/driver.js';
+import { writeU64 } from '../../../util/u64.js';
+import type { Qcow2Header } from '../codec/header.js';
+import type { MetadataWriter } from './metadata-writer.js';
+
+/** Byte offsets of the header fields vdisk rewrites in place. */
+const L1_SIZE = 36;
+const REFCOUNT_TABLE_OFFSET = 48;
+const INCOMPATIBLE_FEATURES = 72;
+const AUTOCLEAR_FEATURES = 88;
+
+export const INCOMPATIBLE_DIRTY = 1;
+export const INCOMPATIBLE_CORRUPT = 2;
+
+export class HeaderStore {
+  readonly header: Qcow2Header;
+  readonly #file: BlockDriver;
+  readonly #writer: MetadataWriter;
+
+  constructor(header: Qcow2Header, file: BlockDriver, writer: MetadataWriter) {
+    this.header = header;
+    this.#file = file;
+    this.#writer = writer;
+  }
+
+  get dirty(): boolean {
+    return (this.header.incompatibleFeatures & INCOMPATIBLE_DIRTY) !== 0;
+  }
+
+  get corrupt(): boolean {
+    return (this.header.incompatibleFeatures & INCOMPATIBLE_CORRUPT) !== 0;
+  }
+
+  /** Sets or clears incompatible bits; durable on return (the bits guard what follows). */
+  async setIncompatible(bits: number, on: boolean): Promise<void> {
+    const value = on ? this.header.incompatibleFeatures | bits : this.header.incompatibleFeatures & ~bits;
+    if (value === this.header.incompatibleFeatures || this.header.version < 3) return;
+    await this.#writeU64(INCOMPATIBLE_FEATURES, value);
+    await this.#file.flush();
+    this.header.incompatibleFeatures = value;
+  }
+
+  /** Clears autoclear bits this implementation does not keep up to date (before the first write). */
+  async clearAutoclear(): Promise<void> {
+    if (this.header.version < 3 || this.header.autoclearFeatures === 0) return;
+    await this.#writeU64(AUTOCLEAR_FEATURES, 0);
+    await this.#file.flush();
+    this.header.autoclearFeatures = 0;
+  }
+
+  /** Points the header at a new refcount table, offset and cluster count in one write. */
+  async setRefcountTable(offset: number, clusters: number): Promise<void> {
+    const buf = Buffer.alloc(12);
+    writeU64(buf, 0, offset);
+    buf.writeUInt32BE(clusters, 8);
+    await this.#writer.writeTable('header', REFCOUNT_TABLE_OFFSET, buf);
+    await this.#file.flush();
+    this.header.refcountTableOffset = offset;
+    this.header.refcountTableClusters = clusters;
+  }
+
+  /** Points the header at a new L1 table, size and offset in one write. */
+  async setL1Table(offset: number, entries: number): Promise<void> {
+    const buf = Buffer.alloc(12);
+    buf.writeUInt32BE(entries, 0);
+    writeU64(buf, 4, offset);
+    await this.#writer.writeTable('header', L1_SIZE, buf);
+    await this.#file.flush();
+    this.header.l1TableOffset = offset;
+    this.header.l1Size = entries;
+  }
+
+  /** Sets the virtual size (after the tables that cover it exist). */
+  async setSize(size: number): Promise<void> {
+    const buf = Buffer.alloc(8);
+    writeU64(buf, 0, size);
+    await this.#writer.writeTable('header', 24, buf);
+    await this.#file.flush();
+    this.header.size = size;
+  }
+
+  async #writeU64(offset: number, value: number): Promise<void> {
+    const buf = Buffer.alloc(8);
+    writeU64(buf, 0, value);
+    await this.#writer.writeTable('header', offset, buf);
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * Where a range of guest bytes lives, as runs of one kind each: data at a host offset, zeros,
+ * unallocated (falls through to the backing image), or compressed. Runs are cut at subcluster
+ * granularity with extended L2 entries and merged where host data is contiguous.
+ */
+import type { Qcow2Geometry } from '../codec/geometry.js';
+import { type L2Entry, subclusterKind } from '../codec/l2-entry.js';
+import type { L2Tables } from './l2-tables.js';
+
+export type RunKind = 'data' | 'zero' | 'unallocated' | 'compressed';
+
+export interface Run {
+  kind: RunKind;
+  /** Guest offset of the run's first byte. */
+  offset: number;
+  length: number;
+  /** data: host offset of the run's first byte. compressed: the cluster's entry. */
+  host: number;
+  /** data: the host cluster belongs to this image alone (COPIED), so it may be written in place. */
+  copied: boolean;
+  entry?: L2Entry;
+}
+
+/** The runs covering [offset, offset+length), in order. */
+export async function mapRange(tables: L2Tables, g: Qcow2Geometry, offset: number, length: number): Promise<Run[]> {
+  const runs: Run[] = [];
+  const end = offset + length;
+  let pos = offset;
+  while (pos < end) {
+    const cluster = Math.floor(pos / g.clusterSize);
+    const entries = await tables.entries(cluster, Math.floor((end - 1) / g.clusterSize) - cluster + 1);
+    pos = appendRuns(runs, g, entries, cluster, pos, end);
+  }
+  return runs;
+}
+
+/**
+ * mapRange from the cached L2 tables alone, without waiting: undefined when one of them is not
+ * in the cache. The answer is consistent because nothing can change between two awaits.
+ */
+export function mapRangeCached(tables: L2Tables, g: Qcow2Geometry, offset: number, length: number): Run[] | undefined {
+  const runs: Run[] = [];
+  const end = offset + length;
+  let pos = offset;
+  while (pos < end) {
+    const cluster = Math.floor(pos / g.clusterSize);
+    const entries = tables.cachedEntries(cluster, Math.floor((end - 1) / g.clusterSize) - cluster + 1);
+    if (!entries) return undefined;
+    pos = appendRuns(runs, g, entries, cluster, pos, end);
+  }
+  return runs;
+}
+
+/** Adds the runs of `entries` (guest clusters from `cluster`) up to `end`; returns where they stop. */
+function appendRuns(
+  runs: Run[],
+  g: Qcow2Geometry,
+  entries: L2Entry[],
+  cluster: number,
+  from: number,
+  end: number,
+): number {
+  let pos = from;
+  for (let i = 0; i < entries.length && pos < end; i++) {
+    const entry = entries[i]!;
+    const clusterStart = (cluster + i) * g.clusterSize;
+    const clusterEnd = Math.min(clusterStart + g.clusterSize, end);
+    while (pos < clusterEnd) {
+      const sc = Math.floor((pos - clusterStart) / g.subclusterSize);
+      const scEnd = Math.min(clusterStart + (sc + 1) * g.subclusterSize, clusterEnd);
+      const kind = subclusterKind(entry, sc);
+      const host = kind === 'data' ? (entry as { host: number }).host + (pos - clusterStart) : 0;
+      const copied = kind === 'data' && (entry as { copied: boolean }).copied;
+      push(runs, {
+        kind,
+        offset: pos,
+        length: scEnd - pos,
+        host,
+        copied,
+        entry: kind === 'compressed' ? entry : undefined,
+      });
+      pos = scEnd;
+    }
+  }
+  return pos;
+}
+
+function push(runs: Run[], run: Run): void {
+  const last = runs[runs.length - 1];
+  if (
+    last &&
+    last.kind === run.kind &&
+    last.copied === run.copied &&
+    run.kind !== 'compressed' &&
+    last.offset + last.length === run.offset &&
+    (run.kind !== 'data' || last.host + last.length === run.host)
+  ) {
+    last.length += run.length;
+    return;
+  }
+  runs.push(run);
+}

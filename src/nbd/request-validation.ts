@@ -71,3 +71,8 @@ function allowedFlags(type: number, structured: boolean): number {
       return CMD_FLAG.FUA;
   }
 }
+
+/** The bytes of data a request moves (its payload or its reply's), which the budget counts. */
+export function dataBytesOf(type: number, length: number): number {
+  return type === CMD.READ || type === CMD.WRITE ? length : 0;
+}

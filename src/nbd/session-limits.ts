@@ -23,3 +23,6 @@ export const DEFAULT_SESSION_LIMITS: SessionLimits = {
   maxUnreadReplies: 16 * 1024 * 1024,
   stallTimeoutMs: 30_000,
 };
+
+/** How long a stopping server keeps answering late requests ESHUTDOWN before it closes. */
+export const SHUTDOWN_GRACE_MS = 250;

@@ -30,8 +30,8 @@ import type { SocketInput } from './input.js';
 import { CMD, commandName, NBD_ERR, REQUEST_SIZE } from './protocol.js';
 import { errorText, Replies } from './replies.js';
 import { ReplyWriter } from './reply-writer.js';
-import { payloadTooLong, type RequestProblem, validateRequest } from './request-validation.js';
-import { DEFAULT_SESSION_LIMITS, type SessionLimits } from './session-limits.js';
+import { dataBytesOf, payloadTooLong, type RequestProblem, validateRequest } from './request-validation.js';
+import { DEFAULT_SESSION_LIMITS, type SessionLimits, SHUTDOWN_GRACE_MS } from './session-limits.js';
 import { StallWatchdog } from './stall-watchdog.js';
 import { decodeRequest, newRequest, type Request } from './transmission-codec.js';
 
@@ -52,13 +52,6 @@ export interface SessionOptions {
 }
 
 /** The data bytes a request makes the server hold while it runs (its payload or reply). */
-function dataBytesOf(type: number, length: number): number {
-  return type === CMD.READ || type === CMD.WRITE ? length : 0;
-}
-
-/** How long a stopping server keeps answering late requests ESHUTDOWN before it closes. */
-const SHUTDOWN_GRACE_MS = 250;
-
 type State = 'running' | 'draining' | 'closed';
 
 export class Session {

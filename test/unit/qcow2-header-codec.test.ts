@@ -16,7 +16,8 @@ import {
   type Qcow2Header,
 } from '../../src/format/qcow2/codec/header.js';
 import { decodeHeaderExtensions, encodeHeaderExtensions } from '../../src/format/qcow2/codec/header-extensions.js';
-import { planCreateLayout, refcountMetadataBlocks } from '../../src/format/qcow2/create/layout.js';
+import { planCreateLayout } from '../../src/format/qcow2/create/layout.js';
+import { refcountMetadataBlocks } from '../../src/format/qcow2/create/qemu-allocator.js';
 
 function throwsCode(fn: () => unknown, expected: string, message?: RegExp): void {
   assert.throws(fn, (err: unknown) => {

@@ -12,6 +12,7 @@
  */
 import { writeU64 } from '../../../util/u64.js';
 import { HEADER, MAX_REFTABLE_SIZE_BYTES } from '../codec/constants.js';
+import { newBlockIndexes, selfCoveringRefcountArea } from '../codec/refcount-area.js';
 import { encodeReftableEntry } from '../codec/refcount-block.js';
 import type { CheckContext } from './context.js';
 
@@ -27,34 +28,39 @@ export async function rebuildRefcountStructure(ctx: CheckContext): Promise<Rebui
   const cs = ctx.cs;
   const perBlock = ctx.g.refcountBlockEntries;
   const perTableCluster = cs / 8;
-  /** Block offsets by table index (0: no block). */
+  /** Block offsets by table index (0: no block); as long as the table's entries. */
   const blocks: number[] = [];
-
-  /** rebuild_refcounts_write_refblocks: writes the blocks for clusters [first, end); true if the table grew. */
-  const writeBlocks = async (first: number, endCluster: number): Promise<boolean> => {
+  /** Gives table index `index` the block at cluster `at`; true if the table had to grow for it. */
+  const place = (index: number, at: number): boolean => {
     let grown = false;
-    let end = endCluster;
-    for (let cluster = first; cluster < end; cluster++) {
-      if (refs.get(cluster) === 0) continue;
-      const index = Math.floor(cluster / perBlock);
-      const start = index * perBlock;
-      if (!blocks[index]) {
-        const at = refs.allocateAtEnd(1);
-        if (at >= end) end = at + 1; // the block that counts this block must be written too
-        if (index >= blocks.length) {
-          const entries = Math.ceil((index + 1) / perTableCluster) * perTableCluster;
-          while (blocks.length < entries) blocks.push(0);
-          grown = true;
-        }
-        blocks[index] = at * cs;
-      }
-      await ctx.file.write(blocks[index]!, refs.encodeBlock(start, perBlock, cs));
-      cluster = start + perBlock - 1;
+    if (index >= blocks.length) {
+      const entries = Math.ceil((index + 1) / perTableCluster) * perTableCluster;
+      while (blocks.length < entries) blocks.push(0);
+      grown = true;
     }
+    blocks[index] = at * cs;
     return grown;
   };
+  const writeBlock = (index: number) =>
+    ctx.file.write(blocks[index]!, refs.encodeBlock(index * perBlock, perBlock, cs));
 
-  await writeBlocks(0, refs.length);
+  // rebuild_refcounts_write_refblocks over the clusters in use: each block goes at the end of
+  // the file, where it may open a range that needs a block of its own.
+  let end = refs.length;
+  for (let cluster = 0; cluster < end; cluster++) {
+    if (refs.get(cluster) === 0) continue;
+    const index = Math.floor(cluster / perBlock);
+    if (!blocks[index]) {
+      const at = refs.allocateAtEnd(1);
+      if (at >= end) end = at + 1; // the block that counts this block must be written too
+      place(index, at);
+    }
+    await writeBlock(index);
+    cluster = (index + 1) * perBlock - 1;
+  }
+
+  // The table at the end, its new blocks after it; a table that had to grow for them is
+  // allocated again, bigger, further on.
   let offset: number;
   let clusters: number;
   let grown: boolean;
@@ -63,9 +69,21 @@ export async function rebuildRefcountStructure(ctx: CheckContext): Promise<Rebui
     if (clusters * cs > MAX_REFTABLE_SIZE_BYTES) {
       throw new Error('the rebuilt refcount table would be larger than QEMU allows');
     }
-    const first = refs.allocateAtEnd(clusters);
+    const tableClusters = clusters;
+    const hasBlock = (index: number) => !!blocks[index];
+    const area = selfCoveringRefcountArea({
+      start: refs.length,
+      others: 0,
+      refcountsPerBlock: perBlock,
+      tableClusters: () => tableClusters,
+      hasBlock,
+    });
+    const first = refs.allocateAtEnd(area.clusters);
     offset = first * cs;
-    grown = await writeBlocks(first, first + clusters);
+    grown = false;
+    let at = first + clusters;
+    for (const index of newBlockIndexes(area, hasBlock)) grown = place(index, at++) || grown;
+    for (let index = area.firstIndex; index <= area.lastIndex; index++) await writeBlock(index);
   } while (grown);
 
   const table = Buffer.alloc(clusters * cs);

@@ -2,30 +2,29 @@
  * Finds free host clusters and takes them (refcount 0 -> 1). When the refcount block that must
  * count a cluster is missing, the allocator creates it, self-counted, in the range it covers;
  * when the refcount table is full, it builds a bigger one at the end of the image, writes it
- * whole and switches the header to it in one write (rule R5). Callers hold the image's
- * metadata lock.
+ * whole and switches the header to it in one write (R5, docs/architecture.md). Callers hold the
+ * image's metadata lock.
+ *
+ * The allocator owns where allocation looks next (the free hint, the high-water mark, the
+ * packing position of compressed clusters); the refcounts are Refcounts', and where the
+ * refcount table lies is the header's.
  */
 import type { BlockDriver } from '../../../block/driver.js';
 import { VdiskError } from '../../../block/errors.js';
 import { writeU64 } from '../../../util/u64.js';
+import { newBlockIndexes, selfCoveringRefcountArea } from '../codec/refcount-area.js';
 import { setRefcount } from '../codec/refcount-block.js';
+import type { HeaderStore } from './header-store.js';
 import type { MetadataWriter } from './metadata-writer.js';
 import { type Refcounts, RefcountUnderflow } from './refcounts.js';
-
-export interface RefcountTableLocation {
-  offset: number;
-  clusters: number;
-}
 
 export interface AllocatorDeps {
   file: BlockDriver;
   writer: MetadataWriter;
   refcounts: Refcounts;
+  /** Says where the refcount table is, and switches to a new one in one write. */
+  header: HeaderStore;
   clusterBits: number;
-  /** Where the refcount table is now. */
-  table: RefcountTableLocation;
-  /** Points the header at a new refcount table (one write, durable on return). */
-  switchRefcountTable(location: RefcountTableLocation): Promise<void>;
 }
 
 /** QEMU's limit on the refcount table: 8 MiB. */
@@ -45,15 +44,6 @@ export class Allocator {
     this.#deps = deps;
     this.#clusterSize = 2 ** deps.clusterBits;
     this.#highWater = Math.ceil(deps.file.length() / this.#clusterSize);
-  }
-
-  get refcountTable(): RefcountTableLocation {
-    return this.#deps.table;
-  }
-
-  /** One past the highest host cluster known to be in use. */
-  get highWater(): number {
-    return this.#highWater;
   }
 
   /** Takes `count` contiguous free clusters; returns the host offset of the first. */
@@ -118,7 +108,7 @@ export class Allocator {
 
   /** Writes every changed refcount block and makes them durable. */
   async flushRefcounts(): Promise<void> {
-    if (this.#deps.refcounts.cache.hasDirty) await this.#deps.refcounts.cache.flush();
+    if (this.#deps.refcounts.hasDirty) await this.#deps.refcounts.flush();
   }
 
   /** Drops one reference to `count` clusters at `offset`; clusters reaching 0 become free. */
@@ -198,7 +188,8 @@ export class Allocator {
   async #writeTableEntry(index: number, blockOffset: number): Promise<void> {
     const entry = Buffer.alloc(8);
     writeU64(entry, 0, blockOffset);
-    await this.#deps.writer.writeTable('refcount-table', this.#deps.table.offset + index * 8, entry);
+    const tableOffset = this.#deps.header.header.refcountTableOffset;
+    await this.#deps.writer.writeTable('refcount-table', tableOffset + index * 8, entry);
   }
 
   /**
@@ -218,19 +209,18 @@ export class Allocator {
     const entries = tableClusters * entriesPerCluster;
     const start = this.#highWater;
 
-    // The new table sits at [start, start+tableClusters); new blocks follow it. Each new block
-    // is needed for a range that holds the table or a new block and has no block yet.
-    let newBlocks: number[] = [];
-    for (;;) {
-      const end = start + tableClusters + newBlocks.length;
-      const needed: number[] = [];
-      for (let j = Math.floor(start / perBlock); j <= Math.floor((end - 1) / perBlock); j++) {
-        if ((refcounts.table[j] ?? 0) === 0) needed.push(j);
-      }
-      if (needed.length === newBlocks.length) break;
-      newBlocks = needed;
-    }
-    const end = start + tableClusters + newBlocks.length;
+    // The new table sits at [start, start+tableClusters); new blocks follow it, one for each
+    // range the area reaches that has no block yet.
+    const hasBlock = (index: number) => (refcounts.table[index] ?? 0) !== 0;
+    const area = selfCoveringRefcountArea({
+      start,
+      others: 0,
+      refcountsPerBlock: perBlock,
+      tableClusters: () => tableClusters,
+      hasBlock,
+    });
+    const newBlocks = newBlockIndexes(area, hasBlock);
+    const end = start + area.clusters;
     await writer.checkFree(start * this.#clusterSize, (end - start) * this.#clusterSize);
     const table = Array.from({ length: entries }, (_, i) => refcounts.table[i] ?? 0);
 
@@ -242,7 +232,7 @@ export class Allocator {
         if (missing) throw new VdiskError('EIO', 'Refcount table growth lost track of a refcount block');
       }
     }
-    await refcounts.cache.flush();
+    await refcounts.flush();
 
     for (const [k, j] of newBlocks.entries()) {
       const blockOffset = (start + tableClusters + k) * this.#clusterSize;
@@ -262,9 +252,9 @@ export class Allocator {
     await writer.writeTable('refcount-table', tableOffset, tableBuffer);
     await file.flush();
 
-    const old = this.#deps.table;
-    await this.#deps.switchRefcountTable({ offset: tableOffset, clusters: tableClusters });
-    this.#deps.table = { offset: tableOffset, clusters: tableClusters };
+    const h = this.#deps.header.header;
+    const old = { offset: h.refcountTableOffset, clusters: h.refcountTableClusters };
+    await this.#deps.header.setRefcountTable(tableOffset, tableClusters);
     refcounts.replaceTable(table);
     this.#highWater = end;
 

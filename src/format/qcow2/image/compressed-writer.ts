@@ -4,45 +4,76 @@
  * normally instead, as QEMU does.
  */
 import { constants, deflateRawSync } from 'node:zlib';
+import type { BlockDriver } from '../../../block/driver.js';
 import { VdiskError } from '../../../block/errors.js';
+import type { Mutex } from '../../../util/mutex.js';
+import type { RangeLock } from '../../../util/range-lock.js';
+import type { Qcow2Geometry } from '../codec/geometry.js';
 import { compressedSectors, type L2Entry } from '../codec/l2-entry.js';
-import { checkHostsOf, freeEntries, writeGuest } from './guest-writer.js';
-import type { ImageParts } from './parts.js';
+import type { Allocator } from './allocator.js';
+import type { GuestWriter } from './guest-writer.js';
+import type { HeaderStore } from './header-store.js';
+import type { HostClusters } from './host-clusters.js';
+import type { L2Tables } from './l2-tables.js';
+import type { MetadataWriter } from './metadata-writer.js';
 
-export async function writeCompressedCluster(parts: ImageParts, offset: number, data: Buffer): Promise<void> {
-  const g = parts.geometry;
-  const size = parts.header.header.size;
-  if (offset % g.clusterSize !== 0 || (data.length !== g.clusterSize && offset + data.length !== size)) {
-    throw new VdiskError('EINVAL', 'Compressed writes must cover exactly one whole cluster');
+export interface CompressedWriterDeps {
+  file: BlockDriver;
+  geometry: Qcow2Geometry;
+  header: HeaderStore;
+  writer: MetadataWriter;
+  tables: L2Tables;
+  allocator: Allocator;
+  hostClusters: HostClusters;
+  /** For clusters that do not shrink. */
+  guestWriter: GuestWriter;
+  metadataLock: Mutex;
+  clusterLocks: RangeLock;
+}
+
+export class CompressedWriter {
+  readonly #d: CompressedWriterDeps;
+
+  constructor(deps: CompressedWriterDeps) {
+    this.#d = deps;
   }
-  const plain = data.length === g.clusterSize ? data : Buffer.concat([data, Buffer.alloc(g.clusterSize - data.length)]);
-  const packed = deflateRawSync(plain, { level: constants.Z_DEFAULT_COMPRESSION, windowBits: 12 });
-  // Nothing saved: QEMU writes such a cluster uncompressed too.
-  if (packed.length >= g.clusterSize) {
-    await writeGuest(parts, offset, data);
-    return;
-  }
-  const cluster = offset / g.clusterSize;
-  const release = await parts.clusterLocks.acquire(cluster, cluster + 1, 'exclusive');
-  try {
-    await checkHostsOf(parts, await parts.metadataLock.run(() => parts.tables.entries(cluster, 1)));
-    const host = await parts.metadataLock.run(() => parts.allocator.allocateBytes(packed.length));
-    await parts.writer.check('data', host, packed.length);
-    await parts.file.write(host, packed);
-    await parts.metadataLock.run(async () => {
-      // R3: the compressed bytes are durable before the L2 entry names them.
-      parts.l2Cache.dependOnFileFlush();
-      const [old] = await parts.tables.entries(cluster, 1);
-      const entry: L2Entry = {
-        kind: 'compressed',
-        host,
-        sectors: compressedSectors(host, packed.length),
-        length: packed.length,
-      };
-      await parts.tables.setEntries(cluster, [entry]);
-      if (old && old.kind !== 'unallocated') await freeEntries(parts, [old]);
-    });
-  } finally {
-    release();
+
+  async write(offset: number, data: Buffer): Promise<void> {
+    const { file, geometry: g, writer, tables, allocator, hostClusters, metadataLock } = this.#d;
+    const size = this.#d.header.header.size;
+    if (offset % g.clusterSize !== 0 || (data.length !== g.clusterSize && offset + data.length !== size)) {
+      throw new VdiskError('EINVAL', 'Compressed writes must cover exactly one whole cluster');
+    }
+    const plain =
+      data.length === g.clusterSize ? data : Buffer.concat([data, Buffer.alloc(g.clusterSize - data.length)]);
+    const packed = deflateRawSync(plain, { level: constants.Z_DEFAULT_COMPRESSION, windowBits: 12 });
+    // Nothing saved: QEMU writes such a cluster uncompressed too.
+    if (packed.length >= g.clusterSize) {
+      await this.#d.guestWriter.write(offset, data);
+      return;
+    }
+    const cluster = offset / g.clusterSize;
+    const release = await this.#d.clusterLocks.acquire(cluster, cluster + 1, 'exclusive');
+    try {
+      await hostClusters.check(await metadataLock.run(() => tables.entries(cluster, 1)));
+      const host = await metadataLock.run(() => allocator.allocateBytes(packed.length));
+      await writer.check('data', host, packed.length);
+      await file.write(host, packed);
+      await metadataLock.run(async () => {
+        // R3 (docs/architecture.md): the compressed bytes are durable before the L2 entry names them.
+        tables.dependOnDataWrites();
+        const [old] = await tables.entries(cluster, 1);
+        const entry: L2Entry = {
+          kind: 'compressed',
+          host,
+          sectors: compressedSectors(host, packed.length),
+          length: packed.length,
+        };
+        await tables.setEntries(cluster, [entry]);
+        if (old && old.kind !== 'unallocated') await hostClusters.release([old]);
+      });
+    } finally {
+      release();
+    }
   }
 }

@@ -1,20 +1,13 @@
 /**
- * The header fields that change while an image is open (dirty and corrupt bits, autoclear
- * bits, where the L1 and refcount tables are), each changed by one small write to cluster 0.
+ * The header of an open image: HeaderStore owns the decoded fields, and every change to them
+ * (dirty and corrupt bits, autoclear bits, where the L1 and refcount tables are, the size) is
+ * one small write to cluster 0, durable before the field changes in memory.
  */
 import type { BlockDriver } from '../../../block/driver.js';
 import { writeU64 } from '../../../util/u64.js';
+import { COMPAT_LAZY_REFCOUNTS, HEADER, INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from '../codec/constants.js';
 import type { Qcow2Header } from '../codec/header.js';
 import type { MetadataWriter } from './metadata-writer.js';
-
-/** Byte offsets of the header fields vdisk rewrites in place. */
-const L1_SIZE = 36;
-const REFCOUNT_TABLE_OFFSET = 48;
-const INCOMPATIBLE_FEATURES = 72;
-const AUTOCLEAR_FEATURES = 88;
-
-export const INCOMPATIBLE_DIRTY = 1;
-export const INCOMPATIBLE_CORRUPT = 2;
 
 export class HeaderStore {
   readonly header: Qcow2Header;
@@ -28,18 +21,23 @@ export class HeaderStore {
   }
 
   get dirty(): boolean {
-    return (this.header.incompatibleFeatures & INCOMPATIBLE_DIRTY) !== 0;
+    return (this.header.incompatibleFeatures & INCOMPAT_DIRTY) !== 0;
   }
 
   get corrupt(): boolean {
-    return (this.header.incompatibleFeatures & INCOMPATIBLE_CORRUPT) !== 0;
+    return (this.header.incompatibleFeatures & INCOMPAT_CORRUPT) !== 0;
+  }
+
+  /** Refcount updates may wait for a flush; the dirty bit covers them until then (R7). */
+  get lazyRefcounts(): boolean {
+    return (this.header.compatibleFeatures & COMPAT_LAZY_REFCOUNTS) !== 0;
   }
 
   /** Sets or clears incompatible bits; durable on return (the bits guard what follows). */
   async setIncompatible(bits: number, on: boolean): Promise<void> {
     const value = on ? this.header.incompatibleFeatures | bits : this.header.incompatibleFeatures & ~bits;
     if (value === this.header.incompatibleFeatures || this.header.version < 3) return;
-    await this.#writeU64(INCOMPATIBLE_FEATURES, value);
+    await this.#writeU64(HEADER.incompatibleFeatures, value);
     await this.#file.flush();
     this.header.incompatibleFeatures = value;
   }
@@ -47,7 +45,7 @@ export class HeaderStore {
   /** Clears autoclear bits this implementation does not keep up to date (before the first write). */
   async clearAutoclear(): Promise<void> {
     if (this.header.version < 3 || this.header.autoclearFeatures === 0) return;
-    await this.#writeU64(AUTOCLEAR_FEATURES, 0);
+    await this.#writeU64(HEADER.autoclearFeatures, 0);
     await this.#file.flush();
     this.header.autoclearFeatures = 0;
   }
@@ -57,7 +55,7 @@ export class HeaderStore {
     const buf = Buffer.alloc(12);
     writeU64(buf, 0, offset);
     buf.writeUInt32BE(clusters, 8);
-    await this.#writer.writeTable('header', REFCOUNT_TABLE_OFFSET, buf);
+    await this.#writer.writeTable('header', HEADER.refcountTableOffset, buf);
     await this.#file.flush();
     this.header.refcountTableOffset = offset;
     this.header.refcountTableClusters = clusters;
@@ -68,7 +66,7 @@ export class HeaderStore {
     const buf = Buffer.alloc(12);
     buf.writeUInt32BE(entries, 0);
     writeU64(buf, 4, offset);
-    await this.#writer.writeTable('header', L1_SIZE, buf);
+    await this.#writer.writeTable('header', HEADER.l1Size, buf);
     await this.#file.flush();
     this.header.l1TableOffset = offset;
     this.header.l1Size = entries;
@@ -78,7 +76,7 @@ export class HeaderStore {
   async setSize(size: number): Promise<void> {
     const buf = Buffer.alloc(8);
     writeU64(buf, 0, size);
-    await this.#writer.writeTable('header', 24, buf);
+    await this.#writer.writeTable('header', HEADER.size, buf);
     await this.#file.flush();
     this.header.size = size;
   }

@@ -1,6 +1,7 @@
 /**
- * An open qcow2 image as a block driver: requests are cut into the parts' paths (read, write,
- * deallocate); flush writes the metadata caches in their declared order, then syncs the file.
+ * An open qcow2 image as a block driver: requests go to the request paths (reader, writer,
+ * deallocator, resizer, compressed writer); flush writes the metadata caches in their declared
+ * order, then syncs the file.
  */
 import type {
   Alignment,
@@ -13,30 +14,57 @@ import type {
 } from '../../../block/driver.js';
 import { VdiskError } from '../../../block/errors.js';
 import type { Preallocation } from '../../../block/preallocation.js';
-import { writeCompressedCluster } from './compressed-writer.js';
-import { deallocateClusters } from './deallocator.js';
-import { readGuest } from './guest-reader.js';
-import { writeGuest } from './guest-writer.js';
-import { INCOMPATIBLE_DIRTY } from './header-store.js';
-import { mapRange } from './mapping.js';
-import type { ImageParts } from './parts.js';
-import { resizeImage } from './resizer.js';
+import type { Mutex } from '../../../util/mutex.js';
+import type { RangeLock } from '../../../util/range-lock.js';
+import { INCOMPAT_DIRTY } from '../codec/constants.js';
+import type { Qcow2Geometry } from '../codec/geometry.js';
+import type { CompressedWriter } from './compressed-writer.js';
+import type { Deallocator } from './deallocator.js';
+import type { GuestReader } from './guest-reader.js';
+import type { GuestWriter } from './guest-writer.js';
+import type { HeaderStore } from './header-store.js';
+import type { L2Tables } from './l2-tables.js';
+import type { Mapping } from './mapping.js';
+import type { Refcounts } from './refcounts.js';
+import type { Resizer } from './resizer.js';
+
+/** What the driver works with: the state owners it flushes and describes, and the request paths. */
+export interface Qcow2ImageDeps {
+  file: BlockDriver;
+  backing: BlockDriver | undefined;
+  geometry: Qcow2Geometry;
+  header: HeaderStore;
+  tables: L2Tables;
+  refcounts: Refcounts;
+  mapping: Mapping;
+  reader: GuestReader;
+  writer: GuestWriter;
+  deallocator: Deallocator;
+  resizer: Resizer;
+  compressed: CompressedWriter;
+  metadataLock: Mutex;
+  clusterLocks: RangeLock;
+}
+
+export interface Qcow2ImageOptions {
+  readOnly: boolean;
+  backingName?: string;
+  backingFormat?: string;
+  snapshots?: readonly SnapshotInfo[];
+}
 
 export class Qcow2Image implements BlockDriver {
   readonly driverName = 'qcow2';
-  readonly parts: ImageParts;
   readonly readOnly: boolean;
+  readonly #d: Qcow2ImageDeps;
   readonly #backingName: string | undefined;
   readonly #backingFormat: string | undefined;
   readonly #snapshots: readonly SnapshotInfo[];
   #closing: Promise<void> | undefined;
   #firstWrite: Promise<void> | undefined;
 
-  constructor(
-    parts: ImageParts,
-    options: { readOnly: boolean; backingName?: string; backingFormat?: string; snapshots?: readonly SnapshotInfo[] },
-  ) {
-    this.parts = parts;
+  constructor(deps: Qcow2ImageDeps, options: Qcow2ImageOptions) {
+    this.#d = deps;
     this.readOnly = options.readOnly;
     this.#backingName = options.backingName;
     this.#backingFormat = options.backingFormat;
@@ -44,23 +72,23 @@ export class Qcow2Image implements BlockDriver {
   }
 
   describe(): NodeDescription {
-    const h = this.parts.header;
+    const h = this.#d.header;
     return {
       format: 'qcow2',
-      clusterSize: this.parts.geometry.clusterSize,
+      clusterSize: this.#d.geometry.clusterSize,
       dirty: h.dirty,
       corrupt: h.corrupt,
       backing:
         this.#backingName === undefined
           ? undefined
-          : { name: this.#backingName, format: this.#backingFormat, node: this.parts.backing },
+          : { name: this.#backingName, format: this.#backingFormat, node: this.#d.backing },
       snapshots: [...this.#snapshots],
       formatSpecific: this.#formatSpecific(),
     };
   }
 
   get filename(): string | undefined {
-    return this.parts.file.filename;
+    return this.#d.file.filename;
   }
 
   get capabilities(): DriverCapabilities {
@@ -68,29 +96,20 @@ export class Qcow2Image implements BlockDriver {
   }
 
   get alignment(): Alignment {
-    return { request: 1, memory: this.parts.file.alignment.memory };
+    return { request: 1, memory: this.#d.file.alignment.memory };
   }
 
   length(): number {
-    return this.parts.header.header.size;
+    return this.#d.header.header.size;
   }
 
-  async read(offset: number, buf: Buffer): Promise<void> {
-    const g = this.parts.geometry;
-    const first = Math.floor(offset / g.clusterSize);
-    const end = Math.ceil((offset + buf.length) / g.clusterSize);
-    const locks = this.parts.clusterLocks;
-    const release = locks.tryAcquire(first, end, 'shared') ?? (await locks.acquire(first, end, 'shared'));
-    try {
-      await readGuest(this.parts, offset, buf);
-    } finally {
-      release();
-    }
+  read(offset: number, buf: Buffer): Promise<void> {
+    return this.#d.reader.read(offset, buf);
   }
 
   async write(offset: number, buf: Buffer): Promise<void> {
     await this.#beforeWrite();
-    await writeGuest(this.parts, offset, buf);
+    await this.#d.writer.write(offset, buf);
   }
 
   async writeZeroes(offset: number, length: number, flags: ZeroFlags = {}): Promise<void> {
@@ -102,7 +121,7 @@ export class Qcow2Image implements BlockDriver {
       }
       const chunk = Buffer.alloc(Math.min(len, 1 << 20));
       for (let pos = from; pos < from + len; pos += chunk.length) {
-        await writeGuest(this.parts, pos, chunk.subarray(0, Math.min(chunk.length, from + len - pos)));
+        await this.#d.writer.write(pos, chunk.subarray(0, Math.min(chunk.length, from + len - pos)));
       }
     });
   }
@@ -115,33 +134,32 @@ export class Qcow2Image implements BlockDriver {
 
   async writeCompressed(offset: number, buf: Buffer): Promise<void> {
     await this.#beforeWrite();
-    await writeCompressedCluster(this.parts, offset, buf);
+    await this.#d.compressed.write(offset, buf);
   }
 
   async flush(): Promise<void> {
-    const p = this.parts;
-    // Tables are written in their declared order under the lock; the final sync runs outside
-    // it, so requests (and other flushes) are not held up behind fdatasync. It still covers
-    // everything completed before this flush began.
-    await p.metadataLock.run(async () => {
-      await p.l2Cache.writeBack();
-      await p.refcountCache.writeBack();
+    const { tables, refcounts } = this.#d;
+    // R6 (docs/architecture.md). L2 tables first: their declared dependency writes the refcount
+    // blocks before them. Tables are written under the lock; the final sync runs outside it, so
+    // requests (and other flushes) are not held up behind fdatasync. It still covers everything
+    // completed before this flush began.
+    await this.#d.metadataLock.run(async () => {
+      await tables.writeBack();
+      await refcounts.writeBack();
     });
-    await p.file.flush();
+    await this.#d.file.flush();
   }
 
   async blockStatus(offset: number, length: number): Promise<Extent> {
-    const g = this.parts.geometry;
+    const g = this.#d.geometry;
+    const backing = this.#d.backing;
     // Ask for at most a few L2 tables' worth at once; callers loop.
     const span = Math.min(length, g.l2Coverage - (offset % g.l2Coverage));
-    const runs = await this.parts.metadataLock.run(() => mapRange(this.parts.tables, g, offset, span));
+    const runs = await this.#d.mapping.lookup(offset, span);
     const run = runs[0]!;
-    if (run.kind === 'unallocated' && this.parts.backing) {
-      const below = await this.parts.backing.blockStatus(
-        offset,
-        Math.min(run.length, this.parts.backing.length() - offset),
-      );
-      if (offset < this.parts.backing.length()) {
+    if (run.kind === 'unallocated' && backing) {
+      const below = await backing.blockStatus(offset, Math.min(run.length, backing.length() - offset));
+      if (offset < backing.length()) {
         return { ...below, offset, depth: (below.depth ?? 0) + 1 };
       }
     }
@@ -149,10 +167,10 @@ export class Qcow2Image implements BlockDriver {
       offset,
       length: run.length,
       allocated: run.kind !== 'unallocated',
-      zero: run.kind === 'zero' || (run.kind === 'unallocated' && !this.parts.backing),
+      zero: run.kind === 'zero' || (run.kind === 'unallocated' && !backing),
       data: run.kind === 'data' || run.kind === 'compressed',
       hostOffset: run.kind === 'data' ? run.host : undefined,
-      hostFile: run.kind === 'data' ? this.parts.file.filename : undefined,
+      hostFile: run.kind === 'data' ? this.#d.file.filename : undefined,
       compressed: run.kind === 'compressed',
       depth: 0,
     };
@@ -160,7 +178,7 @@ export class Qcow2Image implements BlockDriver {
 
   async truncate(length: number, preallocation: Preallocation): Promise<void> {
     await this.#beforeWrite();
-    await resizeImage(this.parts, length, preallocation);
+    await this.#d.resizer.resize(length, preallocation);
   }
 
   close(): Promise<void> {
@@ -169,34 +187,34 @@ export class Qcow2Image implements BlockDriver {
   }
 
   async allocatedSize(): Promise<number | undefined> {
-    return this.parts.file.allocatedSize?.();
+    return this.#d.file.allocatedSize?.();
   }
 
   #formatSpecific(): { type: string; data: Record<string, unknown> } {
-    const h = this.parts.header.header;
-    const g = this.parts.geometry;
+    const h = this.#d.header.header;
+    const g = this.#d.geometry;
     // What QEMU reports: a v2 image has no lazy refcounts, corrupt bit or extended L2 to show.
     const data: Record<string, unknown> = { compat: h.version === 3 ? '1.1' : '0.10' };
     data['compression-type'] = h.compressionType === 1 ? 'zstd' : 'zlib';
-    if (h.version === 3) data['lazy-refcounts'] = this.parts.lazyRefcounts;
+    if (h.version === 3) data['lazy-refcounts'] = this.#d.header.lazyRefcounts;
     data['refcount-bits'] = g.refcountBits;
     if (h.version === 3) {
-      data.corrupt = this.parts.header.corrupt;
+      data.corrupt = this.#d.header.corrupt;
       data['extended-l2'] = g.extendedL2;
     }
     return { type: 'qcow2', data };
   }
 
   async #close(): Promise<void> {
-    const p = this.parts;
+    const { file, backing, header } = this.#d;
     try {
       if (!this.readOnly) {
         await this.flush();
-        if (p.header.dirty) await p.header.setIncompatible(INCOMPATIBLE_DIRTY, false);
+        if (header.dirty) await header.setIncompatible(INCOMPAT_DIRTY, false);
       }
     } finally {
-      await p.file.close();
-      await p.backing?.close();
+      await file.close();
+      await backing?.close();
     }
   }
 
@@ -204,8 +222,9 @@ export class Qcow2Image implements BlockDriver {
   #beforeWrite(): Promise<void> {
     if (this.readOnly) return Promise.reject(new VdiskError('EROFS', 'The image is opened read-only'));
     this.#firstWrite ??= (async () => {
-      await this.parts.header.clearAutoclear();
-      if (this.parts.lazyRefcounts) await this.parts.header.setIncompatible(INCOMPATIBLE_DIRTY, true);
+      const header = this.#d.header;
+      await header.clearAutoclear();
+      if (header.lazyRefcounts) await header.setIncompatible(INCOMPAT_DIRTY, true);
     })();
     return this.#firstWrite;
   }
@@ -216,14 +235,14 @@ export class Qcow2Image implements BlockDriver {
     return buf.every((b) => b === 0);
   }
 
-  /** Whole clusters go to deallocateClusters; partial head and tail to `partial`. */
+  /** Whole clusters go to the deallocator; partial head and tail to `partial`. */
   async #wholeClusters(
     offset: number,
     length: number,
     mode: 'discard' | 'zero-unmap' | 'zero-keep',
     partial: (offset: number, length: number) => Promise<void>,
   ): Promise<void> {
-    const cs = this.parts.geometry.clusterSize;
+    const cs = this.#d.geometry.clusterSize;
     const end = offset + length;
     const size = this.length();
     const alignedStart = Math.ceil(offset / cs) * cs;
@@ -236,10 +255,10 @@ export class Qcow2Image implements BlockDriver {
     if (offset < alignedStart) await partial(offset, alignedStart - offset);
     const first = alignedStart / cs;
     const count = (alignedEnd - alignedStart) / cs;
-    const release = await this.parts.clusterLocks.acquire(first, first + count, 'exclusive');
+    const release = await this.#d.clusterLocks.acquire(first, first + count, 'exclusive');
     let done: boolean;
     try {
-      done = await deallocateClusters(this.parts, first, count, mode);
+      done = await this.#d.deallocator.deallocate(first, count, mode);
     } finally {
       release();
     }

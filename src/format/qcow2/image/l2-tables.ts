@@ -1,70 +1,104 @@
 /**
  * The active L1 table and the L2 tables it points to: looking up what a guest cluster maps to,
- * and changing entries. New L2 tables are written and flushed before the L1 entry points at
- * them (rule R2), and their refcount before that (R1). Callers hold the metadata lock, except
- * for cachedEntries(), which reads and in-place writes use without it. That relies on one
- * invariant every change here keeps: at every await, the L1 table and the cached L2 tables map
- * each cluster not held exclusively (clusterLocks) as before the change. An entry changes only
- * under its cluster's exclusive lock; a copied L2 table is filled before the L1 entry names it;
- * a new L1 table replaces the old one in one assignment.
+ * and changing entries. L2Tables owns the L1 table in memory and the L2-table cache: every
+ * lookup, change, write-out and flush of L2 tables goes through it.
+ *
+ * New L2 tables are written and flushed before the L1 entry points at them (R2), and their
+ * refcount before that (R1, declared by the cache's dependency on the refcount cache). Callers
+ * hold the metadata lock, except for cachedEntries(), which reads and in-place writes use
+ * without it. That relies on one invariant every change here keeps: at every await, the L1 table
+ * and the cached L2 tables map each cluster not held exclusively (cluster locks) as before the
+ * change. An entry changes only under its cluster's exclusive lock; a copied L2 table is filled
+ * before the L1 entry names it; a new L1 table replaces the old one in one assignment.
+ *
+ * R1 to R8 are the crash-safety rules in docs/architecture.md.
  */
 import type { BlockDriver } from '../../../block/driver.js';
 import { VdiskError } from '../../../block/errors.js';
 import type { Qcow2Geometry } from '../codec/geometry.js';
-import { decodeL1, encodeL1 } from '../codec/l1-entry.js';
+import { decodeL1, encodeL1, l2OffsetAt } from '../codec/l1-entry.js';
 import { decodeL2, encodeL2, type L2Entry } from '../codec/l2-entry.js';
 import type { Allocator } from './allocator.js';
+import type { HeaderStore } from './header-store.js';
 import type { MetadataCache } from './metadata-cache.js';
 import type { MetadataWriter } from './metadata-writer.js';
 
 export interface L2TablesDeps {
   file: BlockDriver;
   writer: MetadataWriter;
+  /** The L2-table cache, from now on L2Tables' alone. */
   cache: MetadataCache;
   allocator: Allocator;
+  /** Says where the L1 table is, and switches to a new one in one write. */
+  header: HeaderStore;
   geometry: Qcow2Geometry;
-  l1Offset: number;
   /** The L1 table as read from the image (l1_size entries). */
   l1: Buffer;
-  /** With lazy refcounts, L2 write-outs need not wait for refcount blocks. */
-  lazyRefcounts: boolean;
 }
 
 export class L2Tables {
-  readonly #d: L2TablesDeps;
+  readonly #file: BlockDriver;
+  readonly #writer: MetadataWriter;
+  readonly #cache: MetadataCache;
+  readonly #allocator: Allocator;
+  readonly #header: HeaderStore;
   readonly #g: Qcow2Geometry;
+  #l1: Buffer;
 
   constructor(deps: L2TablesDeps) {
-    this.#d = deps;
+    this.#file = deps.file;
+    this.#writer = deps.writer;
+    this.#cache = deps.cache;
+    this.#allocator = deps.allocator;
+    this.#header = deps.header;
     this.#g = deps.geometry;
+    this.#l1 = deps.l1;
   }
 
   get l1Entries(): number {
-    return this.#d.l1.length / 8;
+    return this.#l1.length / 8;
   }
 
   /**
-   * Grows the L1 table to `entries` (rule R5): the bigger table is written whole at a new place
-   * and made durable, `switchHeader` points the header at it in one write, then the old table is
-   * freed.
+   * Declares that the entries about to change name data written just now: before L2 tables are
+   * next written out, the file is flushed, so that the data is durable first (R3).
    */
-  async growL1(entries: number, switchHeader: (offset: number, entries: number) => Promise<void>): Promise<void> {
+  dependOnDataWrites(): void {
+    this.#cache.dependOnFileFlush();
+  }
+
+  /** Writes every changed L2 table (after what they depend on); the file is not flushed. */
+  writeBack(): Promise<void> {
+    return this.#cache.writeBack();
+  }
+
+  /** Writes every changed L2 table and makes the file durable. */
+  flush(): Promise<void> {
+    return this.#cache.flush();
+  }
+
+  /**
+   * Grows the L1 table to `entries` (R5): the bigger table is written whole at a new place and
+   * made durable, the header is pointed at it in one write, then the old table is freed.
+   */
+  async growL1(entries: number): Promise<void> {
     if (entries <= this.l1Entries) return;
-    const { allocator, writer, file } = this.#d;
+    const allocator = this.#allocator;
+    const writer = this.#writer;
     const cs = this.#g.clusterSize;
     const bytes = entries * 8;
     const clusters = Math.ceil(bytes / cs);
     const offset = await allocator.allocate(clusters);
     const table = Buffer.alloc(bytes);
-    this.#d.l1.copy(table);
+    this.#l1.copy(table);
+    // R1 for the table's own clusters: their refcount is durable before the header names them.
     await allocator.flushRefcounts();
     writer.claim('l1', offset, bytes);
     await writer.writeTable('l1', offset, table);
-    await file.flush();
-    const old = { offset: this.#d.l1Offset, bytes: this.#d.l1.length };
-    await switchHeader(offset, entries);
-    this.#d.l1 = table;
-    this.#d.l1Offset = offset;
+    await this.#file.flush();
+    const old = { offset: this.#header.header.l1TableOffset, bytes: this.#l1.length };
+    await this.#header.setL1Table(offset, entries);
+    this.#l1 = table;
     if (old.bytes > 0) {
       writer.release('l1', old.offset, old.bytes);
       await allocator.free(old.offset, Math.ceil(old.bytes / cs));
@@ -73,10 +107,7 @@ export class L2Tables {
 
   /** Host offset of the L2 table for L1 index `i` (0 = none). */
   l2Offset(i: number): number {
-    if (i >= this.l1Entries) return 0;
-    // Most entries of a big L1 are empty: no decoding for them (a 1 PiB image has 2M entries).
-    if (this.#d.l1.readUInt32BE(i * 8) === 0 && this.#d.l1.readUInt32BE(i * 8 + 4) === 0) return 0;
-    return decodeL1(this.#d.l1, i, this.#g).l2Offset;
+    return i < this.l1Entries ? l2OffsetAt(this.#l1, i, this.#g) : 0;
   }
 
   /** The entry for guest cluster `cluster`, read through the cache. */
@@ -84,11 +115,11 @@ export class L2Tables {
     const l1Index = Math.floor(cluster / this.#g.l2Entries);
     const l2Offset = this.l2Offset(l1Index);
     if (l2Offset === 0) return { kind: 'unallocated' };
-    const table = await this.#d.cache.get(l2Offset);
+    const table = await this.#cache.get(l2Offset);
     try {
       return decodeL2(table.data, cluster % this.#g.l2Entries, this.#g);
     } finally {
-      this.#d.cache.release(table);
+      this.#cache.release(table);
     }
   }
 
@@ -103,13 +134,13 @@ export class L2Tables {
     const n = Math.min(count, per - first);
     const l2Offset = this.l2Offset(l1Index);
     if (l2Offset === 0) return Array.from({ length: n }, () => ({ kind: 'unallocated' }) as L2Entry);
-    const table = await this.#d.cache.get(l2Offset);
+    const table = await this.#cache.get(l2Offset);
     try {
       const out: L2Entry[] = new Array(n);
       for (let i = 0; i < n; i++) out[i] = decodeL2(table.data, first + i, this.#g);
       return out;
     } finally {
-      this.#d.cache.release(table);
+      this.#cache.release(table);
     }
   }
 
@@ -120,7 +151,7 @@ export class L2Tables {
     const n = Math.min(count, per - first);
     const l2Offset = this.l2Offset(Math.floor(cluster / per));
     if (l2Offset === 0) return Array.from({ length: n }, () => ({ kind: 'unallocated' }) as L2Entry);
-    const table = this.#d.cache.peek(l2Offset);
+    const table = this.#cache.peek(l2Offset);
     if (!table) return undefined;
     const out: L2Entry[] = new Array(n);
     for (let i = 0; i < n; i++) out[i] = decodeL2(table.data, first + i, this.#g);
@@ -137,12 +168,12 @@ export class L2Tables {
       const first = c % per;
       const n = Math.min(entries.length - done, per - first);
       const l2Offset = await this.#writableTable(l1Index);
-      const table = await this.#d.cache.get(l2Offset);
+      const table = await this.#cache.get(l2Offset);
       try {
         for (let i = 0; i < n; i++) encodeL2(table.data, first + i, entries[done + i]!, this.#g);
-        this.#d.cache.markDirty(table);
+        this.#cache.markDirty(table);
       } finally {
-        this.#d.cache.release(table);
+        this.#cache.release(table);
       }
       done += n;
     }
@@ -153,9 +184,11 @@ export class L2Tables {
     if (l1Index >= this.l1Entries) {
       throw new VdiskError('EINVAL', `Guest offset beyond the L1 table (index ${l1Index} of ${this.l1Entries})`);
     }
-    const current = decodeL1(this.#d.l1, l1Index, this.#g);
+    const current = decodeL1(this.#l1, l1Index, this.#g);
     if (current.l2Offset !== 0 && current.copied) return current.l2Offset;
-    const { allocator, cache, writer, file } = this.#d;
+    const allocator = this.#allocator;
+    const cache = this.#cache;
+    const writer = this.#writer;
     const offset = await allocator.allocate(1);
     writer.claim('l2', offset, this.#g.clusterSize);
     const table = await cache.create(offset);
@@ -167,11 +200,9 @@ export class L2Tables {
         shared.data.copy(table.data);
         cache.release(shared);
       }
-      // R1 then R2: the new table's refcount, then the table itself, are durable before L1 names it.
-      if (!this.#d.lazyRefcounts) await allocator.flushRefcounts();
-      await writer.writeTable('l2', offset, Buffer.from(table.data));
-      table.dirty = false;
-      await file.flush();
+      // R1 then R2: the new table's refcount (unless refcounts are lazy), then the table itself,
+      // are durable before L1 names it.
+      await cache.flushTable(table);
     } finally {
       cache.release(table);
     }
@@ -182,15 +213,15 @@ export class L2Tables {
     const entry = Buffer.alloc(8);
     encodeL1(entry, 0, { l2Offset: offset, copied: true }, this.#g);
     try {
-      await writer.writeTable('l1', this.#d.l1Offset + l1Index * 8, entry);
+      await writer.writeTable('l1', this.#header.header.l1TableOffset + l1Index * 8, entry);
     } catch (err) {
       cache.forget(offset);
       throw err;
     }
-    entry.copy(this.#d.l1, l1Index * 8);
+    entry.copy(this.#l1, l1Index * 8);
     if (current.l2Offset !== 0) {
       // The snapshot keeps the old table; this image no longer references it (R4: L1 first).
-      await file.flush();
+      await this.#file.flush();
       await allocator.free(current.l2Offset, 1);
       // Unreferenced now (only a refcount that was wrong said a snapshot used it): no longer a table.
       if ((await allocator.refcountOf(current.l2Offset)) === 0)

@@ -3,6 +3,7 @@
  * unallocated (falls through to the backing image), or compressed. Runs are cut at subcluster
  * granularity with extended L2 entries and merged where host data is contiguous.
  */
+import type { Mutex } from '../../../util/mutex.js';
 import type { Qcow2Geometry } from '../codec/geometry.js';
 import { type L2Entry, subclusterKind } from '../codec/l2-entry.js';
 import type { L2Tables } from './l2-tables.js';
@@ -21,34 +22,52 @@ export interface Run {
   entry?: L2Entry;
 }
 
-/** The runs covering [offset, offset+length), in order. */
-export async function mapRange(tables: L2Tables, g: Qcow2Geometry, offset: number, length: number): Promise<Run[]> {
-  const runs: Run[] = [];
-  const end = offset + length;
-  let pos = offset;
-  while (pos < end) {
-    const cluster = Math.floor(pos / g.clusterSize);
-    const entries = await tables.entries(cluster, Math.floor((end - 1) / g.clusterSize) - cluster + 1);
-    pos = appendRuns(runs, g, entries, cluster, pos, end);
-  }
-  return runs;
-}
+/** Maps guest ranges through the L2 tables. */
+export class Mapping {
+  readonly #tables: L2Tables;
+  readonly #g: Qcow2Geometry;
+  readonly #metadataLock: Mutex;
 
-/**
- * mapRange from the cached L2 tables alone, without waiting: undefined when one of them is not
- * in the cache. The answer is consistent because nothing can change between two awaits.
- */
-export function mapRangeCached(tables: L2Tables, g: Qcow2Geometry, offset: number, length: number): Run[] | undefined {
-  const runs: Run[] = [];
-  const end = offset + length;
-  let pos = offset;
-  while (pos < end) {
-    const cluster = Math.floor(pos / g.clusterSize);
-    const entries = tables.cachedEntries(cluster, Math.floor((end - 1) / g.clusterSize) - cluster + 1);
-    if (!entries) return undefined;
-    pos = appendRuns(runs, g, entries, cluster, pos, end);
+  constructor(tables: L2Tables, geometry: Qcow2Geometry, metadataLock: Mutex) {
+    this.#tables = tables;
+    this.#g = geometry;
+    this.#metadataLock = metadataLock;
   }
-  return runs;
+
+  /** The runs covering [offset, offset+length), in order; tables are loaded under the metadata lock. */
+  lookup(offset: number, length: number): Promise<Run[]> {
+    return this.#metadataLock.run(async () => {
+      const g = this.#g;
+      const runs: Run[] = [];
+      const end = offset + length;
+      let pos = offset;
+      while (pos < end) {
+        const cluster = Math.floor(pos / g.clusterSize);
+        const entries = await this.#tables.entries(cluster, Math.floor((end - 1) / g.clusterSize) - cluster + 1);
+        pos = appendRuns(runs, g, entries, cluster, pos, end);
+      }
+      return runs;
+    });
+  }
+
+  /**
+   * lookup() from the cached L2 tables alone, without the lock and without waiting: undefined
+   * when one of them is not in the cache. The answer is consistent because nothing can change
+   * between two awaits.
+   */
+  cached(offset: number, length: number): Run[] | undefined {
+    const g = this.#g;
+    const runs: Run[] = [];
+    const end = offset + length;
+    let pos = offset;
+    while (pos < end) {
+      const cluster = Math.floor(pos / g.clusterSize);
+      const entries = this.#tables.cachedEntries(cluster, Math.floor((end - 1) / g.clusterSize) - cluster + 1);
+      if (!entries) return undefined;
+      pos = appendRuns(runs, g, entries, cluster, pos, end);
+    }
+    return runs;
+  }
 }
 
 /** Adds the runs of `entries` (guest clusters from `cluster`) up to `end`; returns where they stop. */

@@ -3,9 +3,11 @@
  * lazily, with declared write-out dependencies instead of hand-placed flushes:
  *
  * - `dependOn(other)`: before any dirty table of this cache is written, every dirty table of
- *   `other` is written and made durable (L2 tables depend on refcount blocks: rule R1).
- * - `dependOnFileFlush()`: before the next write-out, the image file is flushed (data copied for
- *   a partial-cluster write is durable before an L2 entry points at it: rule R3).
+ *   `other` is written and made durable (L2 tables depend on refcount blocks: R1).
+ * - `dependOnFileFlush()`: before the next write-out, the image file is flushed (the data of a
+ *   remapped cluster is durable before an L2 entry points at it: R3).
+ *
+ * R1 to R8 are the crash-safety rules in docs/architecture.md.
  *
  * Entries in use are pinned (`get`/`release`) so eviction never drops a table someone is
  * changing between two awaits.
@@ -119,6 +121,17 @@ export class MetadataCache {
     if (dirty.length === 0) return;
     await this.#beforeWriteOut();
     for (const table of dirty) await this.#writeTable(table);
+  }
+
+  /**
+   * Writes one table now, after the cache it depends on, and makes the file durable: for a
+   * table just made, which is about to be named by the L1 table. What the next write-out owes
+   * the file (dependOnFileFlush) stays owed: a new table names no new data.
+   */
+  async flushTable(table: CachedTable): Promise<void> {
+    if (this.#dependency?.hasDirty) await this.#dependency.flush();
+    await this.#writeTable(table);
+    await this.#file.flush();
   }
 
   /** Writes every dirty table and makes the file durable. */

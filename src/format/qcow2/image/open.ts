@@ -1,36 +1,26 @@
 /**
- * Opening a qcow2 image: read and validate the header and its extensions, open the backing
- * image through the open policy, load the L1 and refcount tables, and wire the parts.
+ * Opening a qcow2 image: read and validate the header and its extensions, load the L1 and
+ * refcount tables, claim every metadata structure for the overlap check, open the backing image
+ * through the open policy, then hand it all to assembleImage.
  */
 import type { BlockDriver, SnapshotInfo } from '../../../block/driver.js';
 import { VdiskError } from '../../../block/errors.js';
 import type { OpenContext } from '../../format.js';
 import { checkQcow2 } from '../check/check.js';
-import {
-  COMPAT_LAZY_REFCOUNTS,
-  COMPRESSION_ZSTD,
-  INCOMPAT_CORRUPT,
-  INCOMPAT_DATA_FILE,
-  INCOMPAT_DIRTY,
-} from '../codec/constants.js';
+import { COMPRESSION_ZSTD, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_DIRTY } from '../codec/constants.js';
 import { geometryOf } from '../codec/geometry.js';
 import { decodeHeader } from '../codec/header.js';
 import { decodeHeaderExtensions } from '../codec/header-extensions.js';
+import { l2OffsetAt } from '../codec/l1-entry.js';
 import { decodeReftableEntry } from '../codec/refcount-block.js';
 import type { Qcow2Snapshot } from '../codec/snapshot-table.js';
-import { Allocator } from './allocator.js';
-import { HeaderStore } from './header-store.js';
-import { Qcow2Image } from './image.js';
-import { L2Tables } from './l2-tables.js';
-import { MetadataCache } from './metadata-cache.js';
+import { assembleImage } from './assemble.js';
+import type { Qcow2Image } from './image.js';
 import { MetadataWriter } from './metadata-writer.js';
-import { newLocks } from './parts.js';
-import { Refcounts } from './refcounts.js';
 import { loadSnapshots } from './snapshots.js';
 
 /** QEMU's default L2 cache: enough for 32 MiB of L2 tables or the whole image, whichever is less. */
 const DEFAULT_L2_CACHE_BYTES = 32 * 1024 * 1024;
-const DEFAULT_REFCOUNT_CACHE_TABLES = 16;
 
 export interface Qcow2OpenOptions {
   /** Bytes of L2 tables to keep cached (QEMU's l2-cache-size). */
@@ -106,38 +96,9 @@ export async function openQcow2(
   if (extensions.bitmaps) {
     writer.claim('bitmap-directory', extensions.bitmaps.directoryOffset, extensions.bitmaps.directorySize);
   }
-
-  const lazyRefcounts = (header.compatibleFeatures & COMPAT_LAZY_REFCOUNTS) !== 0;
-  const l2CacheTables = Math.max(
-    4,
-    Math.floor((options.l2CacheSize ?? Math.min(DEFAULT_L2_CACHE_BYTES, header.l1Size * clusterSize)) / clusterSize),
-  );
-  const refcountCache = new MetadataCache('refblock', file, writer, clusterSize, DEFAULT_REFCOUNT_CACHE_TABLES);
-  const l2Cache = new MetadataCache('l2', file, writer, clusterSize, l2CacheTables);
-  if (!lazyRefcounts) l2Cache.dependOn(refcountCache);
-  const refcounts = new Refcounts(refcountCache, header.clusterBits, header.refcountOrder, table);
-  const headerStore = new HeaderStore(header, file, writer);
-  const allocator = new Allocator({
-    file,
-    writer,
-    refcounts,
-    clusterBits: header.clusterBits,
-    table: { offset: header.refcountTableOffset, clusters: header.refcountTableClusters },
-    switchRefcountTable: (loc) => headerStore.setRefcountTable(loc.offset, loc.clusters),
-  });
-  const tables = new L2Tables({
-    file,
-    writer,
-    cache: l2Cache,
-    allocator,
-    geometry: g,
-    l1Offset: header.l1TableOffset,
-    l1,
-    lazyRefcounts,
-  });
   // Every L2 table of the active L1 is metadata the overlap check protects.
-  for (let i = 0; i < tables.l1Entries; i++) {
-    const l2 = tables.l2Offset(i);
+  for (let i = 0; i < header.l1Size; i++) {
+    const l2 = l2OffsetAt(l1, i, g);
     if (l2 !== 0) {
       tableEnd(l2, clusterSize, 'L2 table');
       writer.claim('l2', l2, clusterSize);
@@ -153,28 +114,25 @@ export async function openQcow2(
     );
   }
 
-  const parts = {
+  const l2CacheTables = Math.max(
+    4,
+    Math.floor((options.l2CacheSize ?? Math.min(DEFAULT_L2_CACHE_BYTES, header.l1Size * clusterSize)) / clusterSize),
+  );
+  return assembleImage({
     file,
     backing,
+    header,
     geometry: g,
-    header: headerStore,
     writer,
-    l2Cache,
-    refcountCache,
-    refcounts,
-    allocator,
-    tables,
-    lazyRefcounts,
-    ...newLocks(),
-  };
-  writer.onCorruption = async () => {
-    await headerStore.setIncompatible(INCOMPAT_CORRUPT, true).catch(() => {});
-  };
-  return new Qcow2Image(parts, {
-    readOnly,
-    backingName: extensions.backingFile,
-    backingFormat: extensions.backingFormat,
-    snapshots: snapshots.map(snapshotInfo),
+    l1,
+    refcountTable: table,
+    l2CacheTables,
+    options: {
+      readOnly,
+      backingName: extensions.backingFile,
+      backingFormat: extensions.backingFormat,
+      snapshots: snapshots.map(snapshotInfo),
+    },
   });
 }
 

@@ -2,6 +2,9 @@
  * Reading and changing cluster refcounts through the refcount table and the refcount-block
  * cache. This module never allocates: when the block that would count a cluster does not exist
  * it says so (MissingRefblock), and the allocator provides it (allocation does not recurse).
+ *
+ * Refcounts owns the in-memory refcount table and the refcount-block cache: every read, change
+ * and write-out of refcount blocks goes through it.
  */
 import { VdiskError } from '../../../block/errors.js';
 import { getRefcount, maxRefcount, setRefcount } from '../codec/refcount-block.js';
@@ -38,15 +41,11 @@ export class Refcounts {
     this.#table = table;
   }
 
-  get cache(): MetadataCache {
-    return this.#cache;
-  }
-
   get table(): readonly number[] {
     return this.#table;
   }
 
-  /** The table entries a table of `entries` entries can hold before it must grow. */
+  /** Entries the refcount table has room for. */
   get tableCapacity(): number {
     return this.#table.length;
   }
@@ -59,9 +58,19 @@ export class Refcounts {
     this.#table[index] = blockOffset;
   }
 
-  /** Number of host clusters the current table can describe. */
-  get coveredClusters(): number {
-    return this.#table.length * this.perBlock;
+  /** Whether a refcount block changed since it was last written. */
+  get hasDirty(): boolean {
+    return this.#cache.hasDirty;
+  }
+
+  /** Writes every changed refcount block and makes the file durable. */
+  flush(): Promise<void> {
+    return this.#cache.flush();
+  }
+
+  /** Writes every changed refcount block (the file is not flushed). */
+  writeBack(): Promise<void> {
+    return this.#cache.writeBack();
   }
 
   /** The refcount of host cluster `cluster` (0 where no block counts it). */

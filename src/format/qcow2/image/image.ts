@@ -24,7 +24,7 @@ import type { GuestReader } from './guest-reader.js';
 import type { GuestWriter } from './guest-writer.js';
 import type { HeaderStore } from './header-store.js';
 import type { L2Tables } from './l2-tables.js';
-import type { Mapping } from './mapping.js';
+import type { Mapping, Run } from './mapping.js';
 import type { Refcounts } from './refcounts.js';
 import type { Resizer } from './resizer.js';
 
@@ -151,12 +151,8 @@ export class Qcow2Image implements BlockDriver {
   }
 
   async blockStatus(offset: number, length: number): Promise<Extent> {
-    const g = this.#d.geometry;
     const backing = this.#d.backing;
-    // Ask for at most a few L2 tables' worth at once; callers loop.
-    const span = Math.min(length, g.l2Coverage - (offset % g.l2Coverage));
-    const runs = await this.#d.mapping.lookup(offset, span);
-    const run = runs[0]!;
+    const run = this.#unallocatedL1Run(offset, length) ?? (await this.#firstRun(offset, length));
     if (run.kind === 'unallocated' && backing) {
       const below = await backing.blockStatus(offset, Math.min(run.length, backing.length() - offset));
       if (offset < backing.length()) {
@@ -174,6 +170,27 @@ export class Qcow2Image implements BlockDriver {
       compressed: run.kind === 'compressed',
       depth: 0,
     };
+  }
+
+  /**
+   * Ranges whose L1 entries name no L2 table are unallocated as a whole: one run over all the
+   * consecutive empty entries, without a table lookup per entry (an empty 1 PiB image is one run).
+   */
+  #unallocatedL1Run(offset: number, length: number): Run | undefined {
+    const { tables, geometry: g } = this.#d;
+    let l1 = Math.floor(offset / g.l2Coverage);
+    if (tables.l2Offset(l1) !== 0) return undefined;
+    const last = Math.floor((offset + length - 1) / g.l2Coverage);
+    while (l1 + 1 <= last && tables.l2Offset(l1 + 1) === 0) l1++;
+    const end = Math.min(offset + length, (l1 + 1) * g.l2Coverage);
+    return { kind: 'unallocated', offset, length: end - offset, host: 0, copied: false };
+  }
+
+  /** The first run of [offset, offset+length), looked up at most one L2 table's span ahead. */
+  async #firstRun(offset: number, length: number): Promise<Run> {
+    const g = this.#d.geometry;
+    const span = Math.min(length, g.l2Coverage - (offset % g.l2Coverage));
+    return (await this.#d.mapping.lookup(offset, span))[0]!;
   }
 
   async truncate(length: number, preallocation: Preallocation): Promise<void> {

@@ -10,7 +10,7 @@
  * worse): new refcount structures go after the end of the file instead of into free clusters; a
  * refcount block past the end of the file is rebuilt rather than the file grown to reach it;
  * unaligned offsets count (and with -r all are repaired to) the cluster they lie in; entries
- * naming clusters past the end of the file are repaired with -r all (see check-walk.ts); the
+ * naming clusters past the end of the file are repaired with -r all (see metadata-walk.ts); the
  * corrupt bit is never set by a check. Incomplete snapshot table entries and bitmap directories
  * are reported, not rewritten.
  */

@@ -82,7 +82,7 @@ export class MetadataWalk {
   readonly #ctx: CheckContext;
   readonly #stored: StoredRefcounts;
   readonly #memo = new Map<number, Memo>();
-  /** Unaligned data cluster offsets found (with -r all), by entry offset: check-repair.ts realigns them. */
+  /** Unaligned data cluster offsets found (with -r all), by entry offset: repair.ts realigns them. */
   readonly realigns = new Map<number, Realign>();
   /** The active L1 table as the walk found it (entries cleared by repairs are zero). */
   activeL1: Buffer = Buffer.alloc(0);

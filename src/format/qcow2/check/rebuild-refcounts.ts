@@ -5,10 +5,11 @@
  * Unlike QEMU, which places the new blocks in any cluster no reference was found for, vdisk puts
  * every new block and the new table after the end of the file, so that nothing the old structure
  * or an entry the walk did not understand might still need is overwritten. The order is that of
- * rule R5: the blocks and the table are written and flushed, then one header write (table offset
- * and size together) switches to them, and is flushed. Interrupted before the switch, the image
- * is as it was, only longer; the old structure becomes leaked clusters, which the check frees
- * next.
+ * R5 (docs/architecture.md): the blocks and the table are written and flushed, then one header
+ * write (table offset and size together) switches to them, and is flushed. Interrupted before
+ * the switch, the image is as it was, only longer; the old structure becomes leaked clusters,
+ * which the check frees next. The table's size and its own new blocks are the self-covering
+ * refcount area of codec/refcount-area.ts.
  */
 import { writeU64 } from '../../../util/u64.js';
 import { HEADER, MAX_REFTABLE_SIZE_BYTES } from '../codec/constants.js';

@@ -225,7 +225,8 @@ export async function checkOflagCopied(
  * Realigns the unaligned data cluster offsets the walk found (with -r all), once every reference
  * is counted: to whichever of the two clusters the offset touches is allocated and referenced by
  * this entry alone, when exactly one is; the other cluster loses this entry's reference. The
- * chosen cluster's refcount is already at least 1, so the entry is written at once (rule R1).
+ * chosen cluster's refcount is already at least 1, so the entry is written at once (R1 in
+ * docs/architecture.md).
  */
 export async function resolveRealigns(ctx: CheckContext, stored: StoredRefcounts, walk: MetadataWalk): Promise<void> {
   const cs = ctx.cs;

@@ -1,6 +1,6 @@
 /**
- * A set of cluster indexes kept as sorted, disjoint [start, end) runs: what the create-layout
- * model uses for "clusters with refcount 1". Runs merge on insertion, so a set describing a
+ * A set of cluster indexes kept as sorted, disjoint [start, end) runs: what the model of QEMU's
+ * allocator uses for "clusters with refcount 1". Runs merge on insertion, so a set describing a
  * freshly created image stays a handful of runs however large the image.
  */
 

@@ -73,7 +73,7 @@ export function assembleImage(loaded: LoadedImage): Qcow2Image {
   if (!header.lazyRefcounts) l2Cache.dependOn(refcountCache);
   const refcounts = new Refcounts(refcountCache, geometry.clusterBits, geometry.refcountOrder, loaded.refcountTable);
   const allocator = new Allocator({ file, writer, refcounts, header, clusterBits: geometry.clusterBits });
-  const tables = new L2Tables({ file, writer, cache: l2Cache, allocator, header, geometry, l1: loaded.l1 });
+  const tables = new L2Tables({ file, writer, cache: l2Cache, allocator, header, geometry }, loaded.l1);
 
   const mapping = new Mapping(tables, geometry, metadataLock);
   const reader = new GuestReader({ file, backing, geometry, mapping, clusterLocks });

@@ -31,18 +31,10 @@ export interface DeallocatorDeps {
 }
 
 export class Deallocator {
-  readonly #g: Qcow2Geometry;
-  readonly #hasBacking: boolean;
-  readonly #tables: L2Tables;
-  readonly #hostClusters: HostClusters;
-  readonly #metadataLock: Mutex;
+  readonly #d: DeallocatorDeps;
 
   constructor(deps: DeallocatorDeps) {
-    this.#g = deps.geometry;
-    this.#hasBacking = deps.hasBacking;
-    this.#tables = deps.tables;
-    this.#hostClusters = deps.hostClusters;
-    this.#metadataLock = deps.metadataLock;
+    this.#d = deps;
   }
 
   /**
@@ -51,10 +43,10 @@ export class Deallocator {
    * (version 2 with a backing file), so the caller writes zero bytes instead.
    */
   async deallocate(cluster: number, count: number, mode: DeallocateMode): Promise<boolean> {
-    const hasZeroFlag = this.#g.version >= 3;
-    if (!hasZeroFlag && (mode === 'zero-unmap' || mode === 'zero-keep') && this.#hasBacking) return false;
-    const tables = this.#tables;
-    await this.#metadataLock.run(async () => {
+    const hasZeroFlag = this.#d.geometry.version >= 3;
+    if (!hasZeroFlag && (mode === 'zero-unmap' || mode === 'zero-keep') && this.#d.hasBacking) return false;
+    const tables = this.#d.tables;
+    await this.#d.metadataLock.run(async () => {
       const toFree: L2Entry[] = [];
       for (let c = cluster; c < cluster + count; ) {
         const olds = await tables.entries(c, cluster + count - c);
@@ -68,20 +60,20 @@ export class Deallocator {
           if (!keep && old.kind !== 'unallocated') toFree.push(old);
           return this.#replacement(old, mode, keep);
         });
-        await this.#hostClusters.check(olds);
+        await this.#d.hostClusters.check(olds);
         if (olds.some((old, i) => !sameEntry(old, news[i]!))) await tables.setEntries(c, news);
         c += olds.length;
       }
-      if (toFree.length > 0) await this.#hostClusters.release(toFree);
+      if (toFree.length > 0) await this.#d.hostClusters.release(toFree);
     });
     return true;
   }
 
   #replacement(old: L2Entry, mode: DeallocateMode, keep: boolean): L2Entry {
-    const g = this.#g;
+    const g = this.#d.geometry;
     const host = keep ? (old as { host: number }).host : 0;
     // Without a backing file and without data, unallocated already reads as zeros.
-    const needZero = g.version >= 3 && (this.#hasBacking || old.kind !== 'unallocated' || keep);
+    const needZero = g.version >= 3 && (this.#d.hasBacking || old.kind !== 'unallocated' || keep);
     if (mode === 'forget' || (mode === 'discard' && g.version < 3)) return { kind: 'unallocated' };
     if (!needZero) return { kind: 'unallocated' };
     if (g.extendedL2) {

@@ -20,35 +20,27 @@ export interface GuestReaderDeps {
 }
 
 export class GuestReader {
-  readonly #file: BlockDriver;
-  readonly #backing: BlockDriver | undefined;
-  readonly #g: Qcow2Geometry;
-  readonly #mapping: Mapping;
-  readonly #clusterLocks: RangeLock;
+  readonly #d: GuestReaderDeps;
 
   constructor(deps: GuestReaderDeps) {
-    this.#file = deps.file;
-    this.#backing = deps.backing;
-    this.#g = deps.geometry;
-    this.#mapping = deps.mapping;
-    this.#clusterLocks = deps.clusterLocks;
+    this.#d = deps;
   }
 
   get hasBacking(): boolean {
-    return this.#backing !== undefined;
+    return this.#d.backing !== undefined;
   }
 
   /** Fills `buf` with the guest bytes at `offset`, holding its clusters shared meanwhile. */
   async read(offset: number, buf: Buffer): Promise<void> {
-    const g = this.#g;
+    const g = this.#d.geometry;
     const first = Math.floor(offset / g.clusterSize);
     const end = Math.ceil((offset + buf.length) / g.clusterSize);
-    const locks = this.#clusterLocks;
+    const locks = this.#d.clusterLocks;
     const release = locks.tryAcquire(first, end, 'shared') ?? (await locks.acquire(first, end, 'shared'));
     try {
       // Mappings in cached tables need no lock: the clusters are held, and the lookup ends
       // before anything else runs. Only loading a table waits for the metadata lock.
-      const runs = this.#mapping.cached(offset, buf.length) ?? (await this.#mapping.lookup(offset, buf.length));
+      const runs = this.#d.mapping.cached(offset, buf.length) ?? (await this.#d.mapping.lookup(offset, buf.length));
       if (runs.length === 1) return await this.#readRun(runs[0]!, buf);
       await Promise.all(
         runs.map((run) => this.#readRun(run, buf.subarray(run.offset - offset, run.offset - offset + run.length))),
@@ -71,7 +63,7 @@ export class GuestReader {
         return;
       case 'compressed': {
         const cluster = await this.readCompressed(run.entry!);
-        const start = run.offset % this.#g.clusterSize;
+        const start = run.offset % this.#d.geometry.clusterSize;
         cluster.copy(out, 0, start, start + out.length);
         return;
       }
@@ -84,14 +76,14 @@ export class GuestReader {
    * the end is a corruption check reports; reading must not fail or go outside the file).
    */
   async readHost(host: number, out: Buffer): Promise<void> {
-    const inFile = Math.max(0, Math.min(out.length, this.#file.length() - host));
-    if (inFile > 0) await this.#file.read(host, out.subarray(0, inFile));
+    const inFile = Math.max(0, Math.min(out.length, this.#d.file.length() - host));
+    if (inFile > 0) await this.#d.file.read(host, out.subarray(0, inFile));
     out.fill(0, inFile);
   }
 
   /** Reads what the backing image has at `offset`; zeros past its end or without one. */
   async readBacking(offset: number, out: Buffer): Promise<void> {
-    const backing = this.#backing;
+    const backing = this.#d.backing;
     const inBacking = backing ? Math.max(0, Math.min(out.length, backing.length() - offset)) : 0;
     if (inBacking > 0) await backing!.read(offset, out.subarray(0, inBacking));
     out.fill(0, inBacking);
@@ -100,8 +92,8 @@ export class GuestReader {
   /** The whole guest cluster a compressed entry describes. */
   async readCompressed(entry: L2Entry): Promise<Buffer> {
     if (entry.kind !== 'compressed') throw new VdiskError('EIO', 'Not a compressed cluster');
-    const clusterSize = this.#g.clusterSize;
-    const available = Math.min(entry.length, this.#file.length() - entry.host);
+    const clusterSize = this.#d.geometry.clusterSize;
+    const available = Math.min(entry.length, this.#d.file.length() - entry.host);
     if (available <= 0) {
       throw new VdiskError(
         'ECORRUPT',
@@ -109,7 +101,7 @@ export class GuestReader {
       );
     }
     const compressed = Buffer.allocUnsafe(available);
-    await this.#file.read(entry.host, compressed);
+    await this.#d.file.read(entry.host, compressed);
     let plain: Buffer;
     try {
       // The stored length is rounded up to sectors, so trailing bytes after the stream are normal.

@@ -32,40 +32,24 @@ export interface GuestWriterDeps {
 }
 
 export class GuestWriter {
-  readonly #file: BlockDriver;
-  readonly #g: Qcow2Geometry;
-  readonly #writer: MetadataWriter;
-  readonly #tables: L2Tables;
-  readonly #allocator: Allocator;
-  readonly #mapping: Mapping;
+  readonly #d: GuestWriterDeps;
   readonly #content: ClusterContent;
-  readonly #hostClusters: HostClusters;
-  readonly #metadataLock: Mutex;
-  readonly #clusterLocks: RangeLock;
 
   constructor(deps: GuestWriterDeps) {
-    this.#file = deps.file;
-    this.#g = deps.geometry;
-    this.#writer = deps.writer;
-    this.#tables = deps.tables;
-    this.#allocator = deps.allocator;
-    this.#mapping = deps.mapping;
+    this.#d = deps;
     this.#content = new ClusterContent(deps.geometry, deps.reader);
-    this.#hostClusters = deps.hostClusters;
-    this.#metadataLock = deps.metadataLock;
-    this.#clusterLocks = deps.clusterLocks;
   }
 
   async write(offset: number, buf: Buffer): Promise<void> {
-    const g = this.#g;
+    const g = this.#d.geometry;
     const first = Math.floor(offset / g.clusterSize);
     const end = Math.ceil((offset + buf.length) / g.clusterSize);
 
-    const locks = this.#clusterLocks;
+    const locks = this.#d.clusterLocks;
     let release = locks.tryAcquire(first, end, 'shared') ?? (await locks.acquire(first, end, 'shared'));
     try {
       // As in reads: a mapping in cached tables needs no metadata lock.
-      const runs = this.#mapping.cached(offset, buf.length) ?? (await this.#mapping.lookup(offset, buf.length));
+      const runs = this.#d.mapping.cached(offset, buf.length) ?? (await this.#d.mapping.lookup(offset, buf.length));
       if (runs.every((r) => r.kind === 'data' && r.copied)) {
         await this.#writeRuns(runs, offset, buf);
         return;
@@ -83,25 +67,25 @@ export class GuestWriter {
     offset: number,
     buf: Buffer,
   ): Promise<void> {
-    const writer = this.#writer;
+    const writer = this.#d.writer;
     for (const run of runs) {
       if (writer.blocked('data', run.host, run.length)) await writer.check('data', run.host, run.length);
     }
-    if (runs.length === 1) return this.#file.write(runs[0]!.host, buf);
+    if (runs.length === 1) return this.#d.file.write(runs[0]!.host, buf);
     await Promise.all(
       runs.map((run) =>
-        this.#file.write(run.host, buf.subarray(run.offset - offset, run.offset - offset + run.length)),
+        this.#d.file.write(run.host, buf.subarray(run.offset - offset, run.offset - offset + run.length)),
       ),
     );
   }
 
   /** Remaps every cluster of the request. The caller holds the clusters exclusively. */
   async #remap(offset: number, buf: Buffer): Promise<void> {
-    const g = this.#g;
+    const g = this.#d.geometry;
     const first = Math.floor(offset / g.clusterSize);
     const end = Math.ceil((offset + buf.length) / g.clusterSize);
 
-    const plans = await this.#metadataLock.run(() => this.#planClusters(first, end));
+    const plans = await this.#d.metadataLock.run(() => this.#planClusters(first, end));
     const writes: { host: number; piece: Piece }[] = [];
     for (const plan of plans) {
       const clusterStart = plan.cluster * g.clusterSize;
@@ -110,22 +94,22 @@ export class GuestWriter {
       const pieces = await this.#content.compose(plan, from - clusterStart, buf.subarray(from - offset, to - offset));
       for (const piece of pieces) writes.push({ host: plan.host + piece.start, piece });
     }
-    for (const w of writes) await this.#writer.check('data', w.host, pieceLength(w.piece));
+    for (const w of writes) await this.#d.writer.check('data', w.host, pieceLength(w.piece));
     await Promise.all(
       writes.map((w) =>
         w.piece.data
-          ? this.#file.write(w.host, w.piece.data)
-          : this.#file.writeZeroes(w.host, w.piece.zeros!, { mayUnmap: false }),
+          ? this.#d.file.write(w.host, w.piece.data)
+          : this.#d.file.writeZeroes(w.host, w.piece.zeros!, { mayUnmap: false }),
       ),
     );
 
-    await this.#metadataLock.run(async () => {
+    await this.#d.metadataLock.run(async () => {
       // R3 (docs/architecture.md), for every remapped cluster: its new content (guest data,
       // copied old data, zero ranges) is durable before an L2 entry names it. Without this, a
       // crash can leave an entry pointing past the end of the file (a corruption for check) or
       // at the cluster's stale content (a reused cluster's former data; the data before a
       // write-zeroes that kept the cluster).
-      this.#tables.dependOnDataWrites();
+      this.#d.tables.dependOnDataWrites();
       const toFree: L2Entry[] = [];
       const newEntries = plans.map((plan) => {
         const clusterStart = plan.cluster * g.clusterSize;
@@ -135,7 +119,7 @@ export class GuestWriter {
         return newEntry(g, plan, from, to);
       });
       await this.#setEntriesGrouped(plans, newEntries);
-      if (toFree.length > 0) await this.#hostClusters.release(toFree);
+      if (toFree.length > 0) await this.#d.hostClusters.release(toFree);
     });
   }
 
@@ -145,21 +129,21 @@ export class GuestWriter {
     while (i < plans.length) {
       let j = i + 1;
       while (j < plans.length && plans[j]!.cluster === plans[j - 1]!.cluster + 1) j++;
-      await this.#tables.setEntries(plans[i]!.cluster, entries.slice(i, j));
+      await this.#d.tables.setEntries(plans[i]!.cluster, entries.slice(i, j));
       i = j;
     }
   }
 
   /** Decides, per cluster, which host cluster the new data goes to. Runs under the metadata lock. */
   async #planClusters(first: number, end: number): Promise<ClusterPlan[]> {
-    const g = this.#g;
+    const g = this.#d.geometry;
     const olds: L2Entry[] = [];
     for (let c = first; c < end; ) {
-      const entries = await this.#tables.entries(c, end - c);
+      const entries = await this.#d.tables.entries(c, end - c);
       olds.push(...entries);
       c += entries.length;
     }
-    await this.#hostClusters.check(olds);
+    await this.#d.hostClusters.check(olds);
     const plans: ClusterPlan[] = [];
     const needNew: number[] = [];
     olds.forEach((old, i) => {
@@ -177,7 +161,7 @@ export class GuestWriter {
     while (i < needNew.length) {
       let j = i + 1;
       while (j < needNew.length && needNew[j] === needNew[j - 1]! + 1) j++;
-      const host = await this.#allocator.allocate(j - i);
+      const host = await this.#d.allocator.allocate(j - i);
       for (let k = i; k < j; k++) plans[needNew[k]!]!.host = host + (k - i) * g.clusterSize;
       i = j;
     }

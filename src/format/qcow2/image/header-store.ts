@@ -28,7 +28,7 @@ export class HeaderStore {
     return (this.header.incompatibleFeatures & INCOMPAT_CORRUPT) !== 0;
   }
 
-  /** Refcount updates may wait for a flush; the dirty bit covers them until then (R7). */
+  /** Refcount updates may lag; the dirty bit covers them until a clean close (R7, docs/architecture.md). */
   get lazyRefcounts(): boolean {
     return (this.header.compatibleFeatures & COMPAT_LAZY_REFCOUNTS) !== 0;
   }

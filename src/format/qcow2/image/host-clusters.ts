@@ -19,18 +19,10 @@ export interface HostClustersDeps {
 }
 
 export class HostClusters {
-  readonly #file: BlockDriver;
-  readonly #g: Qcow2Geometry;
-  readonly #writer: MetadataWriter;
-  readonly #tables: L2Tables;
-  readonly #allocator: Allocator;
+  readonly #d: HostClustersDeps;
 
   constructor(deps: HostClustersDeps) {
-    this.#file = deps.file;
-    this.#g = deps.geometry;
-    this.#writer = deps.writer;
-    this.#tables = deps.tables;
-    this.#allocator = deps.allocator;
+    this.#d = deps;
   }
 
   /**
@@ -38,12 +30,12 @@ export class HostClusters {
    * rewriting, freeing or punching them would destroy a table. Called before anything changes.
    */
   async check(entries: L2Entry[]): Promise<void> {
-    const cs = this.#g.clusterSize;
+    const cs = this.#d.geometry.clusterSize;
     for (const entry of entries) {
       if ((entry.kind === 'data' || entry.kind === 'zero') && entry.host !== 0) {
-        await this.#writer.check('data', entry.host, cs);
+        await this.#d.writer.check('data', entry.host, cs);
       } else if (entry.kind === 'compressed') {
-        await this.#writer.check('data', entry.host, entry.length);
+        await this.#d.writer.check('data', entry.host, entry.length);
       }
     }
   }
@@ -55,9 +47,9 @@ export class HostClusters {
    */
   async release(entries: L2Entry[]): Promise<void> {
     await this.check(entries);
-    await this.#tables.flush();
-    const g = this.#g;
-    const allocator = this.#allocator;
+    await this.#d.tables.flush();
+    const g = this.#d.geometry;
+    const allocator = this.#d.allocator;
     const holes: number[] = [];
     for (const entry of entries) {
       if (entry.kind === 'data' || entry.kind === 'zero') {
@@ -72,6 +64,6 @@ export class HostClusters {
         await allocator.free(firstCluster * g.clusterSize, lastCluster - firstCluster + 1);
       }
     }
-    await Promise.all(holes.map((host) => this.#file.discard(host, g.clusterSize)));
+    await Promise.all(holes.map((host) => this.#d.file.discard(host, g.clusterSize)));
   }
 }

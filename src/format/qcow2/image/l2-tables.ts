@@ -32,27 +32,18 @@ export interface L2TablesDeps {
   /** Says where the L1 table is, and switches to a new one in one write. */
   header: HeaderStore;
   geometry: Qcow2Geometry;
-  /** The L1 table as read from the image (l1_size entries). */
-  l1: Buffer;
 }
 
 export class L2Tables {
-  readonly #file: BlockDriver;
-  readonly #writer: MetadataWriter;
-  readonly #cache: MetadataCache;
-  readonly #allocator: Allocator;
-  readonly #header: HeaderStore;
+  readonly #d: L2TablesDeps;
   readonly #g: Qcow2Geometry;
   #l1: Buffer;
 
-  constructor(deps: L2TablesDeps) {
-    this.#file = deps.file;
-    this.#writer = deps.writer;
-    this.#cache = deps.cache;
-    this.#allocator = deps.allocator;
-    this.#header = deps.header;
+  /** `l1`: the L1 table as read from the image (l1_size entries). */
+  constructor(deps: L2TablesDeps, l1: Buffer) {
+    this.#d = deps;
     this.#g = deps.geometry;
-    this.#l1 = deps.l1;
+    this.#l1 = l1;
   }
 
   get l1Entries(): number {
@@ -64,17 +55,17 @@ export class L2Tables {
    * next written out, the file is flushed, so that the data is durable first (R3).
    */
   dependOnDataWrites(): void {
-    this.#cache.dependOnFileFlush();
+    this.#d.cache.dependOnFileFlush();
   }
 
   /** Writes every changed L2 table (after what they depend on); the file is not flushed. */
   writeBack(): Promise<void> {
-    return this.#cache.writeBack();
+    return this.#d.cache.writeBack();
   }
 
   /** Writes every changed L2 table and makes the file durable. */
   flush(): Promise<void> {
-    return this.#cache.flush();
+    return this.#d.cache.flush();
   }
 
   /**
@@ -83,8 +74,8 @@ export class L2Tables {
    */
   async growL1(entries: number): Promise<void> {
     if (entries <= this.l1Entries) return;
-    const allocator = this.#allocator;
-    const writer = this.#writer;
+    const allocator = this.#d.allocator;
+    const writer = this.#d.writer;
     const cs = this.#g.clusterSize;
     const bytes = entries * 8;
     const clusters = Math.ceil(bytes / cs);
@@ -95,9 +86,9 @@ export class L2Tables {
     await allocator.flushRefcounts();
     writer.claim('l1', offset, bytes);
     await writer.writeTable('l1', offset, table);
-    await this.#file.flush();
-    const old = { offset: this.#header.header.l1TableOffset, bytes: this.#l1.length };
-    await this.#header.setL1Table(offset, entries);
+    await this.#d.file.flush();
+    const old = { offset: this.#d.header.header.l1TableOffset, bytes: this.#l1.length };
+    await this.#d.header.setL1Table(offset, entries);
     this.#l1 = table;
     if (old.bytes > 0) {
       writer.release('l1', old.offset, old.bytes);
@@ -115,11 +106,11 @@ export class L2Tables {
     const l1Index = Math.floor(cluster / this.#g.l2Entries);
     const l2Offset = this.l2Offset(l1Index);
     if (l2Offset === 0) return { kind: 'unallocated' };
-    const table = await this.#cache.get(l2Offset);
+    const table = await this.#d.cache.get(l2Offset);
     try {
       return decodeL2(table.data, cluster % this.#g.l2Entries, this.#g);
     } finally {
-      this.#cache.release(table);
+      this.#d.cache.release(table);
     }
   }
 
@@ -134,13 +125,13 @@ export class L2Tables {
     const n = Math.min(count, per - first);
     const l2Offset = this.l2Offset(l1Index);
     if (l2Offset === 0) return Array.from({ length: n }, () => ({ kind: 'unallocated' }) as L2Entry);
-    const table = await this.#cache.get(l2Offset);
+    const table = await this.#d.cache.get(l2Offset);
     try {
       const out: L2Entry[] = new Array(n);
       for (let i = 0; i < n; i++) out[i] = decodeL2(table.data, first + i, this.#g);
       return out;
     } finally {
-      this.#cache.release(table);
+      this.#d.cache.release(table);
     }
   }
 
@@ -151,7 +142,7 @@ export class L2Tables {
     const n = Math.min(count, per - first);
     const l2Offset = this.l2Offset(Math.floor(cluster / per));
     if (l2Offset === 0) return Array.from({ length: n }, () => ({ kind: 'unallocated' }) as L2Entry);
-    const table = this.#cache.peek(l2Offset);
+    const table = this.#d.cache.peek(l2Offset);
     if (!table) return undefined;
     const out: L2Entry[] = new Array(n);
     for (let i = 0; i < n; i++) out[i] = decodeL2(table.data, first + i, this.#g);
@@ -168,12 +159,12 @@ export class L2Tables {
       const first = c % per;
       const n = Math.min(entries.length - done, per - first);
       const l2Offset = await this.#writableTable(l1Index);
-      const table = await this.#cache.get(l2Offset);
+      const table = await this.#d.cache.get(l2Offset);
       try {
         for (let i = 0; i < n; i++) encodeL2(table.data, first + i, entries[done + i]!, this.#g);
-        this.#cache.markDirty(table);
+        this.#d.cache.markDirty(table);
       } finally {
-        this.#cache.release(table);
+        this.#d.cache.release(table);
       }
       done += n;
     }
@@ -186,9 +177,9 @@ export class L2Tables {
     }
     const current = decodeL1(this.#l1, l1Index, this.#g);
     if (current.l2Offset !== 0 && current.copied) return current.l2Offset;
-    const allocator = this.#allocator;
-    const cache = this.#cache;
-    const writer = this.#writer;
+    const allocator = this.#d.allocator;
+    const cache = this.#d.cache;
+    const writer = this.#d.writer;
     const offset = await allocator.allocate(1);
     writer.claim('l2', offset, this.#g.clusterSize);
     const table = await cache.create(offset);
@@ -213,7 +204,7 @@ export class L2Tables {
     const entry = Buffer.alloc(8);
     encodeL1(entry, 0, { l2Offset: offset, copied: true }, this.#g);
     try {
-      await writer.writeTable('l1', this.#header.header.l1TableOffset + l1Index * 8, entry);
+      await writer.writeTable('l1', this.#d.header.header.l1TableOffset + l1Index * 8, entry);
     } catch (err) {
       cache.forget(offset);
       throw err;
@@ -221,7 +212,7 @@ export class L2Tables {
     entry.copy(this.#l1, l1Index * 8);
     if (current.l2Offset !== 0) {
       // The snapshot keeps the old table; this image no longer references it (R4: L1 first).
-      await this.#file.flush();
+      await this.#d.file.flush();
       await allocator.free(current.l2Offset, 1);
       // Unreferenced now (only a refcount that was wrong said a snapshot used it): no longer a table.
       if ((await allocator.refcountOf(current.l2Offset)) === 0)

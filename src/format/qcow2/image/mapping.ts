@@ -37,16 +37,9 @@ export class Mapping {
   /** The runs covering [offset, offset+length), in order; tables are loaded under the metadata lock. */
   lookup(offset: number, length: number): Promise<Run[]> {
     return this.#metadataLock.run(async () => {
-      const g = this.#g;
-      const runs: Run[] = [];
-      const end = offset + length;
-      let pos = offset;
-      while (pos < end) {
-        const cluster = Math.floor(pos / g.clusterSize);
-        const entries = await this.#tables.entries(cluster, Math.floor((end - 1) / g.clusterSize) - cluster + 1);
-        pos = appendRuns(runs, g, entries, cluster, pos, end);
-      }
-      return runs;
+      const runs = new RunCollector(this.#g, offset, length);
+      while (runs.wantsMore()) runs.add(await this.#tables.entries(runs.cluster, runs.count));
+      return runs.runs;
     });
   }
 
@@ -56,52 +49,69 @@ export class Mapping {
    * between two awaits.
    */
   cached(offset: number, length: number): Run[] | undefined {
-    const g = this.#g;
-    const runs: Run[] = [];
-    const end = offset + length;
-    let pos = offset;
-    while (pos < end) {
-      const cluster = Math.floor(pos / g.clusterSize);
-      const entries = this.#tables.cachedEntries(cluster, Math.floor((end - 1) / g.clusterSize) - cluster + 1);
+    const runs = new RunCollector(this.#g, offset, length);
+    while (runs.wantsMore()) {
+      const entries = this.#tables.cachedEntries(runs.cluster, runs.count);
       if (!entries) return undefined;
-      pos = appendRuns(runs, g, entries, cluster, pos, end);
+      runs.add(entries);
     }
-    return runs;
+    return runs.runs;
   }
 }
 
-/** Adds the runs of `entries` (guest clusters from `cluster`) up to `end`; returns where they stop. */
-function appendRuns(
-  runs: Run[],
-  g: Qcow2Geometry,
-  entries: L2Entry[],
-  cluster: number,
-  from: number,
-  end: number,
-): number {
-  let pos = from;
-  for (let i = 0; i < entries.length && pos < end; i++) {
-    const entry = entries[i]!;
-    const clusterStart = (cluster + i) * g.clusterSize;
-    const clusterEnd = Math.min(clusterStart + g.clusterSize, end);
-    while (pos < clusterEnd) {
-      const sc = Math.floor((pos - clusterStart) / g.subclusterSize);
-      const scEnd = Math.min(clusterStart + (sc + 1) * g.subclusterSize, clusterEnd);
-      const kind = subclusterKind(entry, sc);
-      const host = kind === 'data' ? (entry as { host: number }).host + (pos - clusterStart) : 0;
-      const copied = kind === 'data' && (entry as { copied: boolean }).copied;
-      push(runs, {
-        kind,
-        offset: pos,
-        length: scEnd - pos,
-        host,
-        copied,
-        entry: kind === 'compressed' ? entry : undefined,
-      });
-      pos = scEnd;
-    }
+/** Builds the runs of a guest range from the L2 entries of its clusters, one table's worth at a time. */
+class RunCollector {
+  readonly runs: Run[] = [];
+  readonly #g: Qcow2Geometry;
+  readonly #end: number;
+  #pos: number;
+  /** The entries wanted next: `count` guest clusters from `cluster` (fewer may come). */
+  cluster = 0;
+  count = 0;
+
+  constructor(g: Qcow2Geometry, offset: number, length: number) {
+    this.#g = g;
+    this.#pos = offset;
+    this.#end = offset + length;
   }
-  return pos;
+
+  /** Whether the range is not covered yet; if so, sets `cluster` and `count`. */
+  wantsMore(): boolean {
+    if (this.#pos >= this.#end) return false;
+    const cs = this.#g.clusterSize;
+    this.cluster = Math.floor(this.#pos / cs);
+    this.count = Math.floor((this.#end - 1) / cs) - this.cluster + 1;
+    return true;
+  }
+
+  /** Adds the runs of `entries` (guest clusters from `cluster`). */
+  add(entries: L2Entry[]): void {
+    const g = this.#g;
+    const end = this.#end;
+    let pos = this.#pos;
+    for (let i = 0; i < entries.length && pos < end; i++) {
+      const entry = entries[i]!;
+      const clusterStart = (this.cluster + i) * g.clusterSize;
+      const clusterEnd = Math.min(clusterStart + g.clusterSize, end);
+      while (pos < clusterEnd) {
+        const sc = Math.floor((pos - clusterStart) / g.subclusterSize);
+        const scEnd = Math.min(clusterStart + (sc + 1) * g.subclusterSize, clusterEnd);
+        const kind = subclusterKind(entry, sc);
+        const host = kind === 'data' ? (entry as { host: number }).host + (pos - clusterStart) : 0;
+        const copied = kind === 'data' && (entry as { copied: boolean }).copied;
+        push(this.runs, {
+          kind,
+          offset: pos,
+          length: scEnd - pos,
+          host,
+          copied,
+          entry: kind === 'compressed' ? entry : undefined,
+        });
+        pos = scEnd;
+      }
+    }
+    this.#pos = pos;
+  }
 }
 
 function push(runs: Run[], run: Run): void {

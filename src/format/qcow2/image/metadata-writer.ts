@@ -1,8 +1,8 @@
 /**
- * Every write of qcow2 metadata, and every data write, passes an overlap check first (rule R8):
- * a write that would land on metadata of another kind is refused with EIO, and the image is
- * marked corrupt, instead of destroying the image. The map of which host cluster holds which
- * metadata is kept up to date by the allocator and the table owners.
+ * Every write of qcow2 metadata, and every data write, passes an overlap check first (R8 in
+ * docs/architecture.md): a write that would land on metadata of another kind is refused with
+ * EIO, and the image is marked corrupt, instead of destroying the image. The map of which host
+ * cluster holds which metadata is kept up to date by the allocator and the table owners.
  *
  * A cluster may be claimed by several kinds at once (a hostile image can point two tables at
  * the same cluster); a write is allowed only where its own kind is the only claim, so one

@@ -28,31 +28,15 @@ export interface ResizerDeps {
 }
 
 export class Resizer {
-  readonly #file: BlockDriver;
-  readonly #g: Qcow2Geometry;
-  readonly #hasBacking: boolean;
-  readonly #header: HeaderStore;
-  readonly #tables: L2Tables;
-  readonly #allocator: Allocator;
-  readonly #deallocator: Deallocator;
-  readonly #metadataLock: Mutex;
-  readonly #clusterLocks: RangeLock;
+  readonly #d: ResizerDeps;
 
   constructor(deps: ResizerDeps) {
-    this.#file = deps.file;
-    this.#g = deps.geometry;
-    this.#hasBacking = deps.hasBacking;
-    this.#header = deps.header;
-    this.#tables = deps.tables;
-    this.#allocator = deps.allocator;
-    this.#deallocator = deps.deallocator;
-    this.#metadataLock = deps.metadataLock;
-    this.#clusterLocks = deps.clusterLocks;
+    this.#d = deps;
   }
 
   async resize(size: number, preallocation: Preallocation): Promise<void> {
-    const g = this.#g;
-    const header = this.#header;
+    const g = this.#d.geometry;
+    const header = this.#d.header;
     const old = header.header.size;
     if (size % 512 !== 0) throw new VdiskError('EINVAL', 'The new size must be a multiple of 512');
     if (size === old) return;
@@ -61,42 +45,42 @@ export class Resizer {
       const first = Math.ceil(size / g.clusterSize);
       const end = Math.ceil(old / g.clusterSize);
       if (end > first) {
-        const release = await this.#clusterLocks.acquire(first, end, 'exclusive');
+        const release = await this.#d.clusterLocks.acquire(first, end, 'exclusive');
         try {
-          await this.#deallocator.deallocate(first, end - first, 'forget');
+          await this.#d.deallocator.deallocate(first, end - first, 'forget');
         } finally {
           release();
         }
       }
-      await this.#metadataLock.run(() => header.setSize(size));
+      await this.#d.metadataLock.run(() => header.setSize(size));
       return;
     }
-    if (this.#hasBacking && preallocation !== 'off') {
+    if (this.#d.hasBacking && preallocation !== 'off') {
       throw new VdiskError('ENOTSUP', 'Preallocation of an image with a backing file is not supported');
     }
     const entries = Math.ceil(size / g.l2Coverage);
-    await this.#metadataLock.run(async () => {
-      await this.#tables.growL1(entries);
+    await this.#d.metadataLock.run(async () => {
+      await this.#d.tables.growL1(entries);
       // Flush so the tables are durable before the size makes them reachable.
-      await this.#tables.flush();
+      await this.#d.tables.flush();
     });
     if (preallocation !== 'off') await this.#preallocateTail(old, size, preallocation);
-    await this.#metadataLock.run(() => header.setSize(size));
+    await this.#d.metadataLock.run(() => header.setSize(size));
   }
 
   /** Maps every cluster of [from, to) to a host cluster that reads as zeros. */
   async #preallocateTail(from: number, to: number, mode: Preallocation): Promise<void> {
-    const g = this.#g;
+    const g = this.#d.geometry;
     const first = Math.ceil(from / g.clusterSize);
     const end = Math.ceil(to / g.clusterSize);
     if (first >= end) return;
-    const release = await this.#clusterLocks.acquire(first, end, 'exclusive');
+    const release = await this.#d.clusterLocks.acquire(first, end, 'exclusive');
     try {
-      await this.#metadataLock.run(async () => {
+      await this.#d.metadataLock.run(async () => {
         for (let c = first; c < end; ) {
           // One L2 table at a time, its clusters allocated in one contiguous run.
           const n = Math.min(end - c, g.l2Entries - (c % g.l2Entries));
-          const host = await this.#allocator.allocate(n);
+          const host = await this.#d.allocator.allocate(n);
           await this.#zeroHostRun(host, n * g.clusterSize, mode);
           const entries: L2Entry[] = Array.from({ length: n }, (_, i) => ({
             kind: 'data',
@@ -104,10 +88,10 @@ export class Resizer {
             copied: true,
             ...(g.extendedL2 ? { sub: { alloc: 0xffffffff, zero: 0 } } : {}),
           }));
-          await this.#tables.setEntries(c, entries);
+          await this.#d.tables.setEntries(c, entries);
           c += n;
         }
-        await this.#tables.flush();
+        await this.#d.tables.flush();
       });
     } finally {
       release();
@@ -119,7 +103,7 @@ export class Resizer {
    * and fallocate are used, never ftruncate, so a concurrent write past the end is never cut off.
    */
   async #zeroHostRun(host: number, length: number, mode: Preallocation): Promise<void> {
-    const file = this.#file;
+    const file = this.#d.file;
     if (mode === 'full') {
       const zeros = Buffer.alloc(Math.min(length, 4 << 20));
       for (let pos = 0; pos < length; pos += zeros.length) {

@@ -17,7 +17,7 @@ async function exhaustive(w: CrashWorkload, cache: CacheModeName, seed = 1, jitt
   assert.deepEqual(r.failures, [], r.failures.join('\n'));
 }
 
-describe('crash regressions (write-path.ts: every remapped cluster is durable before its L2 entry, R3)', () => {
+describe('crash regressions (the guest writer: every remapped cluster is durable before its L2 entry, R3)', () => {
   it('a write into a cluster kept by write-zeroes never shows the data from before the zeroing', async () => {
     // Before the fix, the L2 entry turning the kept zero cluster back into data could reach the
     // disk before the cluster's new content: the zeroed data came back after a power loss.

@@ -60,6 +60,8 @@ export class Qcow2Image implements BlockDriver {
   readonly #backingName: string | undefined;
   readonly #backingFormat: string | undefined;
   readonly #snapshots: readonly SnapshotInfo[];
+  /** The runs of the last mapping lookup, valid while the tables' generation is unchanged. */
+  #lookedUp: { generation: number; runs: Run[] } | undefined;
   #closing: Promise<void> | undefined;
   #firstWrite: Promise<void> | undefined;
 
@@ -186,11 +188,23 @@ export class Qcow2Image implements BlockDriver {
     return { kind: 'unallocated', offset, length: end - offset, host: 0, copied: false };
   }
 
-  /** The first run of [offset, offset+length), looked up at most one L2 table's span ahead. */
+  /**
+   * The first run of [offset, offset+length). A lookup maps up to one L2 table's span and every
+   * run it finds is kept until the mapping changes, so callers walking an image run by run (map,
+   * convert, NBD BLOCK_STATUS) pay for each table once, not once per run.
+   */
   async #firstRun(offset: number, length: number): Promise<Run> {
-    const g = this.#d.geometry;
-    const span = Math.min(length, g.l2Coverage - (offset % g.l2Coverage));
-    return (await this.#d.mapping.lookup(offset, span))[0]!;
+    const { tables, geometry: g } = this.#d;
+    const known = this.#lookedUp;
+    if (known && known.generation === tables.generation) {
+      const run = runAt(known.runs, offset);
+      if (run) return clip(run, offset, length);
+    }
+    const generation = tables.generation;
+    const span = g.l2Coverage - (offset % g.l2Coverage);
+    const runs = await this.#d.mapping.lookup(offset, span);
+    this.#lookedUp = { generation, runs };
+    return clip(runs[0]!, offset, length);
   }
 
   async truncate(length: number, preallocation: Preallocation): Promise<void> {
@@ -282,4 +296,25 @@ export class Qcow2Image implements BlockDriver {
     if (!done) await partial(alignedStart, Math.min(alignedEnd, size) - alignedStart);
     if (alignedEnd < end) await partial(alignedEnd, end - alignedEnd);
   }
+}
+
+/** The run holding guest `offset` (runs are sorted and consecutive), if any. */
+function runAt(runs: readonly Run[], offset: number): Run | undefined {
+  let lo = 0;
+  let hi = runs.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const run = runs[mid]!;
+    if (offset < run.offset) hi = mid - 1;
+    else if (offset >= run.offset + run.length) lo = mid + 1;
+    else return run;
+  }
+  return undefined;
+}
+
+/** `run` from `offset` on, at most `length` bytes. */
+function clip(run: Run, offset: number, length: number): Run {
+  const skip = offset - run.offset;
+  const host = run.kind === 'data' ? run.host + skip : run.host;
+  return { ...run, offset, length: Math.min(run.length - skip, length), host };
 }

@@ -38,6 +38,7 @@ export class L2Tables {
   readonly #d: L2TablesDeps;
   readonly #g: Qcow2Geometry;
   #l1: Buffer;
+  #generation = 0;
 
   /** `l1`: the L1 table as read from the image (l1_size entries). */
   constructor(deps: L2TablesDeps, l1: Buffer) {
@@ -48,6 +49,11 @@ export class L2Tables {
 
   get l1Entries(): number {
     return this.#l1.length / 8;
+  }
+
+  /** Changes whenever an L1 or L2 entry may have changed: a mapping looked up earlier may be stale. */
+  get generation(): number {
+    return this.#generation;
   }
 
   /**
@@ -90,6 +96,7 @@ export class L2Tables {
     const old = { offset: this.#d.header.header.l1TableOffset, bytes: this.#l1.length };
     await this.#d.header.setL1Table(offset, entries);
     this.#l1 = table;
+    this.#generation++;
     if (old.bytes > 0) {
       writer.release('l1', old.offset, old.bytes);
       await allocator.free(old.offset, Math.ceil(old.bytes / cs));
@@ -152,6 +159,16 @@ export class L2Tables {
   /** Sets the entries of consecutive guest clusters, creating the L2 table if needed. */
   async setEntries(cluster: number, entries: L2Entry[]): Promise<void> {
     const per = this.#g.l2Entries;
+    this.#generation++;
+    try {
+      await this.#setEntries(cluster, entries, per);
+    } finally {
+      // Also after: a lookup that ran while the entries were changing saw a half-changed table.
+      this.#generation++;
+    }
+  }
+
+  async #setEntries(cluster: number, entries: L2Entry[], per: number): Promise<void> {
     let done = 0;
     while (done < entries.length) {
       const c = cluster + done;
@@ -210,6 +227,7 @@ export class L2Tables {
       throw err;
     }
     entry.copy(this.#l1, l1Index * 8);
+    this.#generation++;
     if (current.l2Offset !== 0) {
       // The snapshot keeps the old table; this image no longer references it (R4: L1 first).
       await this.#d.file.flush();

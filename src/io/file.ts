@@ -23,6 +23,7 @@ import {
   openFd,
   preadFull,
   pwriteFull,
+  refuseSpecialFile,
   unlink,
 } from './posix.js';
 
@@ -112,8 +113,7 @@ export class FileDriver implements BlockDriver {
   static async open(opts: FileOpenOptions): Promise<FileDriver> {
     const { filename, cache, readOnly } = opts;
     const c = fs.constants;
-    // O_NONBLOCK: opening a FIFO would otherwise wait for a writer; fstat below refuses it.
-    const flags = (readOnly ? c.O_RDONLY : c.O_RDWR) | (cache.direct ? c.O_DIRECT : 0) | c.O_NONBLOCK;
+    const flags = (readOnly ? c.O_RDONLY : c.O_RDWR) | (cache.direct ? c.O_DIRECT : 0);
     if (opts.lock === false && !readOnly) throw forceShareRefused(filename);
     const openImpl = opts.openImpl ?? openFd;
     const openError = (err: unknown): VdiskError =>
@@ -125,7 +125,7 @@ export class FileDriver implements BlockDriver {
             { cause: err },
           )
         : fromSystemError(err, `Could not open '${filename}'`);
-
+    await refuseSpecialFile(filename);
     let fd: number;
     try {
       fd = await openImpl(filename, flags, 0o644);

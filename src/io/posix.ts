@@ -4,6 +4,7 @@
  * path of every read and write.
  */
 import fs from 'node:fs';
+import { VdiskError } from '../block/errors.js';
 
 export function openFd(path: string, flags: number, mode: number): Promise<number> {
   return new Promise((resolve, reject) => fs.open(path, flags, mode, (err, fd) => (err ? reject(err) : resolve(fd))));
@@ -84,4 +85,15 @@ export function errnoCode(err: unknown): string {
 export function isUnsupported(err: unknown): boolean {
   const code = errnoCode(err);
   return code === 'EOPNOTSUPP' || code === 'ENOTSUP' || code === 'ENOSYS' || code === 'ENOTTY';
+}
+
+/**
+ * Refuses a path that exists and is neither a regular file nor a block device, before open():
+ * opening a FIFO would wait for a writer that may never come.
+ */
+export async function refuseSpecialFile(path: string): Promise<void> {
+  const st = await fs.promises.stat(path).catch(() => undefined);
+  if (st && !st.isFile() && !st.isBlockDevice()) {
+    throw new VdiskError('EINVAL', `Could not open '${path}': not a regular file or block device`);
+  }
 }

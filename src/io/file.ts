@@ -14,7 +14,7 @@ import { alignDown, alignUp, DIRECT_CHUNK, DirectIo } from './direct-io.js';
 import { GroupSync } from './group-sync.js';
 import { acquireImageLock, forceShareRefused, permissionsFor } from './image-lock.js';
 import { native } from './native.js';
-import { fallocate, preadBuffered, pwriteFull } from './positioned-io.js';
+import { fallocate, preadBuffered, pwriteBuffered } from './positioned-io.js';
 import {
   closeFd,
   errnoCode,
@@ -371,7 +371,7 @@ export class FileDriver implements BlockDriver {
     const end = offset + buf.length;
     try {
       if (this.dio) return await this.dio.write(offset, buf);
-      await pwriteFull(this.fd, buf, 0, buf.length, offset);
+      await pwriteBuffered(this.fd, buf, 0, buf.length, offset);
     } catch (err) {
       // Part of it may have landed: past the old end, the file no longer reads as zeros there.
       if (end > this.len) this.len = end;

@@ -3,10 +3,14 @@
  * call chooses the cheapest way to run.
  *
  * libuv's thread pool costs a hand-off to a worker and a wake-up of the loop per call (two
- * context switches: as much as all the rest of a 4 KiB NBD request). It buys concurrency only
- * when other requests are waiting. So a call runs on the loop thread when at most one
- * block-layer request is in progress (a guest at queue depth 1, a tool's single stream), and
- * a buffered read tries the page cache without blocking (preadv2 RWF_NOWAIT) before the pool.
+ * context switches: as much as all the rest of a 4 KiB NBD request, more on a busy machine,
+ * where the woken worker preempts the loop). It buys concurrency only when other requests are
+ * waiting and the call itself waits for a device. So:
+ * - any call runs on the loop thread when at most one block-layer request is in progress (a
+ *   guest at queue depth 1, a tool's single stream);
+ * - a small buffered write always does: it is a copy into the page cache;
+ * - a small buffered read tries the page cache without blocking (preadv2 RWF_NOWAIT) first;
+ * - the rest (O_DIRECT I/O with others in flight, large copies) goes to the pool.
  * Node's callback API is used for the pool, not fs.promises: fewer allocations per call.
  */
 import fs from 'node:fs';
@@ -19,6 +23,9 @@ export function runsInline(): boolean {
   return requestsInFlight() <= 1;
 }
 
+/** Buffered reads and writes up to this long are page-cache copies worth doing inline. */
+const SMALL_BUFFERED = 256 * 1024;
+
 /** The result of a synchronous call as a settled promise, so that callers see one shape. */
 function settled<T>(call: () => T): Promise<T> {
   try {
@@ -28,15 +35,29 @@ function settled<T>(call: () => T): Promise<T> {
   }
 }
 
-export function pread(fd: number, buf: Buffer, at: number, length: number, position: number): Promise<number> {
-  if (runsInline()) return settled(() => fs.readSync(fd, buf, at, length, position));
+export function pread(
+  fd: number,
+  buf: Buffer,
+  at: number,
+  length: number,
+  position: number,
+  inline = runsInline(),
+): Promise<number> {
+  if (inline) return settled(() => fs.readSync(fd, buf, at, length, position));
   return new Promise((resolve, reject) =>
     fs.read(fd, buf, at, length, position, (err, n) => (err ? reject(err) : resolve(n))),
   );
 }
 
-export function pwrite(fd: number, buf: Buffer, at: number, length: number, position: number): Promise<number> {
-  if (runsInline()) return settled(() => fs.writeSync(fd, buf, at, length, position));
+export function pwrite(
+  fd: number,
+  buf: Buffer,
+  at: number,
+  length: number,
+  position: number,
+  inline = runsInline(),
+): Promise<number> {
+  if (inline) return settled(() => fs.writeSync(fd, buf, at, length, position));
   return new Promise((resolve, reject) =>
     fs.write(fd, buf, at, length, position, (err, n) => (err ? reject(err) : resolve(n))),
   );
@@ -66,13 +87,25 @@ export async function preadFull(
 }
 
 /** Writes buf[at, at+length) at `position`, looping over short writes. */
-export async function pwriteFull(fd: number, buf: Buffer, at: number, length: number, position: number): Promise<void> {
+export async function pwriteFull(
+  fd: number,
+  buf: Buffer,
+  at: number,
+  length: number,
+  position: number,
+  inline = runsInline(),
+): Promise<void> {
   let done = 0;
   while (done < length) {
-    const n = await pwrite(fd, buf, at + done, length - done, position + done);
+    const n = await pwrite(fd, buf, at + done, length - done, position + done, inline);
     if (n === 0) throw Object.assign(new Error('pwrite wrote nothing'), { code: 'EIO' });
     done += n;
   }
+}
+
+/** pwriteFull for a file opened without O_DIRECT. */
+export function pwriteBuffered(fd: number, buf: Buffer, at: number, length: number, position: number): Promise<void> {
+  return pwriteFull(fd, buf, at, length, position, length <= SMALL_BUFFERED || runsInline());
 }
 
 /** Ranges up to this long are fallocated on the loop thread when it runs inline. */
@@ -107,7 +140,7 @@ function readCached(fd: number, buf: Buffer, at: number, length: number, positio
  * the loop thread even when other requests are in flight, the rest through preadFull.
  */
 export function preadBuffered(fd: number, buf: Buffer, at: number, length: number, position: number): Promise<number> {
-  if (runsInline() || length === 0) return preadFull(fd, buf, at, length, position);
+  if (runsInline() || length === 0 || length > SMALL_BUFFERED) return preadFull(fd, buf, at, length, position);
   let n: number;
   try {
     n = readCached(fd, buf, at, length, position);

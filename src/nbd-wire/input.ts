@@ -1,8 +1,8 @@
 /**
- * The bytes a client has sent and the server has not consumed yet: the chunks a socket
+ * The bytes a peer has sent and the reader has not consumed yet: the chunks a socket
  * delivered, consumed from the front without copying where a message lies inside one chunk.
- * The handshake waits for bytes with `need()`; the transmission phase parses synchronously on
- * each arrival (`onData`) and pauses the socket for backpressure.
+ * The server's handshake waits for bytes with `need()`; its transmission phase parses
+ * synchronously on each arrival (`onData`) and pauses the socket for backpressure.
  */
 import type { Duplex } from 'node:stream';
 

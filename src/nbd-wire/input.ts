@@ -129,7 +129,8 @@ export class SocketInput {
   #ended: Error | undefined;
   readonly #listeners: Array<[string, (...args: never[]) => void]>;
 
-  constructor(socket: Duplex) {
+  /** `peer` names the other side in the reason the input ended ("The server closed the connection"). */
+  constructor(socket: Duplex, peer: 'client' | 'server' = 'client') {
     this.socket = socket;
     const data = (chunk: Buffer) => {
       this.queue.push(chunk);
@@ -140,7 +141,7 @@ export class SocketInput {
       }
       this.#onData?.();
     };
-    const end = () => this.#finish(new InputClosed('The client closed the connection'));
+    const end = () => this.#finish(new InputClosed(`The ${peer} closed the connection`));
     const error = (err: Error) => this.#finish(new InputClosed(`Connection error: ${err.message}`));
     this.#listeners = [
       ['data', data],

@@ -150,7 +150,7 @@ describe('the NBD client', () => {
       const driver = await NbdDriver.open(server.uri);
       const bufs = Array.from({ length: 8 }, () => Buffer.alloc(65536));
       await Promise.all(bufs.map((b, i) => driver.read(i * 65536, b)));
-      bufs.forEach((b, i) => assert.deepEqual(b, Buffer.alloc(65536, i)));
+      for (const [i, b] of bufs.entries()) assert.deepEqual(b, Buffer.alloc(65536, i));
       await driver.write(0, Buffer.alloc(512, 1), { fua: true });
       await driver.writeZeroes(0, 4096, { noFallback: true });
       await driver.writeZeroes(0, 4096, { mayUnmap: true });

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
+import { makeCertificates } from '../helpers/certificates.js';
 import { freePort, type ServerProcess, startQemuNbd, startVdiskServe } from '../helpers/nbd-serve.js';
 import { hasCommand, run } from '../helpers/run.js';
 import { withTempDir } from '../helpers/tmp.js';
@@ -310,72 +311,6 @@ describe('nbdcopy and fio over vdisk serve', () => {
     });
   });
 });
-
-/** A CA, a server certificate for localhost/127.0.0.1 and a client certificate, made with openssl. */
-async function makeCertificates(dir: string): Promise<{ server: string; client: string }> {
-  const server = path.join(dir, 'server');
-  const client = path.join(dir, 'client');
-  await mkdir(server);
-  await mkdir(client);
-  const ca = ['-CA', path.join(dir, 'ca-cert.pem'), '-CAkey', path.join(dir, 'ca-key.pem'), '-CAcreateserial'];
-  await ok('openssl', [
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-days',
-    '2',
-    '-subj',
-    '/CN=vdisk test CA',
-    '-keyout',
-    path.join(dir, 'ca-key.pem'),
-    '-out',
-    path.join(dir, 'ca-cert.pem'),
-    '-addext',
-    'basicConstraints=critical,CA:TRUE',
-    '-addext',
-    'keyUsage=critical,keyCertSign,cRLSign',
-  ]);
-  for (const [who, subject, usage, ext] of [
-    ['server', '/CN=localhost', 'serverAuth', 'subjectAltName=DNS:localhost,IP:127.0.0.1'],
-    ['client', '/CN=vdisk-test-client', 'clientAuth', ''],
-  ] as const) {
-    const extfile = path.join(dir, `${who}.ext`);
-    await writeFile(
-      extfile,
-      `basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=${usage}\n${ext}\n`,
-    );
-    const target = who === 'server' ? server : client;
-    await ok('openssl', [
-      'req',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-subj',
-      subject,
-      '-keyout',
-      path.join(target, `${who}-key.pem`),
-      '-out',
-      path.join(dir, `${who}.csr`),
-    ]);
-    await ok('openssl', [
-      'x509',
-      '-req',
-      '-in',
-      path.join(dir, `${who}.csr`),
-      ...ca,
-      '-days',
-      '2',
-      '-extfile',
-      extfile,
-      '-out',
-      path.join(target, `${who}-cert.pem`),
-    ]);
-    await copyFile(path.join(dir, 'ca-cert.pem'), path.join(target, 'ca-cert.pem'));
-  }
-  return { server, client };
-}
 
 describe('TLS', () => {
   it('serves qemu-img, qemu-io and nbdinfo over TLS with X.509 certificates, and refuses plaintext', async (t) => {

@@ -167,6 +167,14 @@ function handshakeStep(script: FakeScript, c: FakeConnection, queue: ByteQueue, 
         c.send(encodeInfoExport(option, size, flags));
         c.send(encodeOptionReply(option, REP.ACK));
         return true;
+      case OPT.EXPORT_NAME: {
+        // No reply header: size and flags (the client asked for no zero padding).
+        const reply = Buffer.alloc(10);
+        reply.writeBigUInt64BE(BigInt(size), 0);
+        reply.writeUInt16BE(flags, 8);
+        c.send(reply);
+        return true;
+      }
       default:
         c.send(encodeOptionReply(option, REP.ERR_UNSUP));
     }

@@ -12,7 +12,8 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { VdiskError } from '../../src/block/errors.js';
 import { openImage } from '../../src/engine/open.js';
-import { CMD, CMD_FLAG, TF } from '../../src/nbd-wire/protocol.js';
+import { encodeOptionReply } from '../../src/nbd-wire/handshake-codec.js';
+import { CMD, CMD_FLAG, OPT, REP, TF } from '../../src/nbd-wire/protocol.js';
 import { NbdDriver } from '../../src/remote/nbd/nbd-driver.js';
 import { createImage } from '../../src/tools/create.js';
 import { mapImage } from '../../src/tools/map.js';
@@ -194,6 +195,39 @@ describe('the NBD client', () => {
       );
       assert.equal(
         server.requests.some((r) => r.type === CMD.TRIM || r.type === CMD.WRITE_ZEROES),
+        false,
+      );
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('talks to old servers: simple replies without structured ones, EXPORT_NAME without GO', async () => {
+    const server = await startFakeServer({
+      structured: false,
+      size: 2 * MiB,
+      answerOption: (option, c) => {
+        if (option !== OPT.GO) return false;
+        c.send(encodeOptionReply(option, REP.ERR_UNSUP));
+        return true;
+      },
+      onRequest: (r, c) =>
+        c.send(
+          r.type === CMD.READ
+            ? simpleReply(r.cookie, 0, Buffer.alloc(r.length, r.offset >> 16))
+            : simpleReply(r.cookie),
+        ),
+    });
+    try {
+      const image = await openImage(server.uri, { format: 'raw' });
+      assert.equal(image.length, 2 * MiB);
+      assert.equal(image.describe().capabilities.blockStatus, false);
+      assert.deepEqual(await image.read(3 * 65536, 4096), Buffer.alloc(4096, 3));
+      const extent = await image.blockStatus(0, 2 * MiB);
+      assert.deepEqual([extent.length, extent.data], [2 * MiB, true]);
+      await image.close();
+      assert.equal(
+        server.requests.some((r) => r.type === CMD.BLOCK_STATUS),
         false,
       );
     } finally {

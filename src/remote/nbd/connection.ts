@@ -97,10 +97,17 @@ export class NbdConnection implements RequestTable {
   ): Promise<BlockStatusResult | undefined> {
     await this.#slot();
     const cookie = this.#cookie();
+    let header: Buffer;
+    try {
+      header = requestHeader(type, flags, cookie, offset, length);
+    } catch (err) {
+      this.#releaseSlot();
+      throw err;
+    }
     const request = new PendingRequest(cookie, type, offset, length, data?.buffer);
     this.#requests.set(cookie, request);
     try {
-      this.#send(type, flags, cookie, offset, length, data?.payload);
+      this.#send(header, data?.payload);
       return await request.promise;
     } finally {
       this.#releaseSlot();
@@ -160,11 +167,11 @@ export class NbdConnection implements RequestTable {
     return this.#nextCookie;
   }
 
-  #send(type: number, flags: number, cookie: number, offset: number, length: number, payload?: Buffer): void {
+  #send(header: Buffer, payload?: Buffer): void {
     if (this.#requests.size === 1) this.#lastProgress = Date.now();
     const socket = this.#socket;
     socket.cork();
-    socket.write(requestHeader(type, flags, cookie, offset, length));
+    socket.write(header);
     if (payload) socket.write(payload);
     socket.uncork();
     this.#armTimer();

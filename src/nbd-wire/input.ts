@@ -110,8 +110,8 @@ const EMPTY = Buffer.alloc(0);
 
 /** Why the input ended. */
 export class InputClosed extends Error {
-  constructor(message: string) {
-    super(message);
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
     this.name = 'InputClosed';
   }
 }
@@ -142,7 +142,7 @@ export class SocketInput {
       this.#onData?.();
     };
     const end = () => this.#finish(new InputClosed(`The ${peer} closed the connection`));
-    const error = (err: Error) => this.#finish(new InputClosed(`Connection error: ${err.message}`));
+    const error = (err: Error) => this.#finish(new InputClosed(`Connection error: ${err.message}`, { cause: err }));
     this.#listeners = [
       ['data', data],
       ['end', end],

@@ -1,32 +1,23 @@
 /**
- * vdisk's NBD client against the servers people run — qemu-nbd, nbdkit (memory plugin, with its
- * error and delay filters) and vdisk serve — with QEMU's and libnbd's tools as the oracles: what
+ * vdisk's NBD client against the servers people run — qemu-nbd and nbdkit (memory plugin, with
+ * its error and delay filters); TLS against vdisk serve is in nbd-clients.test.ts — with QEMU's
+ * and libnbd's tools as the oracles: what
  * vdisk writes through an export qemu-io and nbdcopy read back, and the other way round; `vdisk
  * map` and `info` of an export print what qemu-img prints for the same URI; a convert from an
  * export passes qemu-img check and compares equal; a qcow2 overlay on an nbd:// base is the one
  * qemu-img makes and reads identically. Each test skips, saying why, when a tool is missing.
  */
 import assert from 'node:assert/strict';
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { describe, it, type TestContext } from 'node:test';
+import { describe, it } from 'node:test';
 import { VdiskError } from '../../src/block/errors.js';
 import { openImage } from '../../src/engine/open.js';
-import { makeCertificates } from '../helpers/certificates.js';
-import { freePort, type ServerProcess, startNbdkit, startQemuNbd, startVdiskServe } from '../helpers/nbd-serve.js';
-import { hasCommand, run, vdisk } from '../helpers/run.js';
+import { type ServerProcess, startNbdkit, startQemuNbd, startVdiskServe } from '../helpers/nbd-serve.js';
+import { needTools as need, run, vdisk } from '../helpers/run.js';
 import { withTempDir } from '../helpers/tmp.js';
 
 const MiB = 1024 * 1024;
-
-function need(t: TestContext, ...tools: string[]): boolean {
-  const missing = tools.filter((tool) => !hasCommand(tool));
-  if (missing.length > 0) {
-    t.skip(`not installed: ${missing.join(', ')}`);
-    return false;
-  }
-  return true;
-}
 
 async function ok(command: string, args: string[]): Promise<string> {
   const r = await run(command, args);
@@ -195,47 +186,6 @@ describe('the NBD client against nbdkit', () => {
         );
         await image.close();
       });
-    });
-  });
-});
-
-describe('the NBD client against vdisk serve', () => {
-  it('reads back over TLS what it wrote, and refuses without credentials', async (t) => {
-    if (!need(t, 'openssl', 'qemu-img')) return;
-    await withTempDir(async (dir) => {
-      const creds = await makeCertificates(dir);
-      const image = path.join(dir, 'disk.qcow2');
-      await ok('qemu-img', ['create', '-q', '-f', 'qcow2', image, '16M']);
-      const port = await freePort();
-      const args = [
-        '-f',
-        'qcow2',
-        '-t',
-        '-e',
-        '0',
-        '-p',
-        String(port),
-        '-b',
-        '127.0.0.1',
-        '--tls-creds',
-        creds.server,
-        image,
-      ];
-      const server = await startVdiskServe(args);
-      await stopping(server, async () => {
-        const uri = `nbds://127.0.0.1:${port}/?tls-certificates=${creds.client}`;
-        verified(await okVdisk(['io', '-f', 'raw', ...io([...WRITES, ...READS]), uri]));
-        const plain = await vdisk(['info', `nbd://127.0.0.1:${port}/`]);
-        assert.notEqual(plain.code, 0);
-        assert.match(plain.stderr, /requires TLS/);
-        const anonymous = path.join(dir, 'anonymous');
-        await mkdir(anonymous);
-        await ok('cp', [path.join(creds.client, 'ca-cert.pem'), anonymous]);
-        const noCert = await vdisk(['info', `nbds://127.0.0.1:${port}/?tls-certificates=${anonymous}`]);
-        assert.notEqual(noCert.code, 0);
-      });
-      await ok('qemu-img', ['check', '-q', image]);
-      verified(await ok('qemu-io', ['-f', 'qcow2', ...io(READS), image]));
     });
   });
 });

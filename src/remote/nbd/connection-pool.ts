@@ -12,7 +12,7 @@ import type { CheckedClientOptions } from './client-options.js';
 import type { NbdConnection } from './connection.js';
 import type { NegotiatedExport } from './handshake.js';
 import { credentialsFor, openConnection } from './open-connection.js';
-import type { BlockStatusResult } from './pending-request.js';
+import type { BlockStatusResult, NbdCommand } from './pending-request.js';
 import type { ClientTlsCredentials } from './tls-client.js';
 import type { NbdUri } from './uri.js';
 
@@ -62,18 +62,12 @@ export class ConnectionPool {
     return this.#connections.length;
   }
 
-  async request(
-    type: number,
-    flags: number,
-    offset: number,
-    length: number,
-    data?: { payload?: Buffer; buffer?: Buffer },
-  ): Promise<BlockStatusResult | undefined> {
+  async request(command: NbdCommand): Promise<BlockStatusResult | undefined> {
     let deadline = Number.POSITIVE_INFINITY;
     for (;;) {
       const connection = await this.#pick();
       try {
-        return await connection.request(type, flags, offset, length, data);
+        return await connection.request(command);
       } catch (err) {
         // Sent again only when the connection died under it and a reconnection is under way,
         // for at most the reconnect delay (a server that accepts and then hangs is not retried forever).

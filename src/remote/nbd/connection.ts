@@ -13,7 +13,7 @@ import type { SocketInput } from '../../nbd-wire/input.js';
 import { CMD, REQUEST_MAGIC, REQUEST_SIZE } from '../../nbd-wire/protocol.js';
 import { writeU64 } from '../../util/u64.js';
 import type { NegotiatedExport } from './handshake.js';
-import { type BlockStatusResult, PendingRequest } from './pending-request.js';
+import { type BlockStatusResult, type NbdCommand, PendingRequest } from './pending-request.js';
 import { ReplyReader, type RequestTable } from './reply-reader.js';
 
 /** Requests one connection has in flight at most (QEMU's client allows 16). */
@@ -88,26 +88,21 @@ export class NbdConnection implements RequestTable {
    * Sends one request and resolves when its reply is complete: READ data is in `buffer`,
    * BLOCK_STATUS resolves with its extents.
    */
-  async request(
-    type: number,
-    flags: number,
-    offset: number,
-    length: number,
-    data?: { payload?: Buffer; buffer?: Buffer },
-  ): Promise<BlockStatusResult | undefined> {
+  async request(command: NbdCommand): Promise<BlockStatusResult | undefined> {
+    const { type, offset, length } = command;
     await this.#slot();
     const cookie = this.#cookie();
     let header: Buffer;
     try {
-      header = requestHeader(type, flags, cookie, offset, length);
+      header = requestHeader(type, command.flags, cookie, offset, length);
     } catch (err) {
       this.#releaseSlot();
       throw err;
     }
-    const request = new PendingRequest(cookie, type, offset, length, data?.buffer);
+    const request = new PendingRequest(cookie, type, offset, length, command.buffer);
     this.#requests.set(cookie, request);
     try {
-      this.#send(header, data?.payload);
+      this.#send(header, command.payload);
       return await request.promise;
     } finally {
       this.#releaseSlot();

@@ -91,7 +91,13 @@ export class NbdDriver implements BlockDriver {
 
   async read(offset: number, buf: Buffer): Promise<void> {
     await this.#split(buf.length, this.#maxPayload, (at, len) =>
-      this.#pool.request(CMD.READ, 0, offset + at, len, { buffer: buf.subarray(at, at + len) }),
+      this.#pool.request({
+        type: CMD.READ,
+        flags: 0,
+        offset: offset + at,
+        length: len,
+        buffer: buf.subarray(at, at + len),
+      }),
     );
   }
 
@@ -99,7 +105,13 @@ export class NbdDriver implements BlockDriver {
     this.#extents.invalidate();
     const f = this.#fua(flags);
     await this.#split(buf.length, this.#maxPayload, (at, len) =>
-      this.#pool.request(CMD.WRITE, f, offset + at, len, { payload: buf.subarray(at, at + len) }),
+      this.#pool.request({
+        type: CMD.WRITE,
+        flags: f,
+        offset: offset + at,
+        length: len,
+        payload: buf.subarray(at, at + len),
+      }),
     );
   }
 
@@ -108,7 +120,13 @@ export class NbdDriver implements BlockDriver {
       if (flags.noFallback) throw new VdiskError('ENOTSUP', 'The NBD server cannot write zeroes fast');
       this.#extents.invalidate();
       await this.#split(length, ZEROS.length, (at, len) =>
-        this.#pool.request(CMD.WRITE, this.#fua(flags), offset + at, len, { payload: ZEROS.subarray(0, len) }),
+        this.#pool.request({
+          type: CMD.WRITE,
+          flags: this.#fua(flags),
+          offset: offset + at,
+          length: len,
+          payload: ZEROS.subarray(0, len),
+        }),
       );
       return;
     }
@@ -117,19 +135,23 @@ export class NbdDriver implements BlockDriver {
     // Without may-unmap the server must not punch holes (QEMU's rule for its client).
     if (!flags.mayUnmap) f |= CMD_FLAG.NO_HOLE;
     if (flags.noFallback) f |= CMD_FLAG.FAST_ZERO;
-    await this.#split(length, this.#maxPayload, (at, len) => this.#pool.request(CMD.WRITE_ZEROES, f, offset + at, len));
+    await this.#split(length, this.#maxPayload, (at, len) =>
+      this.#pool.request({ type: CMD.WRITE_ZEROES, flags: f, offset: offset + at, length: len }),
+    );
   }
 
   async discard(offset: number, length: number): Promise<void> {
     // A hint: a server without TRIM keeps the data, which is allowed.
     if (!this.capabilities.discard) return;
     this.#extents.invalidate();
-    await this.#split(length, MAX_TRIM, (at, len) => this.#pool.request(CMD.TRIM, 0, offset + at, len));
+    await this.#split(length, MAX_TRIM, (at, len) =>
+      this.#pool.request({ type: CMD.TRIM, flags: 0, offset: offset + at, length: len }),
+    );
   }
 
   async flush(): Promise<void> {
     // A server without FLUSH has no write cache to flush.
-    if (this.#has(TF.SEND_FLUSH)) await this.#pool.request(CMD.FLUSH, 0, 0, 0);
+    if (this.#has(TF.SEND_FLUSH)) await this.#pool.request({ type: CMD.FLUSH, flags: 0, offset: 0, length: 0 });
   }
 
   async blockStatus(offset: number, length: number): Promise<Extent> {
@@ -138,7 +160,7 @@ export class NbdDriver implements BlockDriver {
     if (!run) {
       const generation = this.#extents.generation;
       const asked = Math.min(length, MAX_STATUS, this.#size - offset);
-      const answer = await this.#pool.request(CMD.BLOCK_STATUS, 0, offset, asked);
+      const answer = await this.#pool.request({ type: CMD.BLOCK_STATUS, flags: 0, offset, length: asked });
       const runs = answer?.get(this.#statusContext) ?? [];
       this.#extents.store(generation, offset, runs);
       run = runs[0] ?? { length: asked, flags: 0 };

@@ -58,7 +58,13 @@ export async function openConnection(
     if (timedOut) {
       throw new VdiskError('ETIMEDOUT', `No connection within ${options.connectTimeoutMs / 1000} s`, { cause: err });
     }
-    if (err instanceof InputClosed) throw new VdiskError('EIO', err.message, { cause: err });
+    if (err instanceof InputClosed) {
+      // OpenSSL's errors carry a short reason: a TLS 1.3 server refuses a client certificate
+      // only after the client's side of the handshake is done, as an alert on the next read.
+      const reason = (err.cause as { reason?: unknown } | undefined)?.reason;
+      if (typeof reason === 'string') throw new VdiskError('EACCES', `TLS failed: ${reason}`, { cause: err });
+      throw new VdiskError('EIO', err.message, { cause: err });
+    }
     throw err;
   } finally {
     clearTimeout(timer);

@@ -16,6 +16,18 @@ export interface ExtentRun {
 /** Per metadata context id, the runs from the request's offset on. */
 export type BlockStatusResult = Map<number, ExtentRun[]>;
 
+/** One command as the driver asks for it. */
+export interface NbdCommand {
+  type: number;
+  flags: number;
+  offset: number;
+  length: number;
+  /** WRITE: the bytes that follow the header. */
+  payload?: Buffer;
+  /** READ: where the reply's bytes go. */
+  buffer?: Buffer;
+}
+
 export class PendingRequest {
   readonly cookie: number;
   readonly type: number;

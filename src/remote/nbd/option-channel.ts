@@ -85,7 +85,8 @@ export class OptionChannel {
     try {
       await this.#input.need(n);
     } catch (err) {
-      if (err instanceof InputClosed) throw new InputClosed(`${err.message} during the handshake`);
+      if (err instanceof InputClosed)
+        throw new InputClosed(`${err.message} during the handshake`, { cause: err.cause });
       throw err;
     }
   }

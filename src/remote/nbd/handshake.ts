@@ -22,7 +22,7 @@ import {
   TF,
 } from '../../nbd-wire/protocol.js';
 import { readU64 } from '../../util/u64.js';
-import { protocolError } from './errors.js';
+import { printable, protocolError } from './errors.js';
 import type { OptionChannel, OptionReply } from './option-channel.js';
 
 /** The second magic of an oldstyle server (0x00420281861253). */
@@ -60,10 +60,7 @@ function isError(type: number): boolean {
 }
 
 function message(reply: OptionReply): string {
-  return reply.data
-    .toString('utf8')
-    .replace(/[\x00-\x1f\x7f]/g, '?')
-    .slice(0, 512);
+  return printable(reply.data.toString('utf8'));
 }
 
 /** The VdiskError for an error reply to GO or EXPORT_NAME. */

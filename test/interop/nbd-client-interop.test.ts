@@ -13,6 +13,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { VdiskError } from '../../src/block/errors.js';
 import { openImage } from '../../src/engine/open.js';
+import { NbdDriver } from '../../src/remote/nbd/nbd-driver.js';
 import { type ServerProcess, startNbdkit, startQemuNbd, startVdiskServe } from '../helpers/nbd-serve.js';
 import { needTools as need, run, vdisk } from '../helpers/run.js';
 import { withTempDir } from '../helpers/tmp.js';
@@ -96,6 +97,25 @@ describe('the NBD client against qemu-nbd', () => {
     });
   });
 
+  it('spreads requests over several connections when qemu-nbd allows several clients', async (t) => {
+    if (!need(t, 'qemu-nbd', 'qemu-io')) return;
+    await withTempDir(async (dir) => {
+      const image = path.join(dir, 'disk.raw');
+      await ok('qemu-img', ['create', '-q', '-f', 'raw', image, '16M']);
+      const server = await startQemuNbd(['-f', 'raw', '-t', '-e', '4', image], { socket: path.join(dir, 's') });
+      await stopping(server, async ({ uri }) => {
+        const driver = await NbdDriver.open(uri, { connections: 4 });
+        assert.equal(driver.connections, 4);
+        const pieces = Array.from({ length: 16 }, (_, i) => driver.write(i * MiB, Buffer.alloc(MiB, 0x10 + i)));
+        await Promise.all(pieces);
+        await driver.flush();
+        await driver.close();
+      });
+      const checks = Array.from({ length: 16 }, (_, i) => `read -P 0x${(0x10 + i).toString(16)} ${i}M 1M`);
+      verified(await ok('qemu-io', ['-f', 'raw', ...io(checks), image]));
+    });
+  });
+
   it('converts into an export: zero runs are zeroed, not skipped', async (t) => {
     if (!need(t, 'qemu-nbd', 'qemu-img', 'qemu-io')) return;
     await withTempDir(async (dir) => {
@@ -149,7 +169,7 @@ describe('the NBD client against qemu-nbd', () => {
 
 describe('the NBD client against nbdkit', () => {
   it('writes what nbdcopy reads, and maps the export as qemu-img does', async (t) => {
-    if (!need(t, 'nbdkit', 'nbdcopy', 'qemu-img')) return;
+    if (!need(t, 'nbdkit', 'nbdcopy', 'qemu-img', 'qemu-io')) return;
     await withTempDir(async (dir) => {
       const server = await startNbdkit(['memory', '8M'], path.join(dir, 'k'));
       await stopping(server, async ({ uri }) => {
@@ -162,6 +182,12 @@ describe('the NBD client against nbdkit', () => {
         assert.deepEqual(bytes.subarray(MiB + 512 * 1024, MiB + 640 * 1024), Buffer.alloc(128 * 1024));
         assert.deepEqual(bytes.subarray(7 * MiB, 7 * MiB + 512), Buffer.alloc(512, 0x33));
         assert.equal(await okVdisk(['map', '--output=json', uri]), await ok('qemu-img', ['map', '--output=json', uri]));
+        // And the other way: what nbdcopy writes into the export, vdisk reads as the file it came from.
+        const source = path.join(dir, 'source.raw');
+        await ok('qemu-img', ['create', '-q', '-f', 'raw', source, '8M']);
+        await ok('qemu-io', ['-f', 'raw', ...io(['write -P 0x2c 0 3M', 'write -P 0x4d 5M 1M']), source]);
+        await ok('nbdcopy', [source, uri]);
+        assert.equal(await okVdisk(['compare', '-f', 'raw', '-F', 'raw', source, uri]), 'Images are identical.\n');
       });
     });
   });

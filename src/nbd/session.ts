@@ -20,6 +20,9 @@
  * connection (hard disconnect, as the spec allows); everything else gets the spec's error reply.
  */
 import type { Duplex } from 'node:stream';
+import type { SocketInput } from '../nbd-wire/input.js';
+import { CMD, commandName, NBD_ERR, REQUEST_SIZE } from '../nbd-wire/protocol.js';
+import { decodeRequest, newRequest, type Request } from '../nbd-wire/transmission-codec.js';
 import { BudgetShare } from './budget-share.js';
 import { releaseBuffer, takePayload } from './buffers.js';
 import { type CommandRequest, type Connection, commandRequest } from './commands/command.js';
@@ -27,14 +30,11 @@ import { handlerFor } from './commands/handlers.js';
 import type { DataBudget } from './data-budget.js';
 import { endSoon } from './end-soon.js';
 import type { NbdExport } from './export.js';
-import type { SocketInput } from './input.js';
-import { CMD, commandName, NBD_ERR, REQUEST_SIZE } from './protocol.js';
 import { errorText, Replies } from './replies.js';
 import { ReplyWriter } from './reply-writer.js';
 import { dataBytesOf, payloadTooLong, type RequestProblem, validateRequest } from './request-validation.js';
 import { DEFAULT_SESSION_LIMITS, type SessionLimits, SHUTDOWN_GRACE_MS } from './session-limits.js';
 import { StallWatchdog } from './stall-watchdog.js';
-import { decodeRequest, newRequest, type Request } from './transmission-codec.js';
 
 // Callers that configure sessions import the limits from here.
 export type { SessionLimits } from './session-limits.js';

@@ -3,7 +3,9 @@
  * source reports as zero are skipped (the new target reads as zero already), runs of zero bytes
  * of at least `minSparse` are not written, and with `compress` every cluster is stored
  * compressed. The target is written with cache=unsafe and flushed once at the end, unless told
- * otherwise. Several chunks are in flight at once, as qemu-img's coroutines are.
+ * otherwise. Several chunks are in flight at once, as qemu-img's coroutines are. A target that
+ * is an NBD URI is an existing export (qemu-img's "simple create" for protocols that cannot make
+ * files): it must be large enough, its zero runs are zeroed, and it is flushed when done.
  */
 
 import { open } from 'node:fs/promises';
@@ -13,6 +15,7 @@ import { fromSystemError, VdiskError } from '../block/errors.js';
 import { openImageWithFormat } from '../engine/open.js';
 import type { FormatName } from '../format/format.js';
 import { StagedFile } from '../io/staged-file.js';
+import { isNbdUri } from '../remote/nbd/uri.js';
 import { fileName, optionsObject } from './arguments.js';
 import { copyImage } from './convert-copy.js';
 import { executeCreate, planCreateWithBacking } from './create.js';
@@ -58,6 +61,13 @@ export async function convertImage(options: ConvertOptions): Promise<void> {
   ).backend;
   try {
     const format = o.targetFormat ?? 'raw';
+    if (isNbdUri(o.target)) {
+      if (format !== 'raw') {
+        throw new VdiskError('ENOTSUP', `vdisk writes only raw data into an NBD export, not ${format}`);
+      }
+      await convertInto(source, o.target, format, { ...o, minSparse, noCreate: true });
+      return;
+    }
     if (o.noCreate) {
       await convertInto(source, o.target, format, { ...o, minSparse });
       return;
@@ -91,7 +101,10 @@ async function convertInto(
   o: ConvertOptions & { minSparse: number },
   openFile?: (path: string, flags: number, mode: number) => Promise<number>,
 ): Promise<void> {
-  const target = (await openImageWithFormat(filename, { format, cache: o.targetCache ?? 'unsafe' }, openFile)).backend;
+  const remote = isNbdUri(filename);
+  // An export's flushes go to the server: the close flushes it once, as syncFile does for a file.
+  const cache = o.targetCache ?? (remote ? 'writeback' : 'unsafe');
+  const target = (await openImageWithFormat(filename, { format, cache }, openFile)).backend;
   try {
     if (o.compress && !target.describe().compressedWrites) {
       throw new VdiskError('ENOTSUP', `Compression is not supported for the ${format} format`);
@@ -108,7 +121,7 @@ async function convertInto(
   }
   // cache=unsafe ignores flushes while copying; the finished image is made durable once (a
   // staged target when it is committed).
-  if (!openFile) await syncFile(filename);
+  if (!openFile && !remote) await syncFile(filename);
 }
 
 async function syncFile(filename: string): Promise<void> {

@@ -61,6 +61,16 @@ export function vdisk(args: readonly string[], options: RunOptions = {}): Promis
   return run(process.execPath, [VDISK_MAIN, ...args], options);
 }
 
+/** Skips the test, saying which, when a tool it needs is not on PATH; true when all are there. */
+export function needTools(t: { skip(message: string): void }, ...tools: string[]): boolean {
+  const missing = tools.filter((tool) => !hasCommand(tool));
+  if (missing.length > 0) {
+    t.skip(`not installed: ${missing.join(', ')}`);
+    return false;
+  }
+  return true;
+}
+
 /** True when an executable of that name is on PATH. */
 export function hasCommand(name: string): boolean {
   for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {

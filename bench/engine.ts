@@ -58,7 +58,8 @@ async function vdiskReads(file: string, w: Workload, seconds: number): Promise<n
 }
 
 function vdiskInChild(file: string, w: Workload, seconds: number, ioUring: boolean): number {
-  const env = { ...process.env, UV_USE_IO_URING: ioUring ? '1' : '0' };
+  // As docs/api.md advises programs that keep many requests in flight (the CLI does the same).
+  const env = { UV_THREADPOOL_SIZE: '32', ...process.env, UV_USE_IO_URING: ioUring ? '1' : '0' };
   const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--child', file, w.name, String(seconds)], {
     env,
     encoding: 'utf8',

@@ -9,7 +9,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const VDISK_MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
+/** The executable npm installs (it sizes libuv's thread pool, then loads dist/src/cli/main.js). */
+const VDISK_MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/vdisk.cjs');
 
 export type ServerName = 'vdisk' | 'qemu-nbd' | 'nbdkit';
 

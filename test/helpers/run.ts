@@ -1,6 +1,7 @@
 /**
- * Running commands in tests: vdisk's own CLI (the built dist/src/cli/main.js, through the same
- * Node that runs the tests) and the QEMU tools used as oracles.
+ * Running commands in tests: vdisk's own CLI (bin/vdisk.cjs, which loads the built
+ * dist/src/cli/main.js, through the same Node that runs the tests) and the QEMU tools used as
+ * oracles.
  */
 import { spawn } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
@@ -22,8 +23,8 @@ export interface RunOptions {
   asUser?: { uid: number; gid: number };
 }
 
-/** dist/test/helpers/run.js -> dist/src/cli/main.js */
-export const VDISK_MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
+/** dist/test/helpers/run.js -> bin/vdisk.cjs, the executable npm installs (it loads dist/src/cli/main.js). */
+export const VDISK_MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/vdisk.cjs');
 
 export function run(command: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
   let cmd = command;

@@ -14,11 +14,10 @@ import { alignDown, alignUp, DIRECT_CHUNK, DirectIo } from './direct-io.js';
 import { GroupSync } from './group-sync.js';
 import { acquireImageLock, forceShareRefused, permissionsFor } from './image-lock.js';
 import { native } from './native.js';
-import { fallocate, preadBuffered, pwriteBuffered } from './positioned-io.js';
+import { fallocate, fdatasyncQuick, preadBuffered, pwriteBuffered } from './positioned-io.js';
 import {
   closeFd,
   errnoCode,
-  fdatasync,
   fstat,
   ftruncate,
   isUnsupported,
@@ -100,7 +99,9 @@ export class FileDriver implements BlockDriver {
     this.isBlockDevice = init.deviceBlockSize !== undefined;
     this.zeroAlign = Math.max(init.blockSize, init.deviceBlockSize ?? 1);
     this.seekWorks = !this.isBlockDevice;
-    const sync = init.syncImpl ?? fdatasync;
+    // Synced after every write (writethrough, directsync) or written around the page cache.
+    const littleDirty = !init.cache.writeCache || init.cache.direct;
+    const sync = init.syncImpl ?? ((fd: number) => fdatasyncQuick(fd, littleDirty));
     this.syncs = new GroupSync(init.filename, () => sync(init.fd));
     this.capabilities = { fua: true, discard: true, writeZeroes: true, blockStatus: true, resize: !this.isBlockDevice };
     this.alignment = { request: init.blockSize, memory: this.direct ? BUFFER_ALIGNMENT : 1 };

@@ -108,6 +108,17 @@ export function pwriteBuffered(fd: number, buf: Buffer, at: number, length: numb
   return pwriteFull(fd, buf, at, length, position, length <= SMALL_BUFFERED || runsInline());
 }
 
+/**
+ * fdatasync(2), on the loop thread when nothing else waits and the caller knows little can be
+ * dirty (each write synced, or O_DIRECT): then it takes about as long as one disk write, and
+ * the pool's hand-off would add a sixth to it. After many buffered writes it can take seconds,
+ * which the loop must not spend blocked.
+ */
+export function fdatasyncQuick(fd: number, littleDirty: boolean): Promise<void> {
+  if (littleDirty && runsInline()) return settled(() => fs.fdatasyncSync(fd));
+  return new Promise((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+}
+
 /** Ranges up to this long are fallocated on the loop thread when it runs inline. */
 const INLINE_FALLOCATE_MAX = 16 << 20;
 

@@ -15,16 +15,7 @@ import { GroupSync } from './group-sync.js';
 import { acquireImageLock, forceShareRefused, permissionsFor } from './image-lock.js';
 import { native } from './native.js';
 import { fallocate, fdatasyncQuick, preadBuffered, pwriteBuffered } from './positioned-io.js';
-import {
-  closeFd,
-  errnoCode,
-  fstat,
-  ftruncate,
-  isUnsupported,
-  openFd,
-  refuseSpecialFile,
-  unlink,
-} from './posix.js';
+import { closeFd, errnoCode, fstat, ftruncate, isUnsupported, openFd, refuseSpecialFile, unlink } from './posix.js';
 
 export interface FileOpenOptions {
   filename: string;

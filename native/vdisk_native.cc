@@ -1,6 +1,6 @@
 // The few Linux calls Node.js does not expose: fallocate, lseek(SEEK_DATA/SEEK_HOLE),
 // block-device size ioctls, open-file-description byte-range locks, and linkat of an open file
-// (how an image built in an unnamed O_TMPFILE inode gets its name).
+// (how an image built in an unnamed O_TMPFILE inode gets its name). zstd is in vdisk_zstd.cc.
 // Errors are thrown as JS Errors with `code` (errno name), `errno` (number) and `syscall`,
 // so that src/block/errors.ts maps them like Node's own fs errors.
 #include <napi.h>
@@ -16,6 +16,9 @@
 #include <unistd.h>
 
 #include <string>
+
+// vdisk_zstd.cc
+void RegisterZstd(Napi::Env env, Napi::Object exports);
 
 namespace {
 
@@ -254,6 +257,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("FALLOC_FL_KEEP_SIZE", Napi::Number::New(env, FALLOC_FL_KEEP_SIZE));
   exports.Set("FALLOC_FL_PUNCH_HOLE", Napi::Number::New(env, FALLOC_FL_PUNCH_HOLE));
   exports.Set("FALLOC_FL_ZERO_RANGE", Napi::Number::New(env, FALLOC_FL_ZERO_RANGE));
+  RegisterZstd(env, exports);
   return exports;
 }
 

@@ -10,6 +10,7 @@ import type { BlockDriver } from '../block/driver.js';
 import { VdiskError } from '../block/errors.js';
 import type { FormatName } from '../format/format.js';
 import { FileDriver } from '../io/file.js';
+import { nativeZstd } from '../io/zstd.js';
 import { chainKey, nextInChain } from './backing.js';
 import { formatDefinition, isFormatName, probeFormat } from './formats.js';
 import { ProbedRawGuard } from './probed-raw.js';
@@ -166,6 +167,7 @@ async function openNode(
       cache: options.cache,
       readOnly: options.readOnly,
       l2CacheSize: options.l2CacheSize,
+      zstd: nativeZstd,
       openBacking: options.backing
         ? (name, backingFormat) => openBacking(filename, name, backingFormat, { ...options, chain })
         : undefined,

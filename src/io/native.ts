@@ -31,6 +31,10 @@ export interface NativeHelpers {
   testLock(fd: number, start: number, length: number, kind: 'read' | 'write'): boolean;
   /** linkat of the open file `fd` to `path` (AT_SYMLINK_FOLLOW through /proc/self/fd); EEXIST if taken. */
   linkFd(fd: number, path: string): void;
+  /** One zstd frame of `plain` (default level), or null when it needs more than `capacity` bytes. */
+  zstdCompress(plain: Buffer, capacity: number): Buffer | null;
+  /** The first `size` bytes `stored` inflates to; throws when the stream does not end exactly there. */
+  zstdDecompress(stored: Buffer, size: number): Buffer;
   /** open(2)'s O_TMPFILE for this architecture (Node's fs.constants lacks it). */
   readonly O_TMPFILE: number;
   readonly FALLOC_FL_KEEP_SIZE: number;

@@ -69,6 +69,9 @@ export async function copyImage(source: BlockBackend, target: BlockBackend, o: C
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, o.parallel ?? 8) }, worker));
+  // An empty compressed write ends the run: qcow2 rounds its file up to a whole sector, as
+  // qemu-img convert -c leaves it (not over a backing file, where it does not either).
+  if (o.compress && target.describe().backingChain.length === 0) await target.writeCompressed(0, Buffer.alloc(0));
 }
 
 async function copyPiece(source: BlockBackend, target: BlockBackend, piece: Piece, o: CopyOptions): Promise<void> {

@@ -20,6 +20,7 @@ import { INCOMPAT_CORRUPT } from '../codec/constants.js';
 import type { Qcow2Geometry } from '../codec/geometry.js';
 import type { Qcow2Header } from '../codec/header.js';
 import { Allocator } from './allocator.js';
+import type { ClusterCodec } from './cluster-codec.js';
 import { CompressedWriter } from './compressed-writer.js';
 import { Deallocator } from './deallocator.js';
 import { GuestReader } from './guest-reader.js';
@@ -50,11 +51,13 @@ export interface LoadedImage {
   refcountTable: number[];
   /** L2 tables to keep cached. */
   l2CacheTables: number;
+  /** How compressed clusters are coded. */
+  codec: ClusterCodec;
   options: Qcow2ImageOptions;
 }
 
 export function assembleImage(loaded: LoadedImage): Qcow2Image {
-  const { file, backing, geometry, writer } = loaded;
+  const { file, backing, geometry, writer, codec } = loaded;
   const hasBacking = backing !== undefined;
   const metadataLock = new Mutex();
   const clusterLocks = new RangeLock();
@@ -76,7 +79,7 @@ export function assembleImage(loaded: LoadedImage): Qcow2Image {
   const tables = new L2Tables({ file, writer, cache: l2Cache, allocator, header, geometry }, loaded.l1);
 
   const mapping = new Mapping(tables, geometry, metadataLock);
-  const reader = new GuestReader({ file, backing, geometry, mapping, clusterLocks });
+  const reader = new GuestReader({ file, backing, geometry, codec, mapping, clusterLocks });
   const hostClusters = new HostClusters({ file, geometry, writer, tables, allocator });
   const guestWriter = new GuestWriter({
     file,
@@ -105,6 +108,7 @@ export function assembleImage(loaded: LoadedImage): Qcow2Image {
   const compressed = new CompressedWriter({
     file,
     geometry,
+    codec,
     header,
     writer,
     tables,

@@ -156,6 +156,11 @@ export class L2Tables {
     return out;
   }
 
+  /** Makes sure the L2 table of `cluster` exists and may be changed in place (allocated if missing). */
+  async prepareTable(cluster: number): Promise<void> {
+    await this.#writableTable(Math.floor(cluster / this.#g.l2Entries));
+  }
+
   /** Sets the entries of consecutive guest clusters, creating the L2 table if needed. */
   async setEntries(cluster: number, entries: L2Entry[]): Promise<void> {
     const per = this.#g.l2Entries;

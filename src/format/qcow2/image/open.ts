@@ -7,7 +7,7 @@ import type { BlockDriver, SnapshotInfo } from '../../../block/driver.js';
 import { VdiskError } from '../../../block/errors.js';
 import type { OpenContext } from '../../format.js';
 import { checkQcow2 } from '../check/check.js';
-import { COMPRESSION_ZSTD, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_DIRTY } from '../codec/constants.js';
+import { INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_DIRTY } from '../codec/constants.js';
 import { geometryOf } from '../codec/geometry.js';
 import { decodeHeader } from '../codec/header.js';
 import { decodeHeaderExtensions } from '../codec/header-extensions.js';
@@ -15,6 +15,7 @@ import { l2OffsetAt } from '../codec/l1-entry.js';
 import { decodeReftableEntry } from '../codec/refcount-block.js';
 import type { Qcow2Snapshot } from '../codec/snapshot-table.js';
 import { assembleImage } from './assemble.js';
+import { clusterCodec } from './cluster-codec.js';
 import type { Qcow2Image } from './image.js';
 import { MetadataWriter } from './metadata-writer.js';
 import { loadSnapshots } from './snapshots.js';
@@ -45,9 +46,7 @@ export async function openQcow2(
   const extensions = decodeHeaderExtensions(cluster0, header);
   const name = context.filename ?? 'image';
 
-  if (header.compressionType === COMPRESSION_ZSTD) {
-    throw new VdiskError('ENOTSUP', `'${name}' uses zstd compression, which vdisk cannot read yet`);
-  }
+  const codec = clusterCodec(header.compressionType, clusterSize, context.zstd);
   if (header.incompatibleFeatures & INCOMPAT_DATA_FILE) {
     throw new VdiskError('ENOTSUP', `'${name}' keeps its data in an external data file, which vdisk does not support`);
   }
@@ -127,6 +126,7 @@ export async function openQcow2(
     l1,
     refcountTable: table,
     l2CacheTables,
+    codec,
     options: {
       readOnly,
       backingName: extensions.backingFile,

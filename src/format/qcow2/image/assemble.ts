@@ -9,6 +9,7 @@
  *   L2Tables        the L1 table in memory and the L2-table cache
  *   Mapping, GuestReader, GuestWriter, HostClusters, Deallocator, Resizer, CompressedWriter:
  *                   the request paths, stateless over the owners above
+ *   HostHoles       whether block status asks the host file for holes (decided once)
  *
  * The two locks are shared: the metadata lock serialises metadata changes; the cluster locks
  * hold guest clusters for the requests that use them.
@@ -27,6 +28,7 @@ import { GuestReader } from './guest-reader.js';
 import { GuestWriter } from './guest-writer.js';
 import { HeaderStore } from './header-store.js';
 import { HostClusters } from './host-clusters.js';
+import { HostHoles } from './host-holes.js';
 import { Qcow2Image, type Qcow2ImageOptions } from './image.js';
 import { L2Tables } from './l2-tables.js';
 import { Mapping } from './mapping.js';
@@ -119,6 +121,8 @@ export function assembleImage(loaded: LoadedImage): Qcow2Image {
     clusterLocks,
   });
 
+  const holes = new HostHoles({ file, refcounts, clusterBits: geometry.clusterBits, metadataLock });
+
   writer.onCorruption = async () => {
     await header.setIncompatible(INCOMPAT_CORRUPT, true).catch(() => {});
   };
@@ -136,6 +140,7 @@ export function assembleImage(loaded: LoadedImage): Qcow2Image {
       deallocator,
       resizer,
       compressed,
+      holes,
       metadataLock,
       clusterLocks,
     },

@@ -86,6 +86,23 @@ export class Refcounts {
     }
   }
 
+  /** How many host clusters of [0, clusters) have a refcount above 0, counting no further than `limit`. */
+  async countInUse(clusters: number, limit: number): Promise<number> {
+    let count = 0;
+    for (let index = 0; index * this.perBlock < clusters && count < limit; index++) {
+      const blockOffset = this.#table[index] ?? 0;
+      if (blockOffset === 0) continue;
+      const block = await this.#cache.get(blockOffset);
+      try {
+        const end = Math.min(this.perBlock, clusters - index * this.perBlock);
+        for (let i = 0; i < end && count < limit; i++) if (getRefcount(block.data, i, this.order) !== 0) count++;
+      } finally {
+        this.#cache.release(block);
+      }
+    }
+    return count;
+  }
+
   /**
    * Adds `delta` to the refcount of `count` clusters from `cluster`. Returns a MissingRefblock
    * (changing nothing) when a block does not exist yet; throws RefcountUnderflow or ECORRUPT on

@@ -103,6 +103,7 @@ export function assembleImage(loaded: LoadedImage): Qcow2Image {
     header,
     tables,
     allocator,
+    refcounts,
     deallocator,
     metadataLock,
     clusterLocks,

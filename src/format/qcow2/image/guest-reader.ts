@@ -10,6 +10,7 @@ import type { Qcow2Geometry } from '../codec/geometry.js';
 import type { L2Entry } from '../codec/l2-entry.js';
 import type { ClusterCodec } from './cluster-codec.js';
 import type { Mapping, Run } from './mapping.js';
+import { readInFile } from './read-in-file.js';
 
 export interface GuestReaderDeps {
   file: BlockDriver;
@@ -76,10 +77,8 @@ export class GuestReader {
    * QEMU reads it, without asking the file for bytes it does not have (an entry pointing past
    * the end is a corruption check reports; reading must not fail or go outside the file).
    */
-  async readHost(host: number, out: Buffer): Promise<void> {
-    const inFile = Math.max(0, Math.min(out.length, this.#d.file.length() - host));
-    if (inFile > 0) await this.#d.file.read(host, out.subarray(0, inFile));
-    out.fill(0, inFile);
+  readHost(host: number, out: Buffer): Promise<void> {
+    return readInFile(this.#d.file, host, out);
   }
 
   /** Reads what the backing image has at `offset`; zeros past its end or without one. */

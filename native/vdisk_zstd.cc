@@ -3,9 +3,10 @@
 //
 // The cluster format is a plain zstd stream with no length prefix. An L2 entry gives the
 // compressed size only to the sector, so a stream may be followed by garbage: decompression
-// runs stream-wise until the cluster is full and never asks for the input's end.
+// goes frame by frame until the cluster is full and never asks for the input's end.
 #include <napi.h>
 #include <zstd.h>
+#include <zstd_errors.h>
 
 #include <memory>
 
@@ -63,7 +64,9 @@ Napi::Value ZstdCompress(const Napi::CallbackInfo& info) {
 
 // zstdDecompress(stored, size): the first `size` bytes the stream in `stored` inflates to.
 // Throws (code ECORRUPT) when the stream is broken, ends before `size` bytes, or its frame goes
-// on past them: QEMU reads such a cluster as an I/O error.
+// on past them: QEMU reads such a cluster as an I/O error. Frame by frame, each decoded in one
+// pass straight into the cluster: unlike streaming, that needs no window buffer, so a frame
+// that declares a huge window (which QEMU reads) costs no memory beyond the cluster.
 Napi::Value ZstdDecompress(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   size_t size;
@@ -74,20 +77,28 @@ Napi::Value ZstdDecompress(const Napi::CallbackInfo& info) {
   std::unique_ptr<ZSTD_DCtx, DCtxFree> dctx(ZSTD_createDCtx());
   if (!dctx) return Fail(env, "ENOMEM", "zstd: cannot create a decompression context");
   auto out = Napi::Buffer<uint8_t>::New(env, size);
-  ZSTD_outBuffer output = {out.Data(), size, 0};
-  ZSTD_inBuffer input = {stored.Data(), stored.Length(), 0};
-  size_t last = 0;
-  while (output.pos < output.size) {
-    size_t inBefore = input.pos;
-    size_t outBefore = output.pos;
-    last = ZSTD_decompressStream(dctx.get(), &output, &input);
-    if (ZSTD_isError(last)) return Fail(env, "ECORRUPT", std::string("zstd: ") + ZSTD_getErrorName(last));
-    // No progress means the input ended before the cluster was full.
-    if (input.pos == inBefore && output.pos == outBefore) {
-      return Fail(env, "ECORRUPT", "zstd: the stream ends before the cluster is full");
+  size_t in = 0;
+  size_t done = 0;
+  while (done < size) {
+    // The bytes after the last frame are garbage up to the sector: a frame is only looked for
+    // while the cluster is not full.
+    size_t frame = ZSTD_findFrameCompressedSize(stored.Data() + in, stored.Length() - in);
+    if (ZSTD_isError(frame)) {
+      if (in > 0 || ZSTD_getErrorCode(frame) == ZSTD_error_srcSize_wrong) {
+        return Fail(env, "ECORRUPT", "zstd: the stream ends before the cluster is full");
+      }
+      return Fail(env, "ECORRUPT", std::string("zstd: ") + ZSTD_getErrorName(frame));
     }
+    size_t got = ZSTD_decompressDCtx(dctx.get(), out.Data() + done, size - done, stored.Data() + in, frame);
+    if (ZSTD_isError(got)) {
+      if (ZSTD_getErrorCode(got) == ZSTD_error_dstSize_tooSmall) {
+        return Fail(env, "ECORRUPT", "zstd: the stream goes on past the end of the cluster");
+      }
+      return Fail(env, "ECORRUPT", std::string("zstd: ") + ZSTD_getErrorName(got));
+    }
+    in += frame;
+    done += got;
   }
-  if (last != 0) return Fail(env, "ECORRUPT", "zstd: the stream goes on past the end of the cluster");
   return out;
 }
 

@@ -145,6 +145,22 @@ describe('qcow2 compressed clusters interop', { skip: !QEMU && 'qemu-img not ins
       assert.match(short.stderr, /^read failed: Compressed cluster at 0x[0-9a-f]+ /);
     });
 
+    if (kind === 'zstd') {
+      it('reads a zstd frame that declares a 128 MiB window, as qemu-io does', async () => {
+        const image = join(dir, 'window.qcow2');
+        runOk('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'compression_type=zstd', image, '1M']);
+        runOk('qemu-io', ['-f', 'qcow2', '-c', 'write -c -P 0x41 0 64k', image]);
+        // From standard input the frame has no content size, so its window descriptor counts.
+        const stream = execFileSync('zstd', ['-c', '-q', '--long=27'], { input: Buffer.alloc(65536, 0x41) });
+        await replaceFirstStream(image, stream);
+        const theirs = run('qemu-io', ['-f', 'qcow2', '-c', 'read -P 0x41 0 64k', image]);
+        const ours = await vdisk(['io', '-f', 'qcow2', '-c', 'read -P 0x41 0 64k', image]);
+        assert.equal(theirs.status, 0, theirs.stdout + theirs.stderr);
+        assert.equal(ours.code, 0, ours.stdout + ours.stderr);
+        assert.doesNotMatch(ours.stdout, /verification failed/);
+      });
+    }
+
     it(`treats a ${kind} stream that goes on past its cluster as qemu-io and qemu-img convert do`, async () => {
       const image = join(dir, `long-${kind}.qcow2`);
       runOk('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', `compression_type=${kind}`, image, '1M']);

@@ -1,7 +1,7 @@
 // The few Linux calls Node.js does not expose: fallocate, lseek(SEEK_DATA/SEEK_HOLE),
 // block-device size ioctls, open-file-description byte-range locks, linkat of an open file
 // (how an image built in an unnamed O_TMPFILE inode gets its name), and preadv2(RWF_NOWAIT)
-// (a read served from the page cache without blocking, or not at all).
+// (a read served from the page cache without blocking, or not at all). zstd is in vdisk_zstd.cc.
 // Errors are thrown as JS Errors with `code` (errno name), `errno` (number) and `syscall`,
 // so that src/block/errors.ts maps them like Node's own fs errors.
 #include <napi.h>
@@ -18,6 +18,9 @@
 #include <unistd.h>
 
 #include <string>
+
+// vdisk_zstd.cc
+void RegisterZstd(Napi::Env env, Napi::Object exports);
 
 namespace {
 
@@ -304,6 +307,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("FALLOC_FL_KEEP_SIZE", Napi::Number::New(env, FALLOC_FL_KEEP_SIZE));
   exports.Set("FALLOC_FL_PUNCH_HOLE", Napi::Number::New(env, FALLOC_FL_PUNCH_HOLE));
   exports.Set("FALLOC_FL_ZERO_RANGE", Napi::Number::New(env, FALLOC_FL_ZERO_RANGE));
+  RegisterZstd(env, exports);
   return exports;
 }
 

@@ -12,6 +12,7 @@ import type { BlockDriver } from '../block/driver.js';
 import { VdiskError } from '../block/errors.js';
 import type { FormatName } from '../format/format.js';
 import { FileDriver } from '../io/file.js';
+import { nativeZstd } from '../io/zstd.js';
 import type { NbdClientOptions } from '../remote/nbd/client-options.js';
 import { NbdDriver } from '../remote/nbd/nbd-driver.js';
 import { isNbdUri } from '../remote/nbd/uri.js';
@@ -189,6 +190,7 @@ async function openNode(
       cache: options.cache,
       readOnly: options.readOnly,
       l2CacheSize: options.l2CacheSize,
+      zstd: nativeZstd,
       openBacking: options.backing
         ? (name, backingFormat) => openBacking(filename, name, backingFormat, { ...options, chain })
         : undefined,

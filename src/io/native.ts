@@ -38,6 +38,10 @@ export interface NativeHelpers {
    * file), or -1 when the read would wait for the disk. Throws EOPNOTSUPP where unsupported.
    */
   readCached(fd: number, buf: Buffer, at: number, length: number, position: number): number;
+  /** One zstd frame of `plain` (default level), or null when it needs more than `capacity` bytes. */
+  zstdCompress(plain: Buffer, capacity: number): Buffer | null;
+  /** The first `size` bytes `stored` inflates to; throws when the stream does not end exactly there. */
+  zstdDecompress(stored: Buffer, size: number): Buffer;
   /** open(2)'s O_TMPFILE for this architecture (Node's fs.constants lacks it). */
   readonly O_TMPFILE: number;
   readonly FALLOC_FL_KEEP_SIZE: number;

@@ -191,7 +191,7 @@ describe('nbdinfo over vdisk serve', () => {
     if (!need(t, 'qemu-img', 'qemu-io', 'qemu-nbd', 'nbdinfo')) return;
     await withTempDir(async (dir) => {
       // raw with data and holes; qcow2 with data, zero clusters and unallocated clusters;
-      // qcow2 over a raw backing file; qcow2 over a qcow2 backing file.
+      // qcow2 over a raw backing file; qcow2 over a qcow2 backing file; preallocated metadata.
       await ok('qemu-img', ['create', '-q', '-f', 'raw', path.join(dir, 'a.raw'), '16M']);
       await ok('qemu-io', ['-f', 'raw', '-c', 'write -P 1 1M 64k', '-c', 'write -P 2 5M 1M', path.join(dir, 'a.raw')]);
       await ok('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(dir, 'b.qcow2'), '16M']);
@@ -228,11 +228,16 @@ describe('nbdinfo over vdisk serve', () => {
         'write -z 1M 64k',
         path.join(dir, 'd.qcow2'),
       ]);
+      // Metadata preallocation: every cluster mapped, the host file a hole under most of them.
+      const e = path.join(dir, 'e.qcow2');
+      await ok('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'preallocation=metadata', e, '16M']);
+      await ok('qemu-io', ['-f', 'qcow2', '-c', 'write -P 5 3M 192k', e]);
       for (const [name, format] of [
         ['a.raw', 'raw'],
         ['b.qcow2', 'qcow2'],
         ['c.qcow2', 'qcow2'],
         ['d.qcow2', 'qcow2'],
+        ['e.qcow2', 'qcow2'],
       ] as const) {
         const image = path.join(dir, name);
         const args = ['-f', format, '-t', '-A', '-r', image];

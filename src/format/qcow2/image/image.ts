@@ -23,6 +23,7 @@ import type { Deallocator } from './deallocator.js';
 import type { GuestReader } from './guest-reader.js';
 import type { GuestWriter } from './guest-writer.js';
 import type { HeaderStore } from './header-store.js';
+import type { HostHoles } from './host-holes.js';
 import type { L2Tables } from './l2-tables.js';
 import type { Mapping, Run } from './mapping.js';
 import type { Refcounts } from './refcounts.js';
@@ -42,6 +43,7 @@ export interface Qcow2ImageDeps {
   deallocator: Deallocator;
   resizer: Resizer;
   compressed: CompressedWriter;
+  holes: HostHoles;
   metadataLock: Mutex;
   clusterLocks: RangeLock;
 }
@@ -155,20 +157,21 @@ export class Qcow2Image implements BlockDriver {
   async blockStatus(offset: number, length: number): Promise<Extent> {
     const backing = this.#d.backing;
     const run = this.#unallocatedL1Run(offset, length) ?? (await this.#firstRun(offset, length));
-    if (run.kind === 'unallocated' && backing) {
+    if (run.kind === 'unallocated' && backing && offset < backing.length()) {
       const below = await backing.blockStatus(offset, Math.min(run.length, backing.length() - offset));
-      if (offset < backing.length()) {
-        return { ...below, offset, depth: (below.depth ?? 0) + 1 };
-      }
+      return { ...below, offset, depth: (below.depth ?? 0) + 1 };
     }
+    // Data over a hole in the host file (preallocation=metadata) reads as zeros.
+    const inFile = run.kind === 'data' ? await this.#d.holes.at(run.host, run.length) : undefined;
     return {
       offset,
-      length: run.length,
+      length: inFile?.length ?? run.length,
       allocated: run.kind !== 'unallocated',
-      zero: run.kind === 'zero' || (run.kind === 'unallocated' && !backing),
+      // Unallocated past the backing image's end reads as zeros too.
+      zero: run.kind === 'zero' || run.kind === 'unallocated' || inFile?.zero === true,
       data: run.kind === 'data' || run.kind === 'compressed',
-      hostOffset: run.kind === 'data' ? run.host : undefined,
-      hostFile: run.kind === 'data' ? this.#d.file.filename : undefined,
+      hostOffset: run.host !== 0 ? run.host : undefined,
+      hostFile: run.host !== 0 ? this.#d.file.filename : undefined,
       compressed: run.kind === 'compressed',
       depth: 0,
     };
@@ -315,6 +318,6 @@ function runAt(runs: readonly Run[], offset: number): Run | undefined {
 /** `run` from `offset` on, at most `length` bytes. */
 function clip(run: Run, offset: number, length: number): Run {
   const skip = offset - run.offset;
-  const host = run.kind === 'data' ? run.host + skip : run.host;
+  const host = run.host === 0 ? 0 : run.host + skip;
   return { ...run, offset, length: Math.min(run.length - skip, length), host };
 }

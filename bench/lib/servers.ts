@@ -16,6 +16,8 @@ export type ServerName = 'vdisk' | 'qemu-nbd' | 'nbdkit';
 
 export interface Server {
   uri: string;
+  /** The server's process id (for its memory figures). */
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -78,6 +80,7 @@ export async function startServer(
   await waitConnectable(socket, proc);
   return {
     uri: `nbd+unix:///?socket=${socket}`,
+    pid: proc.pid!,
     stop: async () => {
       proc.kill('SIGTERM');
       await exited;

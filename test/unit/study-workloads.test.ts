@@ -5,7 +5,7 @@ import { percentiles } from '../../src/tools/study/execute.js';
 import { PROFILES, parseNameList, studyMatrix } from '../../src/tools/study/matrix.js';
 import { rankResults, score } from '../../src/tools/study/rank.js';
 import type { CombinationResult, WorkloadResult } from '../../src/tools/study/runner.js';
-import { type Step, seededRandom, studyLayout, WORKLOADS, workload } from '../../src/tools/study/workloads.js';
+import { type Step, seededRandom, studyLayout, WHOLE, WORKLOADS, workload } from '../../src/tools/study/workloads.js';
 
 type Io = Exclude<Step, { op: 'flush' }>;
 const io = (steps: readonly Step[], op?: 'read' | 'write'): Io[] =>
@@ -17,7 +17,7 @@ const MiB = 1024 * KiB;
 function stepsOf(name: (typeof WORKLOADS)[number]['name'], size = 256 * MiB, seqWritten?: number): Step[] {
   const layout = studyLayout(size);
   return [
-    ...workload(name).steps(layout, { seqWritten: seqWritten ?? layout.seq.length }, PROFILES.quick, seededRandom(7)),
+    ...workload(name).steps(layout, { seqWritten: seqWritten ?? layout.seq.length }, PROFILES.quick, seededRandom(7), WHOLE),
   ];
 }
 
@@ -89,7 +89,14 @@ describe('study workloads', () => {
         assert.ok(s.offset >= layout.seq.start && s.offset + s.length <= layout.seq.start + written, name);
       }
     }
-    assert.equal(stepsOf('seq-read', 256 * MiB, written).length, 10);
+    // seq-read goes over the written data pass after pass (the time limit ends it), 1 MiB at a time.
+    const reads = io(stepsOf('seq-read', 256 * MiB, written));
+    assert.equal(reads.length % 10, 0);
+    assert.ok(reads.length >= 20, 'more than one pass');
+    assert.deepEqual(
+      reads.slice(0, 12).map((s) => (s.offset - layout.seq.start) / MiB),
+      [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1],
+    );
   });
 });
 

@@ -4,13 +4,29 @@
  * geometric mean of those fractions: 1.00 would be the best at everything, 0.50 half as fast as
  * the best on a typical workload. Sub-scores take the same mean over a subset of the workloads
  * (writes only, first-touch writes only, steady-state writes only).
+ *
+ * Each figure is the median of its samples (the repetitions and rounds), and its spread is the
+ * range of the samples; a score's spread is the same mean taken over the low and the high ends.
+ * Combinations whose scores are within each other's spread share a rank (ties.ts).
  */
-import type { CombinationResult, StudyRun, WorkloadResult } from './runner.js';
+import type { Measurement } from './execute.js';
+import type { CombinationResult, StudyRun, WorkloadResult } from './results.js';
+import { rankWithTies, type Spread, spreadOf, type TiedRank } from './ties.js';
 import { type WorkloadName, workload } from './workloads.js';
 
 /** The figure a workload is ranked by. */
 export function figure(w: WorkloadResult): number {
-  return workload(w.name).metric === 'IOPS' ? w.iops : w.mibPerSecond;
+  return figureOf(w.name, w);
+}
+
+function figureOf(name: WorkloadName, m: Measurement): number {
+  return workload(name).metric === 'IOPS' ? m.iops : m.mibPerSecond;
+}
+
+/** A workload's figure with the range of its samples. */
+export function figureSpread(w: WorkloadResult): Spread {
+  const samples = w.samples.length > 0 ? w.samples : [w];
+  return { ...spreadOf(samples.map((s) => figureOf(w.name, s))), median: figure(w) };
 }
 
 export function figureText(name: WorkloadName, value: number): string {
@@ -40,17 +56,24 @@ export function bestFigures(results: readonly CombinationResult[]): Best {
 
 /** The geometric mean of a result's fractions of the best, over the named workloads; null if none. */
 export function score(result: CombinationResult, best: Best, names?: readonly WorkloadName[]): number | null {
+  return scoreSpread(result, best, names)?.median ?? null;
+}
+
+/** The score, and the same mean over the low and the high ends of each figure's spread. */
+export function scoreSpread(result: CombinationResult, best: Best, names?: readonly WorkloadName[]): Spread | null {
   if (result.status !== 'ok') return null;
-  let logSum = 0;
+  const logSum = { median: 0, low: 0, high: 0 };
   let n = 0;
   for (const w of result.workloads) {
     if (names && !names.includes(w.name)) continue;
     const top = best.get(w.name) ?? 0;
     if (top <= 0) continue;
-    logSum += Math.log(Math.max(figure(w) / top, 1e-6));
+    const spread = figureSpread(w);
+    for (const end of ['median', 'low', 'high'] as const) logSum[end] += Math.log(Math.max(spread[end] / top, 1e-6));
     n++;
   }
-  return n === 0 ? null : Math.exp(logSum / n);
+  if (n === 0) return null;
+  return { median: Math.exp(logSum.median / n), low: Math.exp(logSum.low / n), high: Math.exp(logSum.high / n) };
 }
 
 export const WRITE_WORKLOADS: readonly WorkloadName[] = ['install', 'seq-write', 'db-write', 'db-rewrite'];
@@ -62,28 +85,40 @@ export interface Ranked {
   result: CombinationResult;
   /** 1 for the best; null for combinations that did not run. */
   rank: number | null;
+  /** The rank shared with the combinations it ties with (ties.ts); null for combinations that did not run. */
+  tie: TiedRank | null;
   score: number | null;
+  scoreSpread: Spread | null;
   writes: number | null;
   firstTouch: number | null;
   steady: number | null;
   reads: number | null;
 }
 
+/** "3" for a rank of its own, "3=" for one shared with others. */
+export function rankText(tie: TiedRank | null): string {
+  return tie === null ? '-' : `${tie.rank}${tie.tied ? '=' : ''}`;
+}
+
 /** Every combination, best first; those that did not run follow in matrix order. */
 export function rankResults(run: Pick<StudyRun, 'results'>): Ranked[] {
   const best = bestFigures(run.results);
-  const all = run.results.map((result) => ({
+  const all = run.results.map((result): Ranked => ({
     result,
-    rank: null as number | null,
+    rank: null,
+    tie: null,
     score: score(result, best),
+    scoreSpread: scoreSpread(result, best),
     writes: score(result, best, WRITE_WORKLOADS),
     firstTouch: score(result, best, FIRST_TOUCH_WORKLOADS),
     steady: score(result, best, STEADY_WORKLOADS),
     reads: score(result, best, READ_WORKLOADS),
   }));
   const ran = all.filter((r) => r.score !== null).sort((a, b) => b.score! - a.score!);
+  const ties = rankWithTies(ran.map((r) => r.scoreSpread!));
   ran.forEach((r, i) => {
     r.rank = i + 1;
+    r.tie = ties[i]!;
   });
   return [...ran, ...all.filter((r) => r.score === null)];
 }

@@ -7,10 +7,11 @@ import { writeFile } from 'node:fs/promises';
 import { fromSystemError } from '../../block/errors.js';
 import { rankResults } from './rank.js';
 import { type Recommendation, recommend } from './recommend.js';
-import type { StudyRun } from './runner.js';
+import type { StudyRun } from './results.js';
 import { WORKLOADS, type Workload } from './workloads.js';
 
-export const STUDY_SCHEMA = 1;
+/** 2: repeated workloads (samples per repetition), ties in the ranking, `server` for NBD studies. */
+export const STUDY_SCHEMA = 2;
 
 export interface StudyReport extends StudyRun {
   tool: 'vdisk study';
@@ -23,8 +24,15 @@ export interface StudyReport extends StudyRun {
   /** Combination ids best first, with their scores (null: did not run). */
   ranking: Array<{
     id: string;
+    /** The strict order of the scores. */
     rank: number | null;
+    /** The rank shared with the combinations within the measured spread (ties.ts), and whether any is. */
+    sharedRank: number | null;
+    tied: boolean;
     score: number | null;
+    /** The score over the low and high ends of each figure's spread. */
+    scoreLow: number | null;
+    scoreHigh: number | null;
     writes: number | null;
     firstTouch: number | null;
     steady: number | null;
@@ -53,7 +61,11 @@ export function studyReport(run: StudyRun, command: string): StudyReport {
     ranking: rankResults(run).map((r) => ({
       id: r.result.id,
       rank: r.rank,
+      sharedRank: r.tie?.rank ?? null,
+      tied: r.tie?.tied ?? false,
       score: r.score,
+      scoreLow: r.scoreSpread?.low ?? null,
+      scoreHigh: r.scoreSpread?.high ?? null,
       writes: r.writes,
       firstTouch: r.firstTouch,
       steady: r.steady,
@@ -63,7 +75,7 @@ export function studyReport(run: StudyRun, command: string): StudyReport {
   };
 }
 
-export async function writeJsonReport(file: string, report: StudyReport): Promise<void> {
+export async function writeJsonReport(file: string, report: object): Promise<void> {
   try {
     await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
   } catch (err) {

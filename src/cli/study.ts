@@ -5,7 +5,7 @@ import { isVdiskError, VdiskError } from '../block/errors.js';
 import { formatSize, parseSize } from '../tools/size.js';
 import { agreementLine, comparisonText } from '../tools/study/agreement-text.js';
 import { compareStudyFiles } from '../tools/study/compare-files.js';
-import { type EnginesReport, engineTitle, enginesReport, type StudyDocument } from '../tools/study/engines-report.js';
+import { type EnginesReport, enginesReport, engineTitle, type StudyDocument } from '../tools/study/engines-report.js';
 import { busyNote } from '../tools/study/machine.js';
 import {
   ALL_PREALLOCATIONS,
@@ -54,7 +54,11 @@ the two engines in one file), to see whether a ranking repeats.`,
       arg: 'DIR',
       help: 'where the images are made, in a temporary directory removed afterwards\n(default: the current directory, so its filesystem is the one measured)',
     },
-    size: { type: 'string', arg: 'SIZE', help: 'image size, or bytes of an export measured (default: 256M quick, 1G full)' },
+    size: {
+      type: 'string',
+      arg: 'SIZE',
+      help: 'image size, or bytes of an export measured (default: 256M quick, 1G full)',
+    },
     formats: { type: 'string', arg: 'LIST', help: 'raw,qcow2 (default both)' },
     cache: { type: 'string', arg: 'LIST', help: 'none,writethrough,writeback,directsync,unsafe (default all)' },
     prealloc: {
@@ -70,10 +74,10 @@ the two engines in one file), to see whether a ranking repeats.`,
       arg: 'vdisk|qemu|both',
       help: "whose block layer to measure: vdisk's (default), QEMU's through qemu-nbd, or both,\none after the other, in one report with how far their rankings agree",
     },
-    nbd: { type: 'string', arg: 'URI', help: 'measure this NBD export with its server\'s own settings (one cell)' },
+    nbd: { type: 'string', arg: 'URI', help: "measure this NBD export with its server's own settings (one cell)" },
     'nbd-scratch': {
       type: 'boolean',
-      help: "confirm that the export holds nothing to keep: the study overwrites its first SIZE bytes",
+      help: 'confirm that the export holds nothing to keep: the study overwrites its first SIZE bytes',
     },
     compare: { type: 'boolean', help: "print Spearman's ρ between the rankings in study files; measure nothing" },
     smoke: { type: 'boolean', hidden: true, help: 'tiny, seconds-long run whose numbers mean nothing (for tests)' },
@@ -122,9 +126,15 @@ export const studyCommand: CliCommand = {
     const command = ['vdisk', 'study', ...args].join(' ');
     if (values.nbd !== undefined) {
       const given = MATRIX_OPTIONS.find((o) => values[o] !== undefined);
-      if (given) throw usageError('study', `--${given} does not apply to --nbd, which measures one export as its server is set up`);
+      if (given)
+        throw usageError(
+          'study',
+          `--${given} does not apply to --nbd, which measures one export as its server is set up`,
+        );
       checkServerStudy(values.nbd as string, size, Boolean(values['nbd-scratch']));
-      streams.out(`vdisk study (${profile.name}) of ${values.nbd}: ${plural(workloads.length, 'workload')}, its first ${formatSize(size)}\n`);
+      streams.out(
+        `vdisk study (${profile.name}) of ${values.nbd}: ${plural(workloads.length, 'workload')}, its first ${formatSize(size)}\n`,
+      );
       const run = await withProgress(streams, (signal, onProgress) =>
         runServerStudy({
           uri: values.nbd as string,
@@ -159,13 +169,18 @@ async function studyMatrixCommand(values: Values, o: MatrixRun, streams: CliStre
   const selection = {
     formats: parseNameList((values.formats as string | undefined) ?? 'all', STUDY_FORMATS, 'format'),
     caches: parseNameList((values.cache as string | undefined) ?? 'all', CACHE_MODE_NAMES, 'cache mode'),
-    preallocs: parseNameList((values.prealloc as string | undefined) ?? 'all', ALL_PREALLOCATIONS, 'preallocation mode'),
+    preallocs: parseNameList(
+      (values.prealloc as string | undefined) ?? 'all',
+      ALL_PREALLOCATIONS,
+      'preallocation mode',
+    ),
   };
   const engineChoice = (values.engine as string | undefined) ?? 'vdisk';
   if (!['vdisk', 'qemu', 'both'].includes(engineChoice)) {
     throw usageError('study', `Invalid --engine: ${engineChoice} (use vdisk, qemu or both)`);
   }
-  let engines: Array<Exclude<StudyEngine, 'nbd'>> = engineChoice === 'both' ? ['vdisk', 'qemu'] : [engineChoice as 'vdisk'];
+  let engines: Array<Exclude<StudyEngine, 'nbd'>> =
+    engineChoice === 'both' ? ['vdisk', 'qemu'] : [engineChoice as 'vdisk'];
   const combinations = studyMatrix(selection).length;
   const dir = path.resolve((values.dir as string | undefined) ?? '.');
   const notMeasured: EnginesReport['notMeasured'] = [];
@@ -184,7 +199,8 @@ async function studyMatrixCommand(values: Values, o: MatrixRun, streams: CliStre
   );
   const reports: StudyReport[] = [];
   for (const engine of engines) {
-    if (engineChoice === 'both') streams.out(`\n${engine === 'qemu' ? 'QEMU (qemu-nbd, through the NBD client)' : 'vdisk'}:\n`);
+    if (engineChoice === 'both')
+      streams.out(`\n${engine === 'qemu' ? 'QEMU (qemu-nbd, through the NBD client)' : 'vdisk'}:\n`);
     let run: StudyRun;
     try {
       run = await withProgress(streams, (signal, onProgress) =>

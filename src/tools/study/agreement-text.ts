@@ -10,6 +10,15 @@ function rhoText(rho: number | null): string {
   return rho === null ? '-' : rho.toFixed(2);
 }
 
+/**
+ * ρ with ties, or why there is none: "all tied" when one side has every combination in one group
+ * (no order to compare), "-" when there are too few combinations.
+ */
+export function tiedRhoText(r: Agreement): string {
+  if (r.rho === null && r.strictRho !== null) return 'all tied';
+  return rhoText(r.rho);
+}
+
 function plural(n: number, word: string): string {
   return `${n} ${word}${n === 1 ? '' : 's'}`;
 }
@@ -17,7 +26,7 @@ function plural(n: number, word: string): string {
 /** ρ per workload and overall, as a short paragraph. */
 export function agreementLine(rows: readonly Agreement[]): string {
   const n = Math.max(0, ...rows.map((r) => r.n));
-  const cell = (r: Agreement) => `${r.what} ${rhoText(r.rho)}`;
+  const cell = (r: Agreement) => `${r.what} ${tiedRhoText(r)}`;
   return (
     `vdisk against QEMU on this storage: Spearman's ρ of the rankings of ${plural(n, 'combination')}, ` +
     `ties shared (1: the same order): ${rows.map(cell).join(', ')}\n`
@@ -40,7 +49,7 @@ export function comparisonText(c: FileComparison): string {
   const width = Math.max(8, ...c.agreement.map((r) => r.what.length));
   lines.push(`${'workload'.padEnd(width)}  ρ with ties  ρ strict`);
   for (const r of c.agreement) {
-    lines.push(`${r.what.padEnd(width)}  ${rhoText(r.rho).padStart(11)}  ${rhoText(r.strictRho).padStart(8)}`);
+    lines.push(`${r.what.padEnd(width)}  ${tiedRhoText(r).padStart(11)}  ${rhoText(r.strictRho).padStart(8)}`);
   }
   const ranked = c.agreement.filter((r) => r.rho !== null);
   const agree = ranked.filter((r) => r.rho! >= REPEATABLE_RHO).map((r) => r.what);

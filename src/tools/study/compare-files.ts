@@ -46,7 +46,9 @@ export async function readStudyFile(file: string): Promise<StudyDocument> {
 }
 
 /** The pairs of runs to compare: the same engine in both files, or each file's only run. */
-export function pairRuns(files: ReadonlyArray<{ file: string; doc: StudyDocument }>): Array<[ComparedSide, ComparedSide]> {
+export function pairRuns(
+  files: ReadonlyArray<{ file: string; doc: StudyDocument }>,
+): Array<[ComparedSide, ComparedSide]> {
   const sides = files.map(({ file, doc }) => reportsOf(doc).map((report) => ({ file, report })));
   if (sides.length === 1) {
     const [only] = sides;

@@ -53,7 +53,7 @@ export function workloadFigure(report: StudyReport, name: WorkloadResult['name']
   const caches = CACHE_MODE_NAMES.filter((c) => report.results.some((r) => r.cache === c));
   const series = seriesOf(report);
   const groups: BarGroup[] = caches.map((cache) => ({
-    label: report.engine === 'nbd' ? 'the export, with its server\'s settings' : cache,
+    label: report.engine === 'nbd' ? "the export, with its server's settings" : cache,
     bars: series.flatMap(({ format, prealloc }, i): Bar[] => {
       const r = report.results.find((x) => x.format === format && x.prealloc === prealloc && x.cache === cache);
       if (!r) return [];

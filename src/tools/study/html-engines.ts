@@ -5,15 +5,14 @@
  */
 import { CACHE_MODE_NAMES } from '../../block/cache-mode.js';
 import type { Agreement } from './agreement.js';
-import { REPEATABLE_RHO } from './agreement-text.js';
+import { REPEATABLE_RHO, tiedRhoText } from './agreement-text.js';
 import { engineTitle } from './engines-report.js';
 import { barTitle, cellName, seriesOf } from './html-charts.js';
 import { fillOf } from './html-style.js';
 import { figure, formatNumber } from './rank.js';
 import type { StudyReport } from './report-json.js';
-import type { WorkloadName } from './workloads.js';
 import { type Bar, type BarGroup, esc, groupedBarChart } from './svg-charts.js';
-import { workload } from './workloads.js';
+import { type WorkloadName, workload } from './workloads.js';
 
 /** A workload's figures of both engines, cell by cell, grouped by cache mode. */
 export function pairedWorkloadFigure(reports: readonly [StudyReport, StudyReport], name: WorkloadName): string {
@@ -35,7 +34,10 @@ export function pairedWorkloadFigure(reports: readonly [StudyReport, StudyReport
       return cells.map((r, k): Bar => {
         const rep = reports[k]!;
         const w = r!.workloads.find((x) => x.name === name);
-        const ratio = k > 0 && values[0] && values[k] ? `; ${formatNumber(values[k]! / values[0]!)}× ${engineTitle(first.engine)}` : '';
+        const ratio =
+          k > 0 && values[0] && values[k]
+            ? `; ${formatNumber(values[k]! / values[0]!)}× ${engineTitle(first.engine)}`
+            : '';
         return {
           value: values[k]!,
           fill: fillOf(format, prealloc),
@@ -69,9 +71,9 @@ export function enginesLegend(reports: readonly StudyReport[]): string {
   return reports.map((r) => `<span>${swatch(`engine-${r.engine}`)} ${esc(engineTitle(r.engine))}</span>`).join('');
 }
 
-function rhoCell(rho: number | null): string {
+function rhoCell(rho: number | null, text: string): string {
   const cls = rho !== null && rho < REPEATABLE_RHO ? ' class="below"' : '';
-  return `<td${cls} data-sort="${rho ?? ''}">${rho === null ? '-' : rho.toFixed(2)}</td>`;
+  return `<td${cls} data-sort="${rho ?? ''}">${esc(text)}</td>`;
 }
 
 /** ρ per workload and for the score, with ties and strict. */
@@ -79,7 +81,7 @@ export function agreementTable(rows: readonly Agreement[]): string {
   const body = rows
     .map(
       (r) =>
-        `<tr data-what="${esc(r.what)}"><td class="l">${esc(r.what)}</td>${rhoCell(r.rho)}${rhoCell(r.strictRho)}<td>${r.n}</td></tr>`,
+        `<tr data-what="${esc(r.what)}"><td class="l">${esc(r.what)}</td>${rhoCell(r.rho, tiedRhoText(r))}${rhoCell(r.strictRho, r.strictRho === null ? '-' : r.strictRho.toFixed(2))}<td>${r.n}</td></tr>`,
     )
     .join('');
   return (

@@ -59,7 +59,8 @@ export function exportTable(report: StudyReport): string {
   if (!r) return '';
   const rows = report.workloads.map((n) => {
     const w = r.workloads.find((x) => x.name === n);
-    if (!w) return `<tr data-workload="${esc(n)}">${cell(n, undefined, 'l')}<td class="l" colspan="5">${esc(r.reason ?? 'not measured')}</td></tr>`;
+    if (!w)
+      return `<tr data-workload="${esc(n)}">${cell(n, undefined, 'l')}<td class="l" colspan="5">${esc(r.reason ?? 'not measured')}</td></tr>`;
     const spread = figureSpread(w);
     return (
       `<tr data-workload="${esc(n)}">${cell(n, undefined, 'l')}` +
@@ -87,7 +88,10 @@ export function machineList(report: StudyReport): string {
   const server = report.server;
   const storage: Array<[string, string]> = fs
     ? [
-        ['filesystem', `${fs.type} on ${fs.device ?? '?'} mounted at ${fs.mountPoint ?? '?'} (${fs.mountOptions ?? '?'})`],
+        [
+          'filesystem',
+          `${fs.type} on ${fs.device ?? '?'} mounted at ${fs.mountPoint ?? '?'} (${fs.mountOptions ?? '?'})`,
+        ],
         [
           'device',
           fs.rotational === null
@@ -104,7 +108,10 @@ export function machineList(report: StudyReport): string {
     const has = (yes: boolean, what: string) => `${what} ${yes ? 'yes' : 'no'}`;
     storage.push(
       ['NBD export', `${server.uri}, ${sizeText(server.exportBytes)}; its first ${sizeText(report.size)} measured`],
-      ['advertised', [has(server.fua, 'FUA'), has(server.trim, 'TRIM'), has(server.writeZeroes, 'WRITE_ZEROES')].join(', ')],
+      [
+        'advertised',
+        [has(server.fua, 'FUA'), has(server.trim, 'TRIM'), has(server.writeZeroes, 'WRITE_ZEROES')].join(', '),
+      ],
     );
   }
   return definitionList([

@@ -59,21 +59,23 @@ export function score(result: CombinationResult, best: Best, names?: readonly Wo
   return scoreSpread(result, best, names)?.median ?? null;
 }
 
-/** The score, and the same mean over the low and the high ends of each figure's spread. */
+/**
+ * The score, and its spread: the score of each repetition (the geometric mean of the j-th sample
+ * of every workload) spreads as the score itself would between runs, independent noise of the
+ * workloads averaging out as it does in the median's score.
+ */
 export function scoreSpread(result: CombinationResult, best: Best, names?: readonly WorkloadName[]): Spread | null {
   if (result.status !== 'ok') return null;
-  const logSum = { median: 0, low: 0, high: 0 };
-  let n = 0;
-  for (const w of result.workloads) {
-    if (names && !names.includes(w.name)) continue;
-    const top = best.get(w.name) ?? 0;
-    if (top <= 0) continue;
-    const spread = figureSpread(w);
-    for (const end of ['median', 'low', 'high'] as const) logSum[end] += Math.log(Math.max(spread[end] / top, 1e-6));
-    n++;
-  }
-  if (n === 0) return null;
-  return { median: Math.exp(logSum.median / n), low: Math.exp(logSum.low / n), high: Math.exp(logSum.high / n) };
+  const used = result.workloads.filter((w) => (!names || names.includes(w.name)) && (best.get(w.name) ?? 0) > 0);
+  if (used.length === 0) return null;
+  const meanOf = (fraction: (w: WorkloadResult) => number) =>
+    Math.exp(used.reduce((sum, w) => sum + Math.log(Math.max(fraction(w), 1e-6)), 0) / used.length);
+  const median = meanOf((w) => figure(w) / best.get(w.name)!);
+  const draws = Math.min(...used.map((w) => w.samples.length));
+  const perDraw: number[] = [];
+  for (let j = 0; j < draws; j++) perDraw.push(meanOf((w) => figureOf(w.name, w.samples[j]!) / best.get(w.name)!));
+  const spread = draws > 0 ? spreadOf(perDraw) : { median, low: median, high: median };
+  return { median, low: Math.min(spread.low, median), high: Math.max(spread.high, median) };
 }
 
 export const WRITE_WORKLOADS: readonly WorkloadName[] = ['install', 'seq-write', 'db-write', 'db-rewrite'];
@@ -103,17 +105,19 @@ export function rankText(tie: TiedRank | null): string {
 /** Every combination, best first; those that did not run follow in matrix order. */
 export function rankResults(run: Pick<StudyRun, 'results'>): Ranked[] {
   const best = bestFigures(run.results);
-  const all = run.results.map((result): Ranked => ({
-    result,
-    rank: null,
-    tie: null,
-    score: score(result, best),
-    scoreSpread: scoreSpread(result, best),
-    writes: score(result, best, WRITE_WORKLOADS),
-    firstTouch: score(result, best, FIRST_TOUCH_WORKLOADS),
-    steady: score(result, best, STEADY_WORKLOADS),
-    reads: score(result, best, READ_WORKLOADS),
-  }));
+  const all = run.results.map(
+    (result): Ranked => ({
+      result,
+      rank: null,
+      tie: null,
+      score: score(result, best),
+      scoreSpread: scoreSpread(result, best),
+      writes: score(result, best, WRITE_WORKLOADS),
+      firstTouch: score(result, best, FIRST_TOUCH_WORKLOADS),
+      steady: score(result, best, STEADY_WORKLOADS),
+      reads: score(result, best, READ_WORKLOADS),
+    }),
+  );
   const ran = all.filter((r) => r.score !== null).sort((a, b) => b.score! - a.score!);
   const ties = rankWithTies(ran.map((r) => r.scoreSpread!));
   ran.forEach((r, i) => {

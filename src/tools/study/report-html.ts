@@ -70,7 +70,9 @@ export function studyHtml(doc: StudyDocument): string {
   const title = titleOf(doc, reports, date);
   const data = JSON.stringify(doc).replace(/</g, '\\u003c');
   const notices = isEnginesReport(doc)
-    ? doc.notMeasured.map((x) => `<p class="notice">${esc(`${engineTitle(x.engine)} was not measured: ${x.reason}`)}</p>`)
+    ? doc.notMeasured.map(
+        (x) => `<p class="notice">${esc(`${engineTitle(x.engine)} was not measured: ${x.reason}`)}</p>`,
+      )
     : [];
   const busy = busyNote(main.load, m.cpus, main.profile.rounds);
   const storage = fs ? `${esc(fs.type)} on ${esc(fs.device ?? '?')}` : `NBD export ${esc(main.server?.uri ?? '?')}`;

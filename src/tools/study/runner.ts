@@ -18,13 +18,7 @@ import { formatSize } from '../size.js';
 import { median, medianMeasurement } from './execute.js';
 import { runImageWorkloads, warmUpProfile } from './image-workloads.js';
 import { filesystemInfo, machineInfo } from './machine.js';
-import {
-  type Combination,
-  type MatrixSelection,
-  type StudyProfile,
-  safetyOf,
-  studyMatrix,
-} from './matrix.js';
+import { type Combination, type MatrixSelection, type StudyProfile, safetyOf, studyMatrix } from './matrix.js';
 import { openThroughQemuNbd, type ServedImage } from './qemu-engine.js';
 import type { CombinationResult, SpaceUse, StudyEngine, StudyRun, WorkloadResult } from './results.js';
 import { WORKLOADS, type WorkloadName } from './workloads.js';
@@ -198,7 +192,11 @@ export async function runStudy(options: StudyOptions): Promise<StudyRun> {
     let done = 0;
     const byId = new Map<string, CombinationResult[]>(combinations.map((c) => [c.id, []]));
     // Untimed: the first combination measured would otherwise also pay for compiling the hot paths.
-    await runCombination(combinations[0]!, { ...options, profile: warmUpProfile(options.profile), size, workdir, workloads }, () => {});
+    await runCombination(
+      combinations[0]!,
+      { ...options, profile: warmUpProfile(options.profile), size, workdir, workloads },
+      () => {},
+    );
     for (let round = 0; round < rounds; round++) {
       // Odd rounds run backwards, so slow drift of the machine does not favour one end of the matrix.
       const order = round % 2 === 0 ? combinations : [...combinations].reverse();

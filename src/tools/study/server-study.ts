@@ -18,7 +18,7 @@ import { isNbdUri } from '../../remote/nbd/uri.js';
 import { formatSize } from '../size.js';
 import { runImageWorkloads, warmUpProfile } from './image-workloads.js';
 import { machineInfo } from './machine.js';
-import { type Combination, safetyOf, type StudyProfile } from './matrix.js';
+import { type Combination, type StudyProfile, safetyOf } from './matrix.js';
 import type { CombinationResult, ServerTarget, StudyRun } from './results.js';
 import type { StudyProgress } from './runner.js';
 import { WORKLOADS, type WorkloadName } from './workloads.js';
@@ -48,7 +48,10 @@ async function openExport(uri: string, size: number, profile: StudyProfile): Pro
     backend = await openImage(uri, { format: 'raw', cache: 'writeback' });
   } catch (err) {
     if (isVdiskError(err) && err.code === 'EROFS') {
-      throw new VdiskError('EROFS', `The export '${uri}' is read-only: the study writes, so it needs a writable export`);
+      throw new VdiskError(
+        'EROFS',
+        `The export '${uri}' is read-only: the study writes, so it needs a writable export`,
+      );
     }
     throw err;
   }

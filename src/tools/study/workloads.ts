@@ -265,8 +265,7 @@ export const WORKLOADS: readonly Workload[] = [
     phase: 'read',
     queueDepth: 32,
     metric: 'IOPS',
-    steps: (layout, state, profile, random) =>
-      randomReads(layout.seq.start, state.seqWritten, profile.readOps, random),
+    steps: (layout, state, profile, random) => randomReads(layout.seq.start, state.seqWritten, profile.readOps, random),
   },
   {
     name: 'db-write',

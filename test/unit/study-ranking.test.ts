@@ -9,6 +9,7 @@ import { agreement, spearman } from '../../src/tools/study/agreement.js';
 import { comparisonText, tiedRhoText } from '../../src/tools/study/agreement-text.js';
 import { pairRuns } from '../../src/tools/study/compare-files.js';
 import type { Measurement } from '../../src/tools/study/execute.js';
+import { EXTRA_REPEATS, NOISY, tooNoisy } from '../../src/tools/study/image-workloads.js';
 import { rankResults, rankText, scoreSpread } from '../../src/tools/study/rank.js';
 import type { StudyReport } from '../../src/tools/study/report-json.js';
 import type { CombinationResult, WorkloadResult } from '../../src/tools/study/results.js';
@@ -117,6 +118,22 @@ describe('spreads and ties', () => {
     assert.equal(rankText(null), '-');
     assert.equal(rankText(ranks[0]!), '3=');
     assert.equal(rankText(ranks[2]!), '5');
+  });
+});
+
+describe('repetitions', () => {
+  it('reads and rewrites are repeated while their samples disagree by more than a quarter, twice at most', () => {
+    const samples = (...values: number[]) => values.map(measurement);
+    assert.equal(NOISY, 0.25);
+    assert.equal(EXTRA_REPEATS, 2);
+    assert.equal(tooNoisy('rand-read', samples(100, 110, 120), 3), false, '20% apart');
+    assert.equal(tooNoisy('rand-read', samples(100, 110, 130), 3), true, '30% apart');
+    assert.equal(tooNoisy('seq-read', samples(100, 110, 130, 90), 3), true);
+    // Five samples: the range leaves out the extremes, and five is the most.
+    assert.equal(tooNoisy('seq-read', samples(100, 110, 130, 90, 105), 3), false);
+    assert.equal(tooNoisy('seq-read', samples(1, 110, 1000, 90, 105), 3), false, 'no more than two extra');
+    assert.equal(tooNoisy('seq-read', samples(100, 200), 2), false, 'profiles of fewer than three repetitions');
+    assert.equal(tooNoisy('seq-read', samples(0, 0, 0), 3), true, 'nothing measured yet');
   });
 });
 

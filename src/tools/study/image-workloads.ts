@@ -1,11 +1,17 @@
 /**
  * The workloads on one opened image, in order, each repeated as the profile says: the figures of
  * a workload are the medians of its repetitions, and every repetition is kept as a sample.
+ *
+ * Reads and rewrites go over data that is already there, so when their repetitions disagree by
+ * more than a quarter (a burst of other work on the machine) they are repeated up to twice more:
+ * the median then outvotes the burst, and the range of the middle samples (ties.ts) is what
+ * decides ties. First-touch writes cannot be repeated beyond their shares of fresh space.
  */
 import type { BlockBackend } from '../../block/backend.js';
-import { execute, medianMeasurement } from './execute.js';
+import { execute, type Measurement, medianMeasurement } from './execute.js';
 import type { StudyProfile } from './matrix.js';
 import type { WorkloadResult } from './results.js';
+import { spreadOf } from './ties.js';
 import {
   type ImageState,
   needsSequentialData,
@@ -44,11 +50,12 @@ export async function runImageWorkloads(
   const repeats = Math.max(1, profile.repeats);
   for (const [index, w] of WORKLOADS.entries()) {
     if (!selected.has(w.name)) continue;
-    const samples = [];
-    for (let part = 0; part < repeats; part++) {
+    const samples: Measurement[] = [];
+    const reusable = w.phase !== 'first-touch';
+    for (let part = 0; part < repeats || (reusable && tooNoisy(w.name, samples, repeats)); part++) {
       // The same seeds for every combination, so that they all get the same requests.
       const random = seededRandom(0x5eed + index * 0x100 + part);
-      const steps = w.steps(layout, state, profile, random, { index: part, of: repeats });
+      const steps = w.steps(layout, state, profile, random, { index: part, of: Math.max(repeats, part + 1) });
       const measured = await execute(backend, steps, {
         queueDepth: w.queueDepth,
         seconds: profile.workloadSeconds,
@@ -61,6 +68,18 @@ export async function runImageWorkloads(
     }
     onWorkload({ name: w.name, queueDepth: w.queueDepth, ...medianMeasurement(samples), samples });
   }
+}
+
+/** Repetitions that disagree by more than this fraction of the lowest are repeated (reads and rewrites). */
+export const NOISY = 0.25;
+export const EXTRA_REPEATS = 2;
+
+/** True when a reusable workload's samples so far call for another repetition. */
+export function tooNoisy(name: WorkloadName, samples: readonly Measurement[], repeats: number): boolean {
+  if (repeats < 3 || samples.length >= repeats + EXTRA_REPEATS) return false;
+  const metric = workload(name).metric;
+  const { low, high } = spreadOf(samples.map((s) => (metric === 'IOPS' ? s.iops : s.mibPerSecond)));
+  return low <= 0 || high / low - 1 > NOISY;
 }
 
 /** The warm-up's profile: each workload once, for a fraction of its time, measured for nothing. */

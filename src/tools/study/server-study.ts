@@ -41,6 +41,8 @@ export interface ServerStudyOptions {
  */
 export const SERVER_CELL: Combination = { format: 'raw', prealloc: 'off', cache: 'writeback', id: 'nbd-export' };
 
+const MiB = 1024 * 1024;
+
 /** Opens the export for writing, or says in one line why the study cannot use it. */
 async function openExport(uri: string, size: number, profile: StudyProfile): Promise<BlockBackend> {
   let backend: BlockBackend;
@@ -57,10 +59,11 @@ async function openExport(uri: string, size: number, profile: StudyProfile): Pro
   }
   if (backend.length < size) {
     await backend.close();
+    const fits = Math.floor(backend.length / MiB);
     throw new VdiskError(
       'EINVAL',
       `The export '${uri}' is ${formatSize(backend.length)}; the ${profile.name} study measures its first ` +
-        `${formatSize(size)}: give --size ${formatSize(backend.length)} or less, or a larger export`,
+        `${formatSize(size)}: ${fits >= 1 ? `give --size ${fits}M or less, or a larger export` : 'the study needs at least 1 MiB'}`,
     );
   }
   return backend;

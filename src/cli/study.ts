@@ -29,7 +29,7 @@ import { progressBar } from './progress.js';
 
 const SPEC: CommandSpec = {
   name: 'study',
-  operands: '[--compare A.json [B.json]]',
+  operands: '[A.json [B.json]]',
   purpose: 'measure every cache mode and preallocation on this storage',
   description: `
 Measures what the host cache mode and the preallocation mode do to guest I/O on this machine's
@@ -79,7 +79,10 @@ the two engines in one file), to see whether a ranking repeats.`,
       type: 'boolean',
       help: 'confirm that the export holds nothing to keep: the study overwrites its first SIZE bytes',
     },
-    compare: { type: 'boolean', help: "print Spearman's ρ between the rankings in study files; measure nothing" },
+    compare: {
+      type: 'boolean',
+      help: "print Spearman's ρ between the rankings in the study files A.json and B.json; measure nothing",
+    },
     smoke: { type: 'boolean', hidden: true, help: 'tiny, seconds-long run whose numbers mean nothing (for tests)' },
   },
   notes: `Workloads:\n${WORKLOADS.map((w) => `  ${w.name.padEnd(11)} ${w.title}`).join('\n')}`,

@@ -112,14 +112,11 @@ describe('vdisk study', () => {
         ranked.map((x: { rank: number }) => x.rank),
         ranked.map((_: unknown, i: number) => i + 1),
       );
-      // A shared rank is the rank of its group's leader, and a group is never split.
-      for (const [i, x] of ranked.entries()) {
-        assert.ok(x.sharedRank <= x.rank && x.scoreLow <= x.score && x.score <= x.scoreHigh, x.id);
-        if (i > 0) assert.ok(x.sharedRank === ranked[i - 1].sharedRank || x.sharedRank === x.rank, x.id);
-        assert.equal(
-          x.tied,
-          ranked.some((y: { id: string; sharedRank: number }) => y.id !== x.id && y.sharedRank === x.sharedRank),
-        );
+      // The range of places holds the strict place, and the score lies within its spread.
+      for (const x of ranked) {
+        const [best, worst] = x.rankRange;
+        assert.ok(best <= x.rank && x.rank <= worst && worst <= ranked.length, x.id);
+        assert.ok(x.scoreLow <= x.score && x.score <= x.scoreHigh, x.id);
       }
       assert.ok(report.recommendation.text.length >= 1);
 

@@ -86,37 +86,37 @@ describe('spreads and ties', () => {
     assert.equal(isTie(point(100), point(94)), false, '6% apart, no spread measured');
   });
 
-  it('groups form from the best down, each around its leader, and share the leader’s rank', () => {
-    // 100 leads 96 (4%) but not 92 (8%); 92 leads 88 (4.3%); 50 stands alone.
+  it('ties are pairwise: a rank is the range of places between the clearly better and the ties', () => {
+    // 100 ties 96 (4%) but not 92 (8%); 96 ties 92 (4.2%) but not 88 (8.3%); 92 ties 88; 50 ties nothing.
     const values = [point(92), point(100), point(50), point(96), point(88)];
     const ranks = rankWithTies(values);
     assert.deepEqual(
-      ranks.map((r) => [r.position, r.rank, r.meanRank, r.tied]),
+      ranks.map((r) => [r.position, r.best, r.worst, r.meanRank, r.ties]),
       [
-        [3, 3, 3.5, true],
-        [1, 1, 1.5, true],
-        [5, 5, 5, false],
-        [2, 1, 1.5, true],
-        [4, 3, 3.5, true],
+        [3, 2, 4, 3, 2],
+        [1, 1, 2, 1.5, 1],
+        [5, 5, 5, 5, 0],
+        [2, 1, 3, 2, 2],
+        [4, 3, 4, 3.5, 1],
       ],
     );
-    // A wide range makes a tie even far apart; a value the leader's range does not reach does not join.
+    // A wide range ties even far apart; what no range reaches is ordered.
     const wide = rankWithTies([range(100, 40, 120), point(60), point(30)]);
     assert.deepEqual(
-      wide.map((r) => r.rank),
-      [1, 1, 3],
+      wide.map((r) => rankText(r)),
+      ['1–2', '1–2', '3'],
     );
     assert.deepEqual(
-      rankWithTies([point(10), point(10), point(1)]).map((r) => [r.position, r.rank]),
+      rankWithTies([point(10), point(10), point(1)]).map((r) => [r.position, rankText(r)]),
       [
-        [1, 1],
-        [2, 1],
-        [3, 3],
+        [1, '1–2'],
+        [2, '1–2'],
+        [3, '3'],
       ],
       'equal medians keep their order and tie',
     );
     assert.equal(rankText(null), '-');
-    assert.equal(rankText(ranks[0]!), '3=');
+    assert.equal(rankText(ranks[0]!), '2–4');
     assert.equal(rankText(ranks[2]!), '5');
   });
 });
@@ -148,8 +148,8 @@ describe("Spearman's ρ", () => {
     assert.equal(pearson([1, 2, 3], [2, 4, 6]), 1);
   });
 
-  it('with ties, noise inside a tie group no longer counts, while the order of the groups does', () => {
-    // Two groups far apart; inside each, the two runs order the members the other way round.
+  it('with ties, noise among tied combinations no longer counts, while clear orders do', () => {
+    // Two clusters far apart; inside each, the two runs order the members the other way round.
     const first = [point(100), point(99), point(98), point(10), point(9.9), point(9.8)];
     const second = [point(98), point(99), point(100), point(9.8), point(9.9), point(10)];
     const strict = spearman(
@@ -159,10 +159,10 @@ describe("Spearman's ρ", () => {
     // Σd² = 16 over six: 1 − 6·16 / (6·35) = 19/35.
     assert.ok(Math.abs(strict - 19 / 35) < 1e-12, `strict ρ ${strict}`);
     assert.equal(tiedSpearman(first, second), 1);
-    // The groups reversed is a reversed ranking, ties or not.
+    // The clusters reversed is a reversed ranking, ties or not.
     const reversed = [point(10), point(9.9), point(9.8), point(100), point(99), point(98)];
     assert.equal(tiedSpearman(first, reversed), -1);
-    // Everything in one group: no order to compare.
+    // Everything tied: no order to compare.
     assert.equal(tiedSpearman([point(1), point(1.01), point(1.02)], [point(1), point(2), point(3)]), null);
   });
 });
@@ -231,7 +231,7 @@ describe('rankings and agreement of studies', () => {
     const read = rows.find((r) => r.what === 'rand-read')!;
     // Strict: writeback and unsafe swap places (ranks 1 2 3 4 against 2 1 3 4 → 0.8).
     assert.ok(Math.abs(read.strictRho! - 0.8) < 1e-12, String(read.strictRho));
-    // With ties they share a rank in both runs, and so do the two O_DIRECT cells.
+    // With ties, they tie in both runs, and so do the two O_DIRECT cells.
     assert.equal(read.rho, 1);
     assert.equal(rows.find((r) => r.what === 'seq-write')!.rho, 1);
     assert.equal(tiedRhoText({ what: 'score', rho: null, strictRho: 0.5, n: 4 }), 'all tied');

@@ -1,4 +1,4 @@
-/** The report's tables: the ranking (ties shown as "3="), definition lists for workloads and the machine. */
+/** The report's tables: the ranking (ties as "3–7"), definition lists for workloads and the machine. */
 import { SAFETY_TEXT } from './matrix.js';
 import { figure, figureSpread, formatNumber } from './rank.js';
 import type { StudyReport } from './report-json.js';
@@ -11,6 +11,15 @@ function cell(text: string, sort?: number | null, cls = ''): string {
   return `<td${cls ? ` class="${cls}"` : ''}${s}>${esc(text)}</td>`;
 }
 
+/** "3", or "3–7" for a combination tied with others (grey, the number of ties in its tooltip). */
+function rankCell(rank: number | null, range: [number, number] | null): string {
+  if (rank === null || range === null) return cell('-', rank, 'l');
+  const [best, worst] = range;
+  if (best === worst) return cell(String(best), rank, 'l');
+  const title = `tied with ${worst - best} other combination(s): within each other's measured spread`;
+  return `<td class="l tied" data-sort="${rank}" title="${esc(title)}">${best}–${worst}</td>`;
+}
+
 export function rankingTable(report: StudyReport, id: string): string {
   const head = [
     '<th class="l">#</th><th class="l">format</th><th class="l">prealloc</th><th class="l">cache</th><th class="l">crash safety</th>',
@@ -21,11 +30,7 @@ export function rankingTable(report: StudyReport, id: string): string {
   const rows = report.ranking.map((rank) => {
     const r = report.results.find((x) => x.id === rank.id)!;
     const lead =
-      cell(
-        rank.sharedRank === null ? '-' : `${rank.sharedRank}${rank.tied ? '=' : ''}`,
-        rank.rank,
-        rank.tied ? 'l tied' : 'l',
-      ) +
+      rankCell(rank.rank, rank.rankRange) +
       cell(r.format, undefined, 'l') +
       cell(r.prealloc, undefined, 'l') +
       cell(r.cache, undefined, 'l') +

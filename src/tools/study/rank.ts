@@ -7,7 +7,8 @@
  *
  * Each figure is the median of its samples (the repetitions and rounds), and its spread is the
  * range of the samples; a score's spread is the same mean taken over the low and the high ends.
- * Combinations whose scores are within each other's spread share a rank (ties.ts).
+ * Combinations whose scores are within each other's spread are tied, and a rank becomes the range
+ * of places a combination could take (ties.ts).
  */
 import type { Measurement } from './execute.js';
 import type { CombinationResult, StudyRun, WorkloadResult } from './results.js';
@@ -87,7 +88,7 @@ export interface Ranked {
   result: CombinationResult;
   /** 1 for the best; null for combinations that did not run. */
   rank: number | null;
-  /** The rank shared with the combinations it ties with (ties.ts); null for combinations that did not run. */
+  /** The places it could take, given the combinations it ties with (ties.ts); null when it did not run. */
   tie: TiedRank | null;
   score: number | null;
   scoreSpread: Spread | null;
@@ -97,9 +98,10 @@ export interface Ranked {
   reads: number | null;
 }
 
-/** "3" for a rank of its own, "3=" for one shared with others. */
+/** "3" for a place of its own, "3–7" for the places a combination tied with others could take. */
 export function rankText(tie: TiedRank | null): string {
-  return tie === null ? '-' : `${tie.rank}${tie.tied ? '=' : ''}`;
+  if (tie === null) return '-';
+  return tie.ties === 0 ? String(tie.best) : `${tie.best}–${tie.worst}`;
 }
 
 /** Every combination, best first; those that did not run follow in matrix order. */

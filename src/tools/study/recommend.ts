@@ -18,6 +18,7 @@ import type { Preallocation } from '../../block/preallocation.js';
 import { SAFETY_TEXT, type StudyFormat } from './matrix.js';
 import { formatNumber, type Ranked, rankResults } from './rank.js';
 import type { StudyRun } from './results.js';
+import { isTie } from './ties.js';
 
 export interface Pick {
   id: string;
@@ -122,9 +123,7 @@ export function recommend(run: StudyRun): Recommendation {
   const unsafeRanked = ranked.filter((r) => r.result.safety === 'volatile')[0];
   const ratio = (r: Ranked | undefined) =>
     r && chosen && r.writes !== null && chosen.writes ? r.writes / chosen.writes : null;
-  const tiedWithPick = flushSafe
-    .filter((r) => chosen && r !== chosen && r.tie !== null && r.tie.rank === chosen.tie?.rank)
-    .map((r) => r.result.id);
+  const tiedWithPick = flushSafe.filter((r) => chosen && r !== chosen && tiesWith(chosen, r)).map((r) => r.result.id);
   const durable = pickOf(durableRanked);
   const unsafe = pickOf(unsafeRanked);
 
@@ -218,6 +217,14 @@ export function recommend(run: StudyRun): Recommendation {
     preallocationPick,
     text,
   };
+}
+
+/** True when two combinations' scores are within each other's measured spread. */
+function tiesWith(a: Ranked, b: Ranked): boolean {
+  if (!a.scoreSpread || !b.scoreSpread) return false;
+  return a.scoreSpread.median >= b.scoreSpread.median
+    ? isTie(a.scoreSpread, b.scoreSpread)
+    : isTie(b.scoreSpread, a.scoreSpread);
 }
 
 function order(p: Preallocation): number {

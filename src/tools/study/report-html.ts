@@ -53,8 +53,8 @@ function rankingSection(reports: readonly StudyReport[]): string {
   );
   return (
     '<section><h2>Ranking</h2><p class="meta">Score: the geometric mean, over the workloads, of each figure divided by ' +
-    'the best figure any combination reached (1.00 = best at everything). "3=": a rank shared with the combinations ' +
-    "whose scores are within each other's measured spread, which no run here can order. Click a heading to sort.</p>" +
+    'the best figure any combination reached (1.00 = best at everything). "3–7": the places a combination could take, ' +
+    'tied with the combinations whose scores are within its measured spread, which no run here can order. Click a heading to sort.</p>' +
     `${tables.join('')}</section>`
   );
 }

@@ -26,9 +26,11 @@ export interface StudyReport extends StudyRun {
     id: string;
     /** The strict order of the scores. */
     rank: number | null;
-    /** The rank shared with the combinations within the measured spread (ties.ts), and whether any is. */
-    sharedRank: number | null;
-    tied: boolean;
+    /**
+     * The places it could take, best and worst, given the combinations within its measured spread
+     * (ties.ts): [3, 3] for a place of its own, [3, 7] when it ties with four others.
+     */
+    rankRange: [number, number] | null;
     score: number | null;
     /** The score over the low and high ends of each figure's spread. */
     scoreLow: number | null;
@@ -61,8 +63,7 @@ export function studyReport(run: StudyRun, command: string): StudyReport {
     ranking: rankResults(run).map((r) => ({
       id: r.result.id,
       rank: r.rank,
-      sharedRank: r.tie?.rank ?? null,
-      tied: r.tie?.tied ?? false,
+      rankRange: r.tie ? [r.tie.best, r.tie.worst] : null,
       score: r.score,
       scoreLow: r.scoreSpread?.low ?? null,
       scoreHigh: r.scoreSpread?.high ?? null,

@@ -1,8 +1,8 @@
 /**
- * The ranked terminal table: one row per combination, best score first ("3=" for a rank shared
- * with combinations within the measured spread), each workload's figure, creation time and space
- * on disk; combinations that did not run last, with the reason. An NBD study has one row, the
- * export, and nothing created.
+ * The ranked terminal table: one row per combination, best score first ("3–7": the places a
+ * combination tied with others within the measured spread could take), each workload's figure,
+ * creation time and space on disk; combinations that did not run last, with the reason. An NBD
+ * study has one row, the export, and nothing created.
  */
 import type { Safety } from './matrix.js';
 import { figure, formatNumber, rankResults, rankText } from './rank.js';

@@ -1,9 +1,11 @@
 /**
  * Ranking with ties. A figure measured a few times on a shared machine is a range, not a point,
  * and ordering two combinations whose ranges overlap reports the noise, not the combinations:
- * those orders are what make two runs' rankings disagree. So combinations are ordered by their
- * median, and a combination within the measured spread of its group's leader (the best of the
- * group) shares the group's rank instead of getting one of its own.
+ * those orders are what make two runs' rankings disagree. So each pair of combinations is either
+ * ordered (their ranges apart, and more than the floor apart) or tied, and a combination's rank
+ * is the range of places it could take: from one after those clearly better, to that plus the
+ * number it ties with. Ties are pairwise, not groups: a group would tie its ends together even
+ * where they are clearly apart, and where its boundaries fall depends on the noise.
  */
 
 /** A figure and the range its samples spread over. */
@@ -41,34 +43,42 @@ export function isTie(better: Spread, worse: Spread, floor = TIE_FLOOR): boolean
 }
 
 export interface TiedRank {
-  /** 1 for the best median, without ties: the strict order. */
+  /** 1 for the best median: the strict order. */
   position: number;
-  /** The position of the group's leader: what the report shows ("3=" when tied). */
-  rank: number;
-  /** The mean position of the group: what rank correlations use. */
+  /** The best place it could take: one after the combinations clearly better. */
+  best: number;
+  /** The worst place: `best` plus the number of combinations it ties with. */
+  worst: number;
+  /** The middle of that range, what rank correlations use (Spearman's with ties, ties.ts). */
   meanRank: number;
-  /** True when the group has more than one member. */
-  tied: boolean;
+  /** How many other combinations it ties with. */
+  ties: number;
 }
 
-/**
- * Ranks, index for index with `values` (larger is better). Groups are formed from the best down:
- * each group's leader takes in every following value that ties with it, and the first that does
- * not leads the next group. Equal medians keep their input order.
- */
+/** Ranks, index for index with `values` (larger is better); equal medians keep their input order. */
 export function rankWithTies(values: readonly Spread[], floor = TIE_FLOOR): TiedRank[] {
   const order = values.map((_, i) => i).sort((a, b) => values[b]!.median - values[a]!.median || a - b);
-  const out = new Array<TiedRank>(values.length);
-  for (let start = 0; start < order.length; ) {
-    const leader = values[order[start]!]!;
-    let end = start + 1;
-    while (end < order.length && isTie(leader, values[order[end]!]!, floor)) end++;
-    for (let k = start; k < end; k++) {
-      out[order[k]!] = { position: k + 1, rank: start + 1, meanRank: (start + 1 + end) / 2, tied: end - start > 1 };
+  const position = new Array<number>(values.length);
+  order.forEach((index, k) => {
+    position[index] = k + 1;
+  });
+  return values.map((v, i) => {
+    let better = 0;
+    let ties = 0;
+    for (const [j, w] of values.entries()) {
+      if (i === j) continue;
+      const wFirst = position[j]! < position[i]!;
+      if (wFirst ? isTie(w, v, floor) : isTie(v, w, floor)) ties++;
+      else if (wFirst) better++;
     }
-    start = end;
-  }
-  return out;
+    return {
+      position: position[i]!,
+      best: better + 1,
+      worst: better + 1 + ties,
+      meanRank: better + 1 + ties / 2,
+      ties,
+    };
+  });
 }
 
 /** Pearson's correlation; null with fewer than three pairs or when either side has no spread. */
@@ -88,7 +98,7 @@ export function pearson(a: readonly number[], b: readonly number[]): number | nu
   return da === 0 || db === 0 ? null : num / Math.sqrt(da * db);
 }
 
-/** Spearman's ρ of two rankings with ties: Pearson's correlation of the groups' mean ranks. */
+/** Spearman's ρ of two rankings with ties: Pearson's correlation of the middles of the rank ranges. */
 export function tiedSpearman(a: readonly Spread[], b: readonly Spread[], floor = TIE_FLOOR): number | null {
   if (a.length !== b.length) return null;
   return pearson(

@@ -29,7 +29,7 @@ h1{font-size:22px;margin:4px 0}h2{font-size:17px;margin:22px 0 8px}h3{font-size:
 .controls{display:flex;flex-wrap:wrap;gap:16px;align-items:center;margin:14px 0 6px}
 .legend{display:flex;flex-wrap:wrap;gap:12px;align-items:center}.legend svg{vertical-align:middle}
 .layout{display:grid;grid-template-columns:minmax(0,1fr) 340px;gap:20px;align-items:start}
-@media (max-width:1000px){.layout{grid-template-columns:1fr}}
+@media (max-width:1000px){.layout{grid-template-columns:1fr}}.layout.single{grid-template-columns:1fr}
 .charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(440px,1fr));gap:14px}
 figure{margin:0;background:#fff;border:1px solid #e1e4e8;border-radius:6px;padding:8px 10px}
 figcaption{font-size:12px;color:#596273;margin-bottom:4px}

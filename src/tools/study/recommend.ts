@@ -103,7 +103,7 @@ function serverNote(run: StudyRun): Recommendation {
     text: [
       `One NBD export (${run.server?.uri ?? '?'}) measured with its server's own settings: there is nothing to rank. ` +
         'Run the study again with the server set up another way, or run `vdisk study` on the storage behind it, ' +
-        'and compare the figures (`vdisk study --compare A.json B.json` pairs the runs).',
+        'and compare the figures.',
     ],
   };
 }

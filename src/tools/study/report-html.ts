@@ -104,7 +104,7 @@ ${storage}; ${m.cpus} × ${esc(m.cpuModel)}; kernel ${esc(m.kernel)}; Node.js ${
 <p class="meta">Command: <code>${esc(doc.command)}</code></p>${notices.join('')}${busy ? `<p class="busy">${esc(busy)}</p>` : ''}</header>
 <section class="recommendation"><h2>Recommendation</h2>${recommendation}</section>
 <div class="controls"><label><input type="checkbox" id="log-scale"> logarithmic scale</label>${legend(main)}${paired ? `<div class="legend">${enginesLegend(reports)}</div>` : ''}</div>
-<div class="layout"><main class="charts">${charts}</main>
+<div class="layout${aside ? '' : ' single'}"><main class="charts">${charts}</main>
 ${aside}</div>
 ${rankingSection(reports)}
 <section><h2>Workloads</h2>${workloads}</section>

@@ -13,6 +13,7 @@ import { agreement } from '../../src/tools/study/agreement.js';
 import { PROFILES } from '../../src/tools/study/matrix.js';
 import { runStudy } from '../../src/tools/study/runner.js';
 import { needTools, run, vdisk } from '../helpers/run.js';
+import { studyInto } from '../helpers/study.js';
 import { withTempDir } from '../helpers/tmp.js';
 
 describe('the study engines', () => {
@@ -49,21 +50,10 @@ describe('the study engines', () => {
     await withTempDir(async (dir) => {
       const images = path.join(dir, 'images');
       await mkdir(images);
-      const json = path.join(dir, 'study.json');
-      const html = path.join(dir, 'study.html');
-      const args = ['study', '--smoke', '--size', '4M', '--dir', images, '--json', json, '--html', html];
-      const r = await vdisk([
-        ...args,
-        '--engine',
-        'both',
-        '--cache',
-        'writeback,unsafe',
-        '--workloads',
-        'seq-write,rand-read',
-      ]);
-      assert.equal(r.code, 0, r.stderr);
+      const selection = ['--cache', 'writeback,unsafe', '--workloads', 'seq-write,rand-read'];
+      const args = ['--smoke', '--size', '4M', '--dir', images];
+      const { r, json, html, report: doc } = await studyInto(dir, [...args, '--engine', 'both', ...selection]);
       assert.deepEqual((await readdir(dir)).sort(), ['images', 'study.html', 'study.json'], 'one JSON, one HTML');
-      const doc = JSON.parse(await readFile(json, 'utf8'));
       assert.equal(doc.tool, 'vdisk study');
       assert.equal(doc.schema, 2);
       assert.deepEqual(
@@ -121,7 +111,7 @@ describe('the study engines', () => {
       const shown = seqWrite.rho === null ? '(-|all tied)' : seqWrite.rho.toFixed(2);
       assert.match(compared.stdout, new RegExp(`\\nseq-write +${shown} `));
 
-      const bad = await vdisk([...args, '--engine', 'kvm']);
+      const bad = await vdisk(['study', ...args, '--engine', 'kvm']);
       assert.equal(bad.code, 1);
       assert.match(bad.stderr, /Invalid --engine: kvm/);
     });

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { needTools, vdisk } from '../helpers/run.js';
+import { studyInto } from '../helpers/study.js';
 import { withTempDir } from '../helpers/tmp.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -179,27 +180,16 @@ describe('vdisk study HTML report', { skip: missing }, () => {
     await withTempDir(async (dir) => {
       const images = path.join(dir, 'images');
       await mkdir(images);
-      const html = path.join(dir, 'study.html');
-      const json = path.join(dir, 'study.json');
       const workloads = ['seq-write', 'rand-read', 'db-write'];
-      const r = await vdisk([
-        'study',
+      const selection = ['--cache', 'writeback,unsafe', '--workloads', workloads.join(',')];
+      const { html, report: doc } = await studyInto(dir, [
         '--smoke',
         '--engine',
         'both',
         '--dir',
         images,
-        '--cache',
-        'writeback,unsafe',
-        '--workloads',
-        workloads.join(','),
-        '--json',
-        json,
-        '--html',
-        html,
+        ...selection,
       ]);
-      assert.equal(r.code, 0, r.stderr);
-      const doc = JSON.parse(await readFile(json, 'utf8'));
       const [mine, qemu] = doc.engines;
       const figureOf = (engine: { results: Result[] }, id: string, name: string) => {
         const w = engine.results.find((x) => x.id === id)!.workloads.find((x) => x.name === name)!;

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { startNbdkit } from '../helpers/nbd-serve.js';
 import { lines, needTools, vdisk } from '../helpers/run.js';
+import { studyInto } from '../helpers/study.js';
 import { withTempDir } from '../helpers/tmp.js';
 
 const WORKLOADS = ['install', 'seq-write', 'seq-read', 'rand-read', 'db-write', 'db-rewrite'];
@@ -23,23 +24,14 @@ describe('vdisk study --nbd', () => {
         // Data past the measured 4 MiB, which the study must leave alone.
         const keep = await vdisk(['io', '-f', 'raw', '-c', 'write -P 0xab 6M 64k', server.uri]);
         assert.equal(keep.code, 0, keep.stderr);
-        const json = path.join(dir, 'study.json');
-        const html = path.join(dir, 'study.html');
-        const r = await vdisk([
-          'study',
+        const { r, html, report } = await studyInto(dir, [
           '--smoke',
           '--size',
           '4M',
           '--nbd',
           server.uri,
           '--nbd-scratch',
-          '--json',
-          json,
-          '--html',
-          html,
         ]);
-        assert.equal(r.code, 0, r.stderr);
-        const report = JSON.parse(await readFile(json, 'utf8'));
         assert.equal(report.engine, 'nbd');
         assert.equal(report.filesystem, null);
         assert.equal(report.size, 4 * 1024 * 1024);

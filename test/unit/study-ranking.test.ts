@@ -8,11 +8,9 @@ import { describe, it } from 'node:test';
 import { agreement, spearman } from '../../src/tools/study/agreement.js';
 import { comparisonText, tiedRhoText } from '../../src/tools/study/agreement-text.js';
 import { pairRuns } from '../../src/tools/study/compare-files.js';
-import type { Measurement } from '../../src/tools/study/execute.js';
 import { EXTRA_REPEATS, NOISY, tooNoisy } from '../../src/tools/study/image-workloads.js';
 import { rankResults, rankText, scoreSpread } from '../../src/tools/study/rank.js';
 import type { StudyReport } from '../../src/tools/study/report-json.js';
-import type { CombinationResult, WorkloadResult } from '../../src/tools/study/results.js';
 import {
   isTie,
   pearson,
@@ -23,52 +21,13 @@ import {
   tiedSpearman,
 } from '../../src/tools/study/ties.js';
 import type { WorkloadName } from '../../src/tools/study/workloads.js';
+import { combinationOf, measurementOf } from '../helpers/study.js';
 
 const point = (v: number): Spread => ({ median: v, low: v, high: v });
 const range = (median: number, low: number, high: number): Spread => ({ median, low, high });
 
-function measurement(value: number): Measurement {
-  const p = { p50: 1, p95: 1, p99: 1, max: 1, mean: 1 };
-  return {
-    ops: 1,
-    bytes: 1,
-    seconds: 1,
-    mibPerSecond: value,
-    iops: value,
-    latencyMs: p,
-    flushes: 0,
-    flushLatencyMs: p,
-    cutShort: false,
-  };
-}
-
-/** A workload whose samples are `values`; its figures are their median, as the runner makes them. */
-function workloadOf(name: WorkloadName, values: readonly number[]): WorkloadResult {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  const median = sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-  return { name, queueDepth: 1, ...measurement(median), samples: values.map(measurement) };
-}
-
-function cell(id: string, workloads: Partial<Record<WorkloadName, number[]>>): CombinationResult {
-  const [format, prealloc, cache] = id.split('/') as [
-    CombinationResult['format'],
-    CombinationResult['prealloc'],
-    CombinationResult['cache'],
-  ];
-  return {
-    id,
-    format,
-    prealloc,
-    cache,
-    safety: 'flush-safe',
-    status: 'ok',
-    reason: null,
-    create: null,
-    afterRun: null,
-    workloads: Object.entries(workloads).map(([name, values]) => workloadOf(name as WorkloadName, values!)),
-  };
-}
+const measurement = measurementOf;
+const cell = (id: string, workloads: Partial<Record<WorkloadName, number[]>>) => combinationOf(id, workloads);
 
 describe('spreads and ties', () => {
   it('a spread is the median and the range, without the extremes from five samples on', () => {

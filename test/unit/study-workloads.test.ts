@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import { percentiles } from '../../src/tools/study/execute.js';
 import { PROFILES, parseNameList, studyMatrix } from '../../src/tools/study/matrix.js';
 import { rankResults, score } from '../../src/tools/study/rank.js';
-import type { CombinationResult, WorkloadResult } from '../../src/tools/study/runner.js';
+import type { CombinationResult } from '../../src/tools/study/runner.js';
 import {
   type Part,
   partOf,
@@ -15,6 +15,7 @@ import {
   WORKLOADS,
   workload,
 } from '../../src/tools/study/workloads.js';
+import { combinationOf } from '../helpers/study.js';
 
 type Io = Exclude<Step, { op: 'flush' }>;
 const io = (steps: readonly Step[], op?: 'read' | 'write'): Io[] =>
@@ -185,40 +186,8 @@ describe('study statistics', () => {
   });
 
   it('scores are geometric means of fractions of the best; combinations that did not run come last', () => {
-    const w = (name: WorkloadResult['name'], value: number): WorkloadResult => {
-      const p = { p50: 1, p95: 1, p99: 1, max: 1, mean: 1 };
-      const m = {
-        ops: 1,
-        bytes: 1,
-        seconds: 1,
-        mibPerSecond: value,
-        iops: value,
-        latencyMs: p,
-        flushes: 0,
-        flushLatencyMs: p,
-        cutShort: false,
-      };
-      return { name, queueDepth: 1, ...m, samples: [m] };
-    };
-    const result = (id: string, status: CombinationResult['status'], a: number, b: number): CombinationResult => {
-      const [format, prealloc, cache] = id.split('/') as [
-        CombinationResult['format'],
-        CombinationResult['prealloc'],
-        CombinationResult['cache'],
-      ];
-      return {
-        id,
-        format,
-        prealloc,
-        cache,
-        safety: 'flush-safe',
-        status,
-        reason: status === 'ok' ? null : 'no',
-        create: null,
-        afterRun: null,
-        workloads: status === 'ok' ? [w('seq-write', a), w('rand-read', b)] : [],
-      };
-    };
+    const result = (id: string, status: CombinationResult['status'], a: number, b: number) =>
+      combinationOf(id, { 'seq-write': [a], 'rand-read': [b] }, status);
     const results = [
       result('raw/off/none', 'unsupported', 0, 0),
       result('raw/off/writeback', 'ok', 100, 1000),

@@ -1,29 +1,22 @@
 /**
  * vdisk study with QEMU's engine: the same workloads through vdisk's NBD client against
  * qemu-nbd, one server per combination, each stopped afterwards; with both engines, one report
- * per engine and the agreement of their rankings. The rank correlation itself is checked on
- * known orders. No assertion is about which engine is faster.
+ * that keeps both and the agreement of their rankings, which `--compare` reads back; without
+ * qemu-nbd, the vdisk part all the same. The rank correlation itself is checked on known orders
+ * in test/unit/study-ranking.test.ts. No assertion is about which engine is faster.
  */
 import assert from 'node:assert/strict';
 import { mkdir, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { spearman } from '../../src/tools/study/agreement.js';
+import { agreement } from '../../src/tools/study/agreement.js';
 import { PROFILES } from '../../src/tools/study/matrix.js';
 import { runStudy } from '../../src/tools/study/runner.js';
 import { needTools, run, vdisk } from '../helpers/run.js';
+import { studyInto } from '../helpers/study.js';
 import { withTempDir } from '../helpers/tmp.js';
 
 describe('the study engines', () => {
-  it("compute Spearman's rho on known orders, ties and all", () => {
-    assert.equal(spearman([1, 2, 3, 4], [10, 20, 30, 40]), 1);
-    assert.equal(spearman([1, 2, 3, 4], [40, 30, 20, 10]), -1);
-    // Ranks 1 2 3 4 5 against 1 2 3.5 5 3.5: 8 / sqrt(10 × 9.5).
-    assert.equal(spearman([1, 2, 3, 4, 5], [5, 6, 7, 8, 7]), 8 / Math.sqrt(95));
-    assert.equal(spearman([1, 1, 1], [1, 2, 3]), null);
-    assert.equal(spearman([1, 2], [1, 2]), null);
-  });
-
   it('measure QEMU through qemu-nbd, leaving no server and no image behind', async (t) => {
     if (!needTools(t, 'qemu-nbd')) return;
     await withTempDir(async (dir) => {
@@ -52,50 +45,110 @@ describe('the study engines', () => {
     });
   });
 
-  it('with both engines, write one report each and say how far their rankings agree', async (t) => {
+  it('with both engines, write one report that keeps both and says how far their rankings agree', async (t) => {
     if (!needTools(t, 'qemu-nbd')) return;
     await withTempDir(async (dir) => {
       const images = path.join(dir, 'images');
       await mkdir(images);
-      const json = path.join(dir, 'study.json');
-      const args = [
-        'study',
-        '--smoke',
-        '--size',
-        '4M',
-        '--dir',
-        images,
-        '--json',
-        json,
-        '--html',
-        path.join(dir, 'study.html'),
-      ];
-      const r = await vdisk([
-        ...args,
-        '--engine',
-        'both',
-        '--cache',
-        'writeback,unsafe',
-        '--workloads',
-        'seq-write,rand-read',
-      ]);
-      assert.equal(r.code, 0, r.stderr);
-      const vdiskReport = JSON.parse(await readFile(path.join(dir, 'study-vdisk.json'), 'utf8'));
-      const qemuReport = JSON.parse(await readFile(path.join(dir, 'study-qemu.json'), 'utf8'));
-      assert.deepEqual([vdiskReport.engine, qemuReport.engine], ['vdisk', 'qemu']);
+      const selection = ['--cache', 'writeback,unsafe', '--workloads', 'seq-write,rand-read'];
+      const args = ['--smoke', '--size', '4M', '--dir', images];
+      const { r, json, html, report: doc } = await studyInto(dir, [...args, '--engine', 'both', ...selection]);
+      assert.deepEqual((await readdir(dir)).sort(), ['images', 'study.html', 'study.json'], 'one JSON, one HTML');
+      assert.equal(doc.tool, 'vdisk study');
+      assert.equal(doc.schema, 2);
       assert.deepEqual(
-        qemuReport.results.map((x: { id: string }) => x.id),
-        vdiskReport.results.map((x: { id: string }) => x.id),
+        doc.engines.map((e: { engine: string }) => e.engine),
+        ['vdisk', 'qemu'],
       );
-      assert.match(await readFile(path.join(dir, 'study-qemu.html'), 'utf8'), /vdisk study of QEMU \(qemu-nbd\)/);
+      assert.deepEqual(doc.notMeasured, []);
+      const [mine, qemu] = doc.engines;
+      assert.deepEqual(
+        qemu.results.map((x: { id: string }) => x.id),
+        mine.results.map((x: { id: string }) => x.id),
+      );
+      for (const e of doc.engines) {
+        assert.equal(e.results.length, 14);
+        for (const x of e.results) {
+          assert.equal(x.status, 'ok', `${e.engine} ${x.id}`);
+          assert.deepEqual(
+            x.workloads.map((w: { name: string; samples: unknown[] }) => [w.name, w.samples.length]),
+            [
+              ['seq-write', 2],
+              ['rand-read', 2],
+            ],
+          );
+        }
+        assert.ok(e.recommendation.pick, `${e.engine} recommends`);
+        assert.equal(e.ranking.length, 14);
+      }
+      // The agreement in the file is the one computed from the two engines' measurements in it.
+      assert.deepEqual(doc.agreement, agreement(mine, qemu));
+      assert.deepEqual(
+        doc.agreement.map((a: { what: string; n: number }) => [a.what, a.n]),
+        [
+          ['seq-write', 14],
+          ['rand-read', 14],
+          ['score', 14],
+        ],
+      );
       assert.match(
         r.stdout,
-        /vdisk against QEMU on this storage: Spearman's ρ .* seq-write (-?\d\.\d\d|-), rand-read (-?\d\.\d\d|-), score/,
+        /vdisk against QEMU on this storage: Spearman's ρ of the rankings of 14 combinations, ties shared \(1: the same order\): seq-write (-?\d\.\d\d|-|all tied), rand-read (-?\d\.\d\d|-|all tied), score/,
       );
+      const page = await readFile(html, 'utf8');
+      assert.match(page, /<title>vdisk study: vdisk and QEMU \(qemu-nbd\), /);
+      assert.equal(page.match(/<figure class="wide" data-compare=/g)?.length, 2);
       assert.deepEqual(await readdir(images), []);
-      const bad = await vdisk([...args, '--engine', 'kvm']);
+
+      // --compare on that file: the two engines against each other, the same ρ as the file's.
+      const compared = await vdisk(['study', '--compare', json]);
+      assert.equal(compared.code, 0, compared.stderr);
+      assert.match(
+        compared.stdout,
+        /^vdisk \(.*study\.json, smoke, .*\) against QEMU \(qemu-nbd\) \(.*study\.json, smoke, .*\): 14 combinations in both\n/,
+      );
+      const seqWrite = doc.agreement[0];
+      const shown = seqWrite.rho === null ? '(-|all tied)' : seqWrite.rho.toFixed(2);
+      assert.match(compared.stdout, new RegExp(`\\nseq-write +${shown} `));
+
+      const bad = await vdisk(['study', ...args, '--engine', 'kvm']);
       assert.equal(bad.code, 1);
       assert.match(bad.stderr, /Invalid --engine: kvm/);
+    });
+  });
+
+  it('without qemu-nbd, says so and still measures and reports vdisk', async () => {
+    await withTempDir(async (dir) => {
+      const images = path.join(dir, 'images');
+      await mkdir(images);
+      const json = path.join(dir, 'study.json');
+      const args = ['study', '--smoke', '--dir', images, '--json', json, '--html', path.join(dir, 'study.html')];
+      const selection = ['--formats', 'raw', '--prealloc', 'off', '--cache', 'writeback', '--workloads', 'seq-write'];
+      const env = { ...process.env, PATH: path.join(dir, 'no-tools') };
+      const r = await vdisk([...args, ...selection, '--engine', 'both'], { env });
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(
+        r.stderr.split('\n')[0],
+        'vdisk: study: qemu-nbd is not installed (Debian: apt-get install qemu-utils); QEMU is not measured',
+      );
+      const doc = JSON.parse(await readFile(json, 'utf8'));
+      assert.deepEqual(
+        doc.engines.map((e: { engine: string }) => e.engine),
+        ['vdisk'],
+      );
+      assert.deepEqual(doc.notMeasured, [
+        { engine: 'qemu', reason: 'qemu-nbd is not installed (Debian: apt-get install qemu-utils)' },
+      ]);
+      assert.deepEqual(doc.agreement, []);
+      assert.equal(doc.engines[0].results[0].status, 'ok');
+      assert.match(
+        await readFile(path.join(dir, 'study.html'), 'utf8'),
+        /<p class="notice">QEMU \(qemu-nbd\) was not measured: qemu-nbd is not installed/,
+      );
+      // Asked for QEMU alone, that is a failure.
+      const alone = await vdisk([...args, ...selection, '--engine', 'qemu'], { env });
+      assert.equal(alone.code, 1);
+      assert.match(alone.stderr, /qemu-nbd is not installed/);
     });
   });
 });

@@ -11,7 +11,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { pathToFileURL } from 'node:url';
-import { vdisk } from '../helpers/run.js';
+import { needTools, vdisk } from '../helpers/run.js';
+import { studyInto } from '../helpers/study.js';
 import { withTempDir } from '../helpers/tmp.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -34,14 +35,50 @@ interface El {
   getBBox(): { height: number };
   textContent: string | null;
 }
-declare const getComputedStyle: (el: El) => { display: string; fill: string };
+declare const getComputedStyle: (el: El) => { display: string; fill: string; fillOpacity: string };
+
+interface Result {
+  id: string;
+  workloads: Array<{ name: string; mibPerSecond: number; iops: number }>;
+}
 
 const missing = existsSync(CHROMIUM) ? undefined : `${CHROMIUM} is missing (apt-get install -y chromium)`;
 if (missing) process.stderr.write(`\n*** SKIPPING the study HTML test: ${missing} ***\n\n`);
 
+/** Opens a report in headless Chromium, collecting console problems and requests. */
+async function withPage(
+  html: string,
+  fn: (page: import('playwright-core').Page) => Promise<void>,
+): Promise<{ problems: string[]; requests: string[] }> {
+  const { chromium } = await import('playwright-core');
+  const profile = await mkdtemp(path.join(os.tmpdir(), 'vdisk-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: FLAGS,
+  });
+  const problems: string[] = [];
+  const requests: string[] = [];
+  const url = pathToFileURL(html).href;
+  try {
+    const page = await context.newPage();
+    page.on('console', (m) => {
+      if (m.type() === 'error' || m.type() === 'warning') problems.push(`console ${m.type()}: ${m.text()}`);
+    });
+    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+    page.on('request', (req) => requests.push(req.url()));
+    await page.setViewportSize({ width: 1400, height: 1000 });
+    await page.goto(url, { waitUntil: 'load' });
+    await fn(page);
+  } finally {
+    await context.close();
+    await rm(profile, { recursive: true, force: true });
+  }
+  return { problems, requests: requests.filter((u) => u !== url && !u.startsWith('data:')) };
+}
+
 describe('vdisk study HTML report', { skip: missing }, () => {
   it('renders its charts in headless Chromium, offline, without console errors', { timeout: 120_000 }, async () => {
-    const { chromium } = await import('playwright-core');
     await withTempDir(async (dir) => {
       const images = path.join(dir, 'images');
       await mkdir(images);
@@ -62,25 +99,7 @@ describe('vdisk study HTML report', { skip: missing }, () => {
       assert.equal(r.code, 0, r.stderr);
       const report = JSON.parse(await readFile(json, 'utf8'));
 
-      const profile = await mkdtemp(path.join(os.tmpdir(), 'vdisk-chromium-'));
-      const context = await chromium.launchPersistentContext(profile, {
-        executablePath: CHROMIUM,
-        headless: true,
-        args: FLAGS,
-      });
-      const problems: string[] = [];
-      const requests: string[] = [];
-      try {
-        const page = await context.newPage();
-        page.on('console', (m) => {
-          if (m.type() === 'error' || m.type() === 'warning') problems.push(`console ${m.type()}: ${m.text()}`);
-        });
-        page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-        page.on('request', (req) => requests.push(req.url()));
-        await page.setViewportSize({ width: 1400, height: 1000 });
-        const url = pathToFileURL(html).href;
-        await page.goto(url, { waitUntil: 'load' });
-
+      const seen = await withPage(html, async (page) => {
         // One figure per workload, each with a drawn linear chart whose bars carry their values.
         const figures = await page.$$eval('figure[data-workload]', (nodes) =>
           (nodes as unknown as El[]).map((el) => {
@@ -148,17 +167,110 @@ describe('vdisk study HTML report', { skip: missing }, () => {
         // The embedded data is the JSON report.
         const embedded = await page.$eval('#study-data', (el) => JSON.parse((el as unknown as El).textContent ?? '{}'));
         assert.deepEqual(embedded.results, report.results);
+      });
+      assert.deepEqual(seen.problems, [], 'no console errors or warnings');
+      assert.deepEqual(seen.requests, [], 'the page fetches nothing');
+    });
+  });
 
-        assert.deepEqual(problems, [], 'no console errors or warnings');
-        assert.deepEqual(
-          requests.filter((u) => u !== url && !u.startsWith('data:')),
-          [],
-          'the page fetches nothing',
+  it('with both engines, draws them side by side, with the agreement and a ranking each', {
+    timeout: 180_000,
+  }, async (t) => {
+    if (!needTools(t, 'qemu-nbd')) return;
+    await withTempDir(async (dir) => {
+      const images = path.join(dir, 'images');
+      await mkdir(images);
+      const workloads = ['seq-write', 'rand-read', 'db-write'];
+      const selection = ['--cache', 'writeback,unsafe', '--workloads', workloads.join(',')];
+      const { html, report: doc } = await studyInto(dir, [
+        '--smoke',
+        '--engine',
+        'both',
+        '--dir',
+        images,
+        ...selection,
+      ]);
+      const [mine, qemu] = doc.engines;
+      const figureOf = (engine: { results: Result[] }, id: string, name: string) => {
+        const w = engine.results.find((x) => x.id === id)!.workloads.find((x) => x.name === name)!;
+        return name === 'seq-write' ? w.mibPerSecond : w.iops;
+      };
+      const seen = await withPage(html, async (page) => {
+        // One wide figure per workload: a pair of bars per combination, vdisk's then QEMU's, with the JSON's figures.
+        const figures = await page.$$eval('figure[data-compare]', (nodes) =>
+          (nodes as unknown as El[]).map((el) => ({
+            workload: el.getAttribute('data-compare'),
+            width: el.getBoundingClientRect().width,
+            bars: Array.from(el.querySelectorAll('svg.chart-linear rect.bar')).map((b) => ({
+              engine: b.getAttribute('data-engine'),
+              id: b.getAttribute('data-id'),
+              value: Number(b.getAttribute('data-value')),
+              opacity: getComputedStyle(b).fillOpacity,
+              drawn: b.getBBox().height > 0,
+            })),
+          })),
         );
-      } finally {
-        await context.close();
-        await rm(profile, { recursive: true, force: true });
-      }
+        assert.deepEqual(
+          figures.map((f) => f.workload),
+          workloads,
+        );
+        for (const f of figures) {
+          assert.ok(f.width > 600, `${f.workload}: drawn wide`);
+          assert.equal(f.bars.length, 2 * mine.results.length, `${f.workload}: two bars per combination`);
+          for (let i = 0; i < f.bars.length; i += 2) {
+            const [a, b] = [f.bars[i]!, f.bars[i + 1]!];
+            assert.deepEqual([a.engine, b.engine, a.id], ['vdisk', 'qemu', b.id], `${f.workload}: pairs`);
+            assert.equal(a.value, figureOf(mine, a.id!, f.workload!));
+            assert.equal(b.value, figureOf(qemu, b.id!, f.workload!));
+            assert.equal(a.opacity, '1');
+            assert.equal(b.opacity, '0.45', 'QEMU bars are pale');
+          }
+          assert.ok(f.bars.some((b) => b.drawn));
+        }
+        // The agreement table: the JSON's ρ per workload and for the score.
+        const rows = await page.$$eval('#agreement tbody tr', (trs) =>
+          (trs as unknown as El[]).map((tr) => [
+            tr.getAttribute('data-what'),
+            tr.querySelector('td:nth-child(2)')?.textContent,
+          ]),
+        );
+        assert.deepEqual(
+          rows,
+          doc.agreement.map((a: { what: string; rho: number | null; strictRho: number | null }) => [
+            a.what,
+            a.rho === null ? (a.strictRho === null ? '-' : 'all tied') : a.rho.toFixed(2),
+          ]),
+        );
+        // A recommendation and a ranking per engine.
+        const recommendations = await page.$$eval('section.recommendation[data-engine]', (els) =>
+          (els as unknown as El[]).map((e) => e.getAttribute('data-engine')),
+        );
+        assert.deepEqual(recommendations, ['vdisk', 'qemu']);
+        for (const e of doc.engines) {
+          const ids = await page.$$eval(`#ranking-${e.engine} tbody tr`, (trs) =>
+            (trs as unknown as El[]).map((tr) => tr.getAttribute('data-id')),
+          );
+          assert.deepEqual(
+            ids,
+            e.ranking.map((x: { id: string }) => x.id),
+            `${e.engine}: ranked as in the JSON`,
+          );
+        }
+        // The log-scale switch covers the paired charts too.
+        await page.click('#log-scale');
+        const shown = await page.$$eval('figure[data-compare] svg.chart', (nodes) =>
+          (nodes as unknown as El[])
+            .filter((e) => getComputedStyle(e).display !== 'none')
+            .map((e) => e.getAttribute('data-scale')),
+        );
+        assert.deepEqual([...new Set(shown)], ['log']);
+        const embedded = await page.$eval('#study-data', (el) => JSON.parse((el as unknown as El).textContent ?? '{}'));
+        assert.deepEqual(embedded, doc);
+        const width = await page.$eval('html', (el) => (el as unknown as { scrollWidth: number }).scrollWidth);
+        assert.ok(width <= 1400, `the page fits 1400 px (${width})`);
+      });
+      assert.deepEqual(seen.problems, [], 'no console errors or warnings');
+      assert.deepEqual(seen.requests, [], 'the page fetches nothing');
     });
   });
 });

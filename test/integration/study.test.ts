@@ -40,7 +40,9 @@ describe('vdisk study', () => {
 
       const report = JSON.parse(await readFile(json, 'utf8'));
       assert.equal(report.tool, 'vdisk study');
-      assert.equal(report.schema, 1);
+      assert.equal(report.schema, 2);
+      assert.equal(report.engine, 'vdisk');
+      assert.equal(report.server, null);
       assert.match(report.command, /^vdisk study --smoke/);
       assert.equal(report.size, 4 * 1024 * 1024);
       assert.equal(report.profile.name, 'smoke');
@@ -90,7 +92,15 @@ describe('vdisk study', () => {
           assertPercentiles(w.latencyMs, `${what} latency`);
           assertPercentiles(w.flushLatencyMs, `${what} flush latency`);
           assert.equal(typeof w.cutShort, 'boolean');
-          assert.equal(w.samples.length, 1);
+          assert.equal(w.samples.length, PROFILES.smoke.repeats, `${what}: one sample per repetition`);
+          const figures = w.samples.map((m: { iops: number; mibPerSecond: number }) =>
+            ['rand-read', 'db-write', 'db-rewrite'].includes(w.name) ? m.iops : m.mibPerSecond,
+          );
+          const median = ['rand-read', 'db-write', 'db-rewrite'].includes(w.name) ? w.iops : w.mibPerSecond;
+          assert.ok(
+            median >= Math.min(...figures) && median <= Math.max(...figures),
+            `${what}: the median of its samples`,
+          );
           if (['install', 'seq-write', 'db-write', 'db-rewrite'].includes(w.name)) {
             assert.ok(w.flushes >= 1, `${what} ends with a flush`);
           }
@@ -102,10 +112,16 @@ describe('vdisk study', () => {
         ranked.map((x: { rank: number }) => x.rank),
         ranked.map((_: unknown, i: number) => i + 1),
       );
+      // The range of places holds the strict place, and the score lies within its spread.
+      for (const x of ranked) {
+        const [best, worst] = x.rankRange;
+        assert.ok(best <= x.rank && x.rank <= worst && worst <= ranked.length, x.id);
+        assert.ok(x.scoreLow <= x.score && x.score <= x.scoreHigh, x.id);
+      }
       assert.ok(report.recommendation.text.length >= 1);
 
       // The terminal: the table (every combination), the recommendation, the two paths.
-      assert.match(r.stdout, /^vdisk study \(smoke\): 35 combinations × 6 workloads, 4 MiB images in /);
+      assert.match(r.stdout, /^vdisk study \(smoke\): 35 combinations × 6 workloads × 2 repetitions, 4 MiB images in /);
       for (const id of expected) {
         const [format, prealloc, cache] = id.split('/');
         assert.match(r.stdout, new RegExp(`\\b${format}\\s+${prealloc}\\s+${cache}\\b`), `${id} in the table`);
@@ -206,9 +222,24 @@ describe('vdisk study', () => {
         [['--quick', '--full'], /^vdisk: Choose one of --quick, --full and --smoke/],
         [['--size', '64k'], /^vdisk: The study needs images of at least 1 MiB$/],
         [['extra'], /^vdisk: Unexpected argument: extra/],
+        [['--nbd-scratch'], /^vdisk: --nbd-scratch goes with --nbd/],
+        [['--nbd', 'disk.img', '--nbd-scratch'], /^vdisk: Not an NBD URI: 'disk\.img'/],
+        [
+          ['--nbd', 'nbd+unix:///?socket=/nonexistent.sock'],
+          /^vdisk: The study writes over the first 256 MiB of 'nbd\+unix:\/\/\/\?socket=\/nonexistent\.sock', destroying what is there; if the export holds nothing to keep, confirm with --nbd-scratch$/,
+        ],
+        [
+          ['--nbd', 'nbd://localhost/x', '--nbd-scratch', '--cache', 'none'],
+          /^vdisk: --cache does not apply to --nbd, which measures one export as its server is set up/,
+        ],
+        [['--compare'], /^vdisk: --compare takes one or two study JSON files/],
+        [['--compare', 'a.json', 'b.json', '--quick'], /^vdisk: --compare measures nothing: --quick does not apply/],
+        [['--compare', 'missing.json'], /^vdisk: Could not read 'missing\.json'/],
       ];
       for (const [args, message] of cases) {
-        const r = await vdisk(['study', '--dir', dir, ...args], { cwd: dir });
+        // --nbd and --compare make no images, so they take no --dir.
+        const where = args.includes('--nbd') || args.includes('--compare') ? [] : ['--dir', dir];
+        const r = await vdisk(['study', ...where, ...args], { cwd: dir });
         assert.equal(r.code, 1, args.join(' '));
         assert.equal(lines(r.stderr).length, 1, r.stderr);
         assert.match(r.stderr.trim(), message);

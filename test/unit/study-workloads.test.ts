@@ -4,8 +4,18 @@ import { describe, it } from 'node:test';
 import { percentiles } from '../../src/tools/study/execute.js';
 import { PROFILES, parseNameList, studyMatrix } from '../../src/tools/study/matrix.js';
 import { rankResults, score } from '../../src/tools/study/rank.js';
-import type { CombinationResult, WorkloadResult } from '../../src/tools/study/runner.js';
-import { type Step, seededRandom, studyLayout, WORKLOADS, workload } from '../../src/tools/study/workloads.js';
+import type { CombinationResult } from '../../src/tools/study/runner.js';
+import {
+  type Part,
+  partOf,
+  type Step,
+  seededRandom,
+  studyLayout,
+  WHOLE,
+  WORKLOADS,
+  workload,
+} from '../../src/tools/study/workloads.js';
+import { combinationOf } from '../helpers/study.js';
 
 type Io = Exclude<Step, { op: 'flush' }>;
 const io = (steps: readonly Step[], op?: 'read' | 'write'): Io[] =>
@@ -17,7 +27,13 @@ const MiB = 1024 * KiB;
 function stepsOf(name: (typeof WORKLOADS)[number]['name'], size = 256 * MiB, seqWritten?: number): Step[] {
   const layout = studyLayout(size);
   return [
-    ...workload(name).steps(layout, { seqWritten: seqWritten ?? layout.seq.length }, PROFILES.quick, seededRandom(7)),
+    ...workload(name).steps(
+      layout,
+      { seqWritten: seqWritten ?? layout.seq.length },
+      PROFILES.quick,
+      seededRandom(7),
+      WHOLE,
+    ),
   ];
 }
 
@@ -89,7 +105,75 @@ describe('study workloads', () => {
         assert.ok(s.offset >= layout.seq.start && s.offset + s.length <= layout.seq.start + written, name);
       }
     }
-    assert.equal(stepsOf('seq-read', 256 * MiB, written).length, 10);
+    // seq-read goes over the written data pass after pass (the time limit ends it), 1 MiB at a time.
+    const reads = io(stepsOf('seq-read', 256 * MiB, written));
+    assert.equal(reads.length % 10, 0);
+    assert.ok(reads.length >= 20, 'more than one pass');
+    assert.deepEqual(
+      reads.slice(0, 12).map((s) => (s.offset - layout.seq.start) / MiB),
+      [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1],
+    );
+  });
+});
+
+describe('study workloads, repeated', () => {
+  const layout = studyLayout(256 * MiB);
+  const parts = [0, 1, 2].map((index) => ({ index, of: 3 }));
+  const partSteps = (name: (typeof WORKLOADS)[number]['name'], part: Part, seqWritten = 0) => [
+    ...workload(name).steps(layout, { seqWritten }, PROFILES.quick, seededRandom(7), part),
+  ];
+
+  it('cuts a region into adjacent shares of whole 64 KiB slots', () => {
+    const shares = parts.map((part) => partOf(layout.db, part));
+    assert.equal(shares[0]!.start, layout.db.start);
+    for (let i = 1; i < 3; i++) assert.equal(shares[i]!.start, shares[i - 1]!.start + shares[i - 1]!.length);
+    assert.equal(shares[2]!.start + shares[2]!.length, layout.db.start + layout.db.length);
+    for (const share of shares) assert.equal(share.length % (64 * KiB), 0);
+    assert.deepEqual(partOf(layout.db, WHOLE), layout.db);
+  });
+
+  it('first-touch writes: each repetition writes only its own share, so each one allocates', () => {
+    for (const [name, region] of [
+      ['install', layout.install],
+      ['db-write', layout.db],
+    ] as const) {
+      const touched = parts.map((part) => {
+        const share = partOf(region, part);
+        const writes = io(partSteps(name, part), 'write');
+        assert.ok(writes.length > 0, `${name} ${part.index}`);
+        for (const s of writes) assert.ok(s.offset >= share.start && s.offset + s.length <= share.start + share.length);
+        return new Set(writes.map((s) => Math.floor(s.offset / (64 * KiB))));
+      });
+      for (const slot of touched[0]!) assert.ok(!touched[1]!.has(slot) && !touched[2]!.has(slot), name);
+    }
+  });
+
+  it('seq-write goes on where the last repetition stopped, up to the end of its share', () => {
+    const shareEnd = (i: number) => partOf(layout.seq, parts[i]!).start + partOf(layout.seq, parts[i]!).length;
+    // The first repetition was cut short after 5 MiB: the second starts there.
+    const second = io(partSteps('seq-write', parts[1]!, 5 * MiB));
+    assert.equal(second[0]!.offset, layout.seq.start + 5 * MiB);
+    assert.equal(second.at(-1)!.offset + second.at(-1)!.length, shareEnd(1));
+    for (let i = 1; i < second.length; i++)
+      assert.equal(second[i]!.offset, second[i - 1]!.offset + second[i - 1]!.length);
+    // Nothing left of a share already written.
+    assert.deepEqual(partSteps('seq-write', parts[0]!, shareEnd(0) - layout.seq.start), []);
+  });
+
+  it('reads and rewrites: the same written data each time, other places with another seed', () => {
+    const written = 10 * MiB;
+    const a = io([
+      ...workload('rand-read').steps(layout, { seqWritten: written }, PROFILES.quick, seededRandom(1), parts[0]!),
+    ]);
+    const b = io([
+      ...workload('rand-read').steps(layout, { seqWritten: written }, PROFILES.quick, seededRandom(2), parts[1]!),
+    ]);
+    assert.equal(a.length, PROFILES.quick.readOps);
+    assert.notDeepEqual(a.slice(0, 10), b.slice(0, 10));
+    for (const s of [...a, ...b])
+      assert.ok(s.offset >= layout.seq.start && s.offset + s.length <= layout.seq.start + written);
+    const rewrite = io(partSteps('db-rewrite', parts[2]!, written));
+    assert.equal(rewrite.length, Math.min(PROFILES.quick.randomOps, written / (64 * KiB)));
   });
 });
 
@@ -102,40 +186,8 @@ describe('study statistics', () => {
   });
 
   it('scores are geometric means of fractions of the best; combinations that did not run come last', () => {
-    const w = (name: WorkloadResult['name'], value: number): WorkloadResult => {
-      const p = { p50: 1, p95: 1, p99: 1, max: 1, mean: 1 };
-      const m = {
-        ops: 1,
-        bytes: 1,
-        seconds: 1,
-        mibPerSecond: value,
-        iops: value,
-        latencyMs: p,
-        flushes: 0,
-        flushLatencyMs: p,
-        cutShort: false,
-      };
-      return { name, queueDepth: 1, ...m, samples: [m] };
-    };
-    const result = (id: string, status: CombinationResult['status'], a: number, b: number): CombinationResult => {
-      const [format, prealloc, cache] = id.split('/') as [
-        CombinationResult['format'],
-        CombinationResult['prealloc'],
-        CombinationResult['cache'],
-      ];
-      return {
-        id,
-        format,
-        prealloc,
-        cache,
-        safety: 'flush-safe',
-        status,
-        reason: status === 'ok' ? null : 'no',
-        create: null,
-        afterRun: null,
-        workloads: status === 'ok' ? [w('seq-write', a), w('rand-read', b)] : [],
-      };
-    };
+    const result = (id: string, status: CombinationResult['status'], a: number, b: number) =>
+      combinationOf(id, { 'seq-write': [a], 'rand-read': [b] }, status);
     const results = [
       result('raw/off/none', 'unsupported', 0, 0),
       result('raw/off/writeback', 'ok', 100, 1000),

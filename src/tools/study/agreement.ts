@@ -1,17 +1,24 @@
 /**
- * How far two engines' studies of the same storage agree: Spearman's rank correlation of the
- * combinations' figures, per workload and for the overall score, over the combinations both ran.
- * 1 is the same order, 0 no relation, −1 the reverse.
+ * How far two studies of the same storage agree (two engines, or two runs of one): Spearman's
+ * rank correlation of the combinations, per workload and for the overall score, over the
+ * combinations both ran. 1 is the same order, 0 no relation, −1 the reverse.
+ *
+ * Two figures are given: ρ of the rankings with ties (combinations within each other's measured
+ * spread share their mean rank, ties.ts), which is the ranking the study reports, and ρ of the
+ * strict order of the medians, which also counts the order of combinations no run can tell apart.
  */
-import { bestFigures, figure, score } from './rank.js';
-import type { StudyRun } from './runner.js';
+import { bestFigures, figureSpread, scoreSpread } from './rank.js';
+import type { StudyRun } from './results.js';
+import { pearson, type Spread, tiedSpearman } from './ties.js';
 import type { WorkloadName } from './workloads.js';
 
 export interface Agreement {
   /** A workload, or 'score' for the overall score. */
   what: WorkloadName | 'score';
-  /** Null with fewer than three combinations in common, or when one side has no spread. */
+  /** ρ of the rankings with ties; null with fewer than three combinations in common, or no spread. */
   rho: number | null;
+  /** ρ of the strict order of the medians. */
+  strictRho: number | null;
   /** Combinations compared. */
   n: number;
 }
@@ -29,54 +36,48 @@ function ranks(values: readonly number[]): number[] {
   return out;
 }
 
-/** Spearman's ρ: Pearson's correlation of the ranks. */
+/** Spearman's ρ: Pearson's correlation of the ranks (equal values share their mean rank). */
 export function spearman(a: readonly number[], b: readonly number[]): number | null {
   if (a.length !== b.length || a.length < 3) return null;
-  const ra = ranks(a);
-  const rb = ranks(b);
-  const mean = (a.length + 1) / 2;
-  let num = 0;
-  let da = 0;
-  let db = 0;
-  for (let i = 0; i < ra.length; i++) {
-    num += (ra[i]! - mean) * (rb[i]! - mean);
-    da += (ra[i]! - mean) ** 2;
-    db += (rb[i]! - mean) ** 2;
-  }
-  return da === 0 || db === 0 ? null : num / Math.sqrt(da * db);
+  return pearson(ranks(a), ranks(b));
 }
 
-export function agreement(first: StudyRun, second: StudyRun): Agreement[] {
+function compare(what: Agreement['what'], pairs: ReadonlyArray<readonly [Spread, Spread]>): Agreement {
+  const a = pairs.map((p) => p[0]);
+  const b = pairs.map((p) => p[1]);
+  return {
+    what,
+    rho: tiedSpearman(a, b),
+    strictRho: spearman(
+      a.map((s) => s.median),
+      b.map((s) => s.median),
+    ),
+    n: pairs.length,
+  };
+}
+
+type Compared = Pick<StudyRun, 'results' | 'workloads'>;
+
+export function agreement(first: Compared, second: Compared): Agreement[] {
   const other = new Map(second.results.map((r) => [r.id, r]));
   const pairs = first.results
     .filter((r) => r.status === 'ok' && other.get(r.id)?.status === 'ok')
     .map((r) => [r, other.get(r.id)!] as const);
   const out: Agreement[] = [];
   for (const name of first.workloads.filter((w) => second.workloads.includes(w))) {
-    const a: number[] = [];
-    const b: number[] = [];
+    const spreads: Array<readonly [Spread, Spread]> = [];
     for (const [x, y] of pairs) {
       const wx = x.workloads.find((w) => w.name === name);
       const wy = y.workloads.find((w) => w.name === name);
-      if (wx && wy) {
-        a.push(figure(wx));
-        b.push(figure(wy));
-      }
+      if (wx && wy) spreads.push([figureSpread(wx), figureSpread(wy)]);
     }
-    out.push({ what: name, rho: spearman(a, b), n: a.length });
+    out.push(compare(name, spreads));
   }
   const bestA = bestFigures(first.results);
   const bestB = bestFigures(second.results);
   const scored = pairs
-    .map(([x, y]) => [score(x, bestA), score(y, bestB)] as const)
-    .filter((p): p is readonly [number, number] => p[0] !== null && p[1] !== null);
-  out.push({
-    what: 'score',
-    rho: spearman(
-      scored.map((p) => p[0]),
-      scored.map((p) => p[1]),
-    ),
-    n: scored.length,
-  });
+    .map(([x, y]) => [scoreSpread(x, bestA), scoreSpread(y, bestB)] as const)
+    .filter((p): p is readonly [Spread, Spread] => p[0] !== null && p[1] !== null);
+  out.push(compare('score', scored));
   return out;
 }

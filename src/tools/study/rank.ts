@@ -4,13 +4,30 @@
  * geometric mean of those fractions: 1.00 would be the best at everything, 0.50 half as fast as
  * the best on a typical workload. Sub-scores take the same mean over a subset of the workloads
  * (writes only, first-touch writes only, steady-state writes only).
+ *
+ * Each figure is the median of its samples (the repetitions and rounds), and its spread is the
+ * range of the samples; a score's spread is the same mean taken over the low and the high ends.
+ * Combinations whose scores are within each other's spread are tied, and a rank becomes the range
+ * of places a combination could take (ties.ts).
  */
-import type { CombinationResult, StudyRun, WorkloadResult } from './runner.js';
+import type { Measurement } from './execute.js';
+import type { CombinationResult, StudyRun, WorkloadResult } from './results.js';
+import { rankWithTies, type Spread, spreadOf, type TiedRank } from './ties.js';
 import { type WorkloadName, workload } from './workloads.js';
 
 /** The figure a workload is ranked by. */
 export function figure(w: WorkloadResult): number {
-  return workload(w.name).metric === 'IOPS' ? w.iops : w.mibPerSecond;
+  return figureOf(w.name, w);
+}
+
+function figureOf(name: WorkloadName, m: Measurement): number {
+  return workload(name).metric === 'IOPS' ? m.iops : m.mibPerSecond;
+}
+
+/** A workload's figure with the range of its samples. */
+export function figureSpread(w: WorkloadResult): Spread {
+  const samples = w.samples.length > 0 ? w.samples : [w];
+  return { ...spreadOf(samples.map((s) => figureOf(w.name, s))), median: figure(w) };
 }
 
 export function figureText(name: WorkloadName, value: number): string {
@@ -40,17 +57,26 @@ export function bestFigures(results: readonly CombinationResult[]): Best {
 
 /** The geometric mean of a result's fractions of the best, over the named workloads; null if none. */
 export function score(result: CombinationResult, best: Best, names?: readonly WorkloadName[]): number | null {
+  return scoreSpread(result, best, names)?.median ?? null;
+}
+
+/**
+ * The score, and its spread: the score of each repetition (the geometric mean of the j-th sample
+ * of every workload) spreads as the score itself would between runs, independent noise of the
+ * workloads averaging out as it does in the median's score.
+ */
+export function scoreSpread(result: CombinationResult, best: Best, names?: readonly WorkloadName[]): Spread | null {
   if (result.status !== 'ok') return null;
-  let logSum = 0;
-  let n = 0;
-  for (const w of result.workloads) {
-    if (names && !names.includes(w.name)) continue;
-    const top = best.get(w.name) ?? 0;
-    if (top <= 0) continue;
-    logSum += Math.log(Math.max(figure(w) / top, 1e-6));
-    n++;
-  }
-  return n === 0 ? null : Math.exp(logSum / n);
+  const used = result.workloads.filter((w) => (!names || names.includes(w.name)) && (best.get(w.name) ?? 0) > 0);
+  if (used.length === 0) return null;
+  const meanOf = (fraction: (w: WorkloadResult) => number) =>
+    Math.exp(used.reduce((sum, w) => sum + Math.log(Math.max(fraction(w), 1e-6)), 0) / used.length);
+  const median = meanOf((w) => figure(w) / best.get(w.name)!);
+  const draws = Math.min(...used.map((w) => w.samples.length));
+  const perDraw: number[] = [];
+  for (let j = 0; j < draws; j++) perDraw.push(meanOf((w) => figureOf(w.name, w.samples[j]!) / best.get(w.name)!));
+  const spread = draws > 0 ? spreadOf(perDraw) : { median, low: median, high: median };
+  return { median, low: Math.min(spread.low, median), high: Math.max(spread.high, median) };
 }
 
 export const WRITE_WORKLOADS: readonly WorkloadName[] = ['install', 'seq-write', 'db-write', 'db-rewrite'];
@@ -62,28 +88,43 @@ export interface Ranked {
   result: CombinationResult;
   /** 1 for the best; null for combinations that did not run. */
   rank: number | null;
+  /** The places it could take, given the combinations it ties with (ties.ts); null when it did not run. */
+  tie: TiedRank | null;
   score: number | null;
+  scoreSpread: Spread | null;
   writes: number | null;
   firstTouch: number | null;
   steady: number | null;
   reads: number | null;
 }
 
+/** "3" for a place of its own, "3–7" for the places a combination tied with others could take. */
+export function rankText(tie: TiedRank | null): string {
+  if (tie === null) return '-';
+  return tie.ties === 0 ? String(tie.best) : `${tie.best}–${tie.worst}`;
+}
+
 /** Every combination, best first; those that did not run follow in matrix order. */
 export function rankResults(run: Pick<StudyRun, 'results'>): Ranked[] {
   const best = bestFigures(run.results);
-  const all = run.results.map((result) => ({
-    result,
-    rank: null as number | null,
-    score: score(result, best),
-    writes: score(result, best, WRITE_WORKLOADS),
-    firstTouch: score(result, best, FIRST_TOUCH_WORKLOADS),
-    steady: score(result, best, STEADY_WORKLOADS),
-    reads: score(result, best, READ_WORKLOADS),
-  }));
+  const all = run.results.map(
+    (result): Ranked => ({
+      result,
+      rank: null,
+      tie: null,
+      score: score(result, best),
+      scoreSpread: scoreSpread(result, best),
+      writes: score(result, best, WRITE_WORKLOADS),
+      firstTouch: score(result, best, FIRST_TOUCH_WORKLOADS),
+      steady: score(result, best, STEADY_WORKLOADS),
+      reads: score(result, best, READ_WORKLOADS),
+    }),
+  );
   const ran = all.filter((r) => r.score !== null).sort((a, b) => b.score! - a.score!);
+  const ties = rankWithTies(ran.map((r) => r.scoreSpread!));
   ran.forEach((r, i) => {
     r.rank = i + 1;
+    r.tie = ties[i]!;
   });
   return [...ran, ...all.filter((r) => r.score === null)];
 }

@@ -17,7 +17,8 @@ import type { CacheModeName } from '../../block/cache-mode.js';
 import type { Preallocation } from '../../block/preallocation.js';
 import { SAFETY_TEXT, type StudyFormat } from './matrix.js';
 import { formatNumber, type Ranked, rankResults } from './rank.js';
-import type { StudyRun } from './runner.js';
+import type { StudyRun } from './results.js';
+import { isTie } from './ties.js';
 
 export interface Pick {
   id: string;
@@ -39,6 +40,8 @@ export interface PreallocationAdvice {
 export interface Recommendation {
   /** Best flush-safe combination; null when none ran. */
   pick: Pick | null;
+  /** Flush-safe combinations whose score ties with the pick's (within the measured spread). */
+  tiedWithPick: string[];
   /** Best flush-safe combination of each format. */
   perFormat: Partial<Record<StudyFormat, Pick>>;
   /** Best combination where every write is durable, and its write score relative to the pick. */
@@ -87,7 +90,26 @@ function choose(flushSafe: readonly Ranked[]): Ranked | undefined {
   return none && none.score! >= top.score! * CLOSE ? none : top;
 }
 
+/** An NBD export has no alternatives to rank: the recommendation says so and what to compare. */
+function serverNote(run: StudyRun): Recommendation {
+  return {
+    pick: null,
+    tiedWithPick: [],
+    perFormat: {},
+    durable: null,
+    unsafe: null,
+    preallocation: [],
+    preallocationPick: null,
+    text: [
+      `One NBD export (${run.server?.uri ?? '?'}) measured with its server's own settings: there is nothing to rank. ` +
+        'Run the study again with the server set up another way, or run `vdisk study` on the storage behind it, ' +
+        'and compare the figures.',
+    ],
+  };
+}
+
 export function recommend(run: StudyRun): Recommendation {
+  if (run.engine === 'nbd') return serverNote(run);
   const ranked = rankResults(run).filter((r) => r.score !== null);
   const flushSafe = ranked.filter((r) => r.result.safety === 'flush-safe');
   const chosen = choose(flushSafe);
@@ -101,6 +123,7 @@ export function recommend(run: StudyRun): Recommendation {
   const unsafeRanked = ranked.filter((r) => r.result.safety === 'volatile')[0];
   const ratio = (r: Ranked | undefined) =>
     r && chosen && r.writes !== null && chosen.writes ? r.writes / chosen.writes : null;
+  const tiedWithPick = flushSafe.filter((r) => chosen && r !== chosen && tiesWith(chosen, r)).map((r) => r.result.id);
   const durable = pickOf(durableRanked);
   const unsafe = pickOf(unsafeRanked);
 
@@ -140,6 +163,12 @@ export function recommend(run: StudyRun): Recommendation {
         `scores ${formatNumber(top.score!)}). cache=${pick.cache} is ${SAFETY_TEXT['flush-safe']}; ` +
         `modern guest OSes and databases flush when they need data on disk.`,
     );
+    if (tiedWithPick.length > 0) {
+      text.push(
+        `Tied with it (within the spread of the repeated measurements, and as safe): ${tiedWithPick.join(', ')}. ` +
+          'Which of them comes first is not a stable result here; choose among them for other reasons.',
+      );
+    }
     const formats = Object.values(perFormat);
     if (formats.length > 1) {
       text.push(
@@ -180,6 +209,7 @@ export function recommend(run: StudyRun): Recommendation {
   }
   return {
     pick,
+    tiedWithPick,
     perFormat,
     durable: durable ? { ...durable, writeRatio: ratio(durableRanked) } : null,
     unsafe: unsafe ? { ...unsafe, writeRatio: ratio(unsafeRanked) } : null,
@@ -187,6 +217,14 @@ export function recommend(run: StudyRun): Recommendation {
     preallocationPick,
     text,
   };
+}
+
+/** True when two combinations' scores are within each other's measured spread. */
+function tiesWith(a: Ranked, b: Ranked): boolean {
+  if (!a.scoreSpread || !b.scoreSpread) return false;
+  return a.scoreSpread.median >= b.scoreSpread.median
+    ? isTie(a.scoreSpread, b.scoreSpread)
+    : isTie(b.scoreSpread, a.scoreSpread);
 }
 
 function order(p: Preallocation): number {

@@ -7,10 +7,11 @@ import { writeFile } from 'node:fs/promises';
 import { fromSystemError } from '../../block/errors.js';
 import { rankResults } from './rank.js';
 import { type Recommendation, recommend } from './recommend.js';
-import type { StudyRun } from './runner.js';
+import type { StudyRun } from './results.js';
 import { WORKLOADS, type Workload } from './workloads.js';
 
-export const STUDY_SCHEMA = 1;
+/** 2: repeated workloads (samples per repetition), ties in the ranking, `server` for NBD studies. */
+export const STUDY_SCHEMA = 2;
 
 export interface StudyReport extends StudyRun {
   tool: 'vdisk study';
@@ -23,8 +24,17 @@ export interface StudyReport extends StudyRun {
   /** Combination ids best first, with their scores (null: did not run). */
   ranking: Array<{
     id: string;
+    /** The strict order of the scores. */
     rank: number | null;
+    /**
+     * The places it could take, best and worst, given the combinations within its measured spread
+     * (ties.ts): [3, 3] for a place of its own, [3, 7] when it ties with four others.
+     */
+    rankRange: [number, number] | null;
     score: number | null;
+    /** The score over the low and high ends of each figure's spread. */
+    scoreLow: number | null;
+    scoreHigh: number | null;
     writes: number | null;
     firstTouch: number | null;
     steady: number | null;
@@ -53,7 +63,10 @@ export function studyReport(run: StudyRun, command: string): StudyReport {
     ranking: rankResults(run).map((r) => ({
       id: r.result.id,
       rank: r.rank,
+      rankRange: r.tie ? [r.tie.best, r.tie.worst] : null,
       score: r.score,
+      scoreLow: r.scoreSpread?.low ?? null,
+      scoreHigh: r.scoreSpread?.high ?? null,
       writes: r.writes,
       firstTouch: r.firstTouch,
       steady: r.steady,
@@ -63,7 +76,7 @@ export function studyReport(run: StudyRun, command: string): StudyReport {
   };
 }
 
-export async function writeJsonReport(file: string, report: StudyReport): Promise<void> {
+export async function writeJsonReport(file: string, report: object): Promise<void> {
   try {
     await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
   } catch (err) {

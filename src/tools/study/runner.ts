@@ -15,34 +15,20 @@ import { fromSystemError, isVdiskError, VdiskError } from '../../block/errors.js
 import { type OpenImageOptions, openImage } from '../../engine/open.js';
 import { createImage } from '../create.js';
 import { formatSize } from '../size.js';
-import { execute, type Measurement, median, medianMeasurement } from './execute.js';
-import { type FilesystemInfo, filesystemInfo, type LoadInfo, type MachineInfo, machineInfo } from './machine.js';
-import {
-  type Combination,
-  type MatrixSelection,
-  type Safety,
-  type StudyProfile,
-  safetyOf,
-  studyMatrix,
-} from './matrix.js';
+import { median, medianMeasurement } from './execute.js';
+import { runImageWorkloads, warmUpProfile } from './image-workloads.js';
+import { filesystemInfo, machineInfo } from './machine.js';
+import { type Combination, type MatrixSelection, type StudyProfile, safetyOf, studyMatrix } from './matrix.js';
 import { openThroughQemuNbd, type ServedImage } from './qemu-engine.js';
-import {
-  type ImageState,
-  needsSequentialData,
-  seededRandom,
-  studyLayout,
-  WORKLOADS,
-  type WorkloadName,
-  workload,
-} from './workloads.js';
+import type { CombinationResult, SpaceUse, StudyEngine, StudyRun, WorkloadResult } from './results.js';
+import { WORKLOADS, type WorkloadName } from './workloads.js';
 
-/** Whose block layer the workloads measure: vdisk's, or QEMU's through qemu-nbd (qemu-engine.ts). */
-export type StudyEngine = 'vdisk' | 'qemu';
+export type { CombinationResult, SpaceUse, StudyEngine, StudyRun, WorkloadResult } from './results.js';
 
 export interface StudyOptions {
   profile: StudyProfile;
   /** Default vdisk. */
-  engine?: StudyEngine;
+  engine?: Exclude<StudyEngine, 'nbd'>;
   /** Image size in bytes; default the profile's. */
   size?: number;
   selection: MatrixSelection;
@@ -61,47 +47,6 @@ export interface StudyProgress {
   total: number;
   combination: Combination;
   step: 'create' | WorkloadName;
-}
-
-export interface WorkloadResult extends Measurement {
-  name: WorkloadName;
-  queueDepth: number;
-  /** Each round's measurement; the fields above are their field-by-field medians. */
-  samples: Measurement[];
-}
-
-export interface SpaceUse {
-  /** The file's length. */
-  fileBytes: number;
-  /** Bytes the file occupies on disk (st_blocks × 512). */
-  allocatedBytes: number;
-}
-
-export interface CombinationResult extends Combination {
-  safety: Safety;
-  status: 'ok' | 'unsupported' | 'failed';
-  /** Why a combination is unsupported or failed; null when ok. */
-  reason: string | null;
-  /** Creation (seconds: the median over the rounds) and the new image's size. */
-  create: (SpaceUse & { seconds: number; samples: number[] }) | null;
-  /** The image's size after the workloads. */
-  afterRun: SpaceUse | null;
-  workloads: WorkloadResult[];
-}
-
-export interface StudyRun {
-  engine: StudyEngine;
-  startedAt: string;
-  finishedAt: string;
-  seconds: number;
-  profile: StudyProfile;
-  size: number;
-  selection: MatrixSelection;
-  workloads: WorkloadName[];
-  machine: MachineInfo;
-  filesystem: FilesystemInfo;
-  load: LoadInfo;
-  results: CombinationResult[];
 }
 
 async function spaceUse(file: string): Promise<SpaceUse> {
@@ -159,7 +104,10 @@ async function runCombination(
       return fail(err);
     }
     try {
-      await runWorkloads(opened.backend, options, result, progress);
+      await runImageWorkloads(opened.backend, options, (w) => {
+        result.workloads.push(w);
+        progress(w.name);
+      });
     } catch (err) {
       fail(err);
     } finally {
@@ -187,42 +135,6 @@ async function openFor(
     cache: combination.cache,
   });
   return { backend, release: () => backend.close() };
-}
-
-async function runWorkloads(
-  backend: BlockBackend,
-  options: StudyOptions & { size: number },
-  result: CombinationResult,
-  progress: (step: WorkloadName) => void,
-): Promise<void> {
-  const layout = studyLayout(backend.length);
-  const state: ImageState = { seqWritten: 0 };
-  const selected = new Set(options.workloads);
-  if (!selected.has('seq-write') && [...selected].some(needsSequentialData)) {
-    // The reads and the rewrite need written data: write the sequential region, untimed.
-    const fill = workload('seq-write').steps(layout, state, options.profile, seededRandom(0));
-    await execute(backend, fill, {
-      queueDepth: 8,
-      seconds: Number.POSITIVE_INFINITY,
-      finalFlush: true,
-      signal: options.signal,
-    });
-    state.seqWritten = layout.seq.length;
-  }
-  for (const [index, w] of WORKLOADS.entries()) {
-    if (!selected.has(w.name)) continue;
-    const steps = w.steps(layout, state, options.profile, seededRandom(0x5eed + index));
-    const measured = await execute(backend, steps, {
-      queueDepth: w.queueDepth,
-      seconds: options.profile.workloadSeconds,
-      finalFlush: w.writes,
-      signal: options.signal,
-    });
-    // seq-write writes in order from the region's start, and every request it issued completed.
-    if (w.name === 'seq-write') state.seqWritten = measured.bytes;
-    result.workloads.push({ name: w.name, queueDepth: w.queueDepth, ...measured, samples: [measured] });
-    progress(w.name);
-  }
 }
 
 /** One combination's rounds as one result: medians, every sample kept, the worst status. */
@@ -279,6 +191,12 @@ export async function runStudy(options: StudyOptions): Promise<StudyRun> {
     const total = rounds * combinations.length * perCombination;
     let done = 0;
     const byId = new Map<string, CombinationResult[]>(combinations.map((c) => [c.id, []]));
+    // Untimed: the first combination measured would otherwise also pay for compiling the hot paths.
+    await runCombination(
+      combinations[0]!,
+      { ...options, profile: warmUpProfile(options.profile), size, workdir, workloads },
+      () => {},
+    );
     for (let round = 0; round < rounds; round++) {
       // Odd rounds run backwards, so slow drift of the machine does not favour one end of the matrix.
       const order = round % 2 === 0 ? combinations : [...combinations].reverse();
@@ -310,6 +228,7 @@ export async function runStudy(options: StudyOptions): Promise<StudyRun> {
       machine: machineInfo(),
       filesystem,
       load: { start: loadAtStart, end: os.loadavg() },
+      server: null,
       results,
     };
   } finally {

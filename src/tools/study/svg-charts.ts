@@ -16,6 +16,12 @@ export interface Bar {
   data: Record<string, string>;
   /** Space before this bar, in bar widths (to separate formats within a group). */
   gapBefore?: number;
+  /** Another class beside "bar", for a look of its own (a pale bar, another engine's bar). */
+  className?: string;
+}
+
+function barClass(bar: Bar): string {
+  return bar.className ? `bar ${bar.className}` : 'bar';
 }
 
 export interface BarGroup {
@@ -127,7 +133,7 @@ export function groupedBarChart(options: GroupedChartOptions): string {
       } else {
         const y = scale.y(bar.value);
         parts.push(
-          `<rect class="bar" x="${fmt(x + 0.5)}" y="${fmt(y)}" width="${fmt(Math.max(1, barWidth - 1))}" ` +
+          `<rect class="${barClass(bar)}" x="${fmt(x + 0.5)}" y="${fmt(y)}" width="${fmt(Math.max(1, barWidth - 1))}" ` +
             `height="${fmt(Math.max(0, bottom - y))}" fill="${bar.fill}" data-value="${bar.value}"${attrs(bar.data)}>` +
             `<title>${esc(bar.title)}</title></rect>`,
         );
@@ -181,7 +187,7 @@ export function horizontalBarChart(options: {
       }
       const bw = Math.max(1, w(bar.value));
       parts.push(
-        `<rect class="bar" x="${left}" y="${fmt(y)}" width="${fmt(bw)}" height="${barHeight}" fill="${bar.fill}" data-value="${bar.value}"${attrs(bar.data)}><title>${esc(bar.title)}</title></rect>`,
+        `<rect class="${barClass(bar)}" x="${left}" y="${fmt(y)}" width="${fmt(bw)}" height="${barHeight}" fill="${bar.fill}" data-value="${bar.value}"${attrs(bar.data)}><title>${esc(bar.title)}</title></rect>`,
       );
       parts.push(
         `<text class="value" x="${fmt(left + bw + 4)}" y="${fmt(y + barHeight / 2)}" dominant-baseline="middle">${esc(options.valueText(bar.value))}</text>`,

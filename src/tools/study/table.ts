@@ -1,10 +1,12 @@
 /**
- * The ranked terminal table: one row per combination, best score first, each workload's figure,
- * creation time and space on disk; combinations that did not run last, with the reason.
+ * The ranked terminal table: one row per combination, best score first ("3–7": the places a
+ * combination tied with others within the measured spread could take), each workload's figure,
+ * creation time and space on disk; combinations that did not run last, with the reason. An NBD
+ * study has one row, the export, and nothing created.
  */
 import type { Safety } from './matrix.js';
-import { figure, formatNumber, rankResults } from './rank.js';
-import type { StudyRun } from './runner.js';
+import { figure, formatNumber, rankResults, rankText } from './rank.js';
+import type { StudyRun } from './results.js';
 import { type WorkloadName, workload } from './workloads.js';
 
 const SHORT: Record<WorkloadName, string> = {
@@ -34,34 +36,47 @@ interface Column {
 }
 
 export function formatTable(run: StudyRun): string {
+  const server = run.engine === 'nbd';
   const columns: Column[] = [
-    { head: ['#', ''], right: true },
-    { head: ['format', ''], right: false },
-    { head: ['prealloc', ''], right: false },
-    { head: ['cache', ''], right: false },
-    { head: ['crash', 'safety'], right: false },
-    { head: ['score', ''], right: true },
+    ...(server
+      ? [{ head: ['export', ''], right: false } as Column]
+      : ([
+          { head: ['#', ''], right: true },
+          { head: ['format', ''], right: false },
+          { head: ['prealloc', ''], right: false },
+          { head: ['cache', ''], right: false },
+          { head: ['crash', 'safety'], right: false },
+          { head: ['score', ''], right: true },
+        ] as Column[])),
     ...run.workloads.map((name): Column => ({ head: [SHORT[name], workload(name).metric], right: true })),
-    { head: ['create', 's'], right: true },
-    { head: ['disk', 'new'], right: true },
-    { head: ['disk', 'after'], right: true },
+    ...(server
+      ? []
+      : ([
+          { head: ['create', 's'], right: true },
+          { head: ['disk', 'new'], right: true },
+          { head: ['disk', 'after'], right: true },
+        ] as Column[])),
   ];
   const rows: string[][] = [];
   for (const r of rankResults(run)) {
     const res = r.result;
-    const row = [r.rank === null ? '-' : String(r.rank), res.format, res.prealloc, res.cache, SAFETY_LABEL[res.safety]];
+    const row = server
+      ? [run.server?.uri ?? res.id]
+      : [rankText(r.tie), res.format, res.prealloc, res.cache, SAFETY_LABEL[res.safety]];
     if (res.status !== 'ok') {
       rows.push([...row, `${res.status}: ${res.reason ?? ''}`]);
       continue;
     }
-    row.push(r.score === null ? '-' : r.score.toFixed(2));
+    if (!server) row.push(r.score === null ? '-' : r.score.toFixed(2));
     for (const name of run.workloads) {
       const w = res.workloads.find((x) => x.name === name);
       row.push(w ? formatNumber(figure(w)) : '-');
     }
-    row.push(res.create ? formatNumber(res.create.seconds) : '-');
-    row.push(res.create ? sizeText(res.create.allocatedBytes) : '-');
-    row.push(res.afterRun ? sizeText(res.afterRun.allocatedBytes) : '-');
+    if (!server) {
+      row.push(res.create ? formatNumber(res.create.seconds) : '-');
+      row.push(res.create ? sizeText(res.create.allocatedBytes) : '-');
+      row.push(res.afterRun ? sizeText(res.afterRun.allocatedBytes) : '-');
+    }
     rows.push(row);
   }
   const widths = columns.map((c, i) =>

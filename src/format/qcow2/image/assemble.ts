@@ -20,6 +20,7 @@ import { INCOMPAT_CORRUPT } from '../codec/constants.js';
 import type { Qcow2Geometry } from '../codec/geometry.js';
 import type { Qcow2Header } from '../codec/header.js';
 import { Allocator } from './allocator.js';
+import { BlockStatus } from './block-status.js';
 import { CompressedWriter } from './compressed-writer.js';
 import { Deallocator } from './deallocator.js';
 import { GuestReader } from './guest-reader.js';
@@ -76,6 +77,7 @@ export function assembleImage(loaded: LoadedImage): Qcow2Image {
   const tables = new L2Tables({ file, writer, cache: l2Cache, allocator, header, geometry }, loaded.l1);
 
   const mapping = new Mapping(tables, geometry, metadataLock);
+  const status = new BlockStatus({ file, backing, geometry, tables, mapping, size: () => header.header.size });
   const reader = new GuestReader({ file, backing, geometry, mapping, clusterLocks });
   const hostClusters = new HostClusters({ file, geometry, writer, tables, allocator });
   const guestWriter = new GuestWriter({
@@ -126,7 +128,7 @@ export function assembleImage(loaded: LoadedImage): Qcow2Image {
       header,
       tables,
       refcounts,
-      mapping,
+      status,
       reader,
       writer: guestWriter,
       deallocator,

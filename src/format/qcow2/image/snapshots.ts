@@ -6,13 +6,16 @@
 import type { BlockDriver } from '../../../block/driver.js';
 import { VdiskError } from '../../../block/errors.js';
 import { MAX_SNAPSHOTS_SIZE } from '../codec/constants.js';
+import type { Qcow2Geometry } from '../codec/geometry.js';
 import type { Qcow2Header } from '../codec/header.js';
+import { l2OffsetAt } from '../codec/l1-entry.js';
 import {
   decodeSnapshotEntries,
   type Qcow2Snapshot,
   type SnapshotEntries,
   validateSnapshotL1,
 } from '../codec/snapshot-table.js';
+import type { MetadataWriter } from './metadata-writer.js';
 
 /** Bytes of the table read at a time: more than the longest entry (40 + 1024 + 2 × 65535 bytes). */
 const PIECE = 1 << 20;
@@ -66,4 +69,50 @@ async function readEntries(
     tableOffset: pos,
     firstIndex,
   });
+}
+
+/**
+ * Claims the L2 tables the snapshots' L1 tables name, so that a refcount that wrongly calls one
+ * free never hands it out (QEMU's default overlap check leaves these out, and loses the
+ * snapshot). Each byte of the L1 tables is read once, however many snapshots share or overlap
+ * them: the work is bounded by the file's size. Entries that cannot name an L2 table in this
+ * file are skipped; they matter only when the snapshot is used.
+ */
+export async function claimSnapshotL2Tables(
+  file: BlockDriver,
+  writer: MetadataWriter,
+  snapshots: readonly Qcow2Snapshot[],
+  g: Qcow2Geometry,
+): Promise<void> {
+  const fileLength = file.length();
+  const piece = Buffer.alloc(PIECE);
+  for (const [start, end] of union(snapshots.map((s) => [s.l1TableOffset, s.l1TableOffset + s.l1Size * 8]))) {
+    for (let pos = start; pos < end; pos += PIECE) {
+      const buf = piece.subarray(0, Math.min(PIECE, end - pos));
+      await file.read(pos, buf);
+      for (let i = 0; i < buf.length / 8; i++) {
+        let l2: number;
+        try {
+          l2 = l2OffsetAt(buf, i, g);
+        } catch {
+          continue;
+        }
+        if (l2 !== 0 && l2 % g.clusterSize === 0 && l2 + g.clusterSize <= fileLength) {
+          writer.claim('snapshot-l2', l2, g.clusterSize);
+        }
+      }
+    }
+  }
+}
+
+/** The union of byte ranges, as sorted disjoint ranges. */
+function union(ranges: [number, number][]): [number, number][] {
+  const sorted = ranges.filter(([s, e]) => e > s).sort((a, b) => a[0] - b[0]);
+  const out: [number, number][] = [];
+  for (const [s, e] of sorted) {
+    const last = out[out.length - 1];
+    if (last && s <= last[1]) last[1] = Math.max(last[1], e);
+    else out.push([s, e]);
+  }
+  return out;
 }

@@ -62,7 +62,8 @@ export class BlockStatus {
     const { runs, index } = await this.#runsAt(offset);
     const out: Extent[] = [];
     for (let i = index; i < runs.length && runs[i]!.offset < end; i++) {
-      const run = clip(runs[i]!, Math.max(offset, runs[i]!.offset), end);
+      const whole = runs[i]!.offset >= offset && runs[i]!.offset + runs[i]!.length <= end;
+      const run = whole ? runs[i]! : clip(runs[i]!, Math.max(offset, runs[i]!.offset), end);
       if (run.kind === 'unallocated' && this.#d.backing) {
         if (out.length === 0) out.push(await this.#resolve(run));
         break;

@@ -99,14 +99,16 @@ class RunCollector {
         const kind = subclusterKind(entry, sc);
         const host = kind === 'data' ? (entry as { host: number }).host + (pos - clusterStart) : 0;
         const copied = kind === 'data' && (entry as { copied: boolean }).copied;
-        push(this.runs, {
-          kind,
-          offset: pos,
-          length: scEnd - pos,
-          host,
-          copied,
-          entry: kind === 'compressed' ? entry : undefined,
-        });
+        if (!extendsLast(this.runs, kind, pos, scEnd - pos, host, copied)) {
+          this.runs.push({
+            kind,
+            offset: pos,
+            length: scEnd - pos,
+            host,
+            copied,
+            entry: kind === 'compressed' ? entry : undefined,
+          });
+        }
         pos = scEnd;
       }
     }
@@ -114,18 +116,29 @@ class RunCollector {
   }
 }
 
-function push(runs: Run[], run: Run): void {
+/**
+ * Grows the last run by a piece that continues it (same kind, and for data the next host bytes),
+ * without making an object for the piece. Compressed clusters are always runs of their own.
+ */
+function extendsLast(
+  runs: Run[],
+  kind: RunKind,
+  offset: number,
+  length: number,
+  host: number,
+  copied: boolean,
+): boolean {
   const last = runs[runs.length - 1];
   if (
-    last &&
-    last.kind === run.kind &&
-    last.copied === run.copied &&
-    run.kind !== 'compressed' &&
-    last.offset + last.length === run.offset &&
-    (run.kind !== 'data' || last.host + last.length === run.host)
+    !last ||
+    last.kind !== kind ||
+    last.copied !== copied ||
+    kind === 'compressed' ||
+    last.offset + last.length !== offset ||
+    (kind === 'data' && last.host + last.length !== host)
   ) {
-    last.length += run.length;
-    return;
+    return false;
   }
-  runs.push(run);
+  last.length += length;
+  return true;
 }

@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { openImage } from '../src/index.js';
 import { fio } from './lib/fio.js';
 import { fmt, MiB, machineLine, median, requireTools, table, writeRandomFile } from './lib/run.js';
+import { type SummaryLine, takeSummaryPath, writeSummary } from './lib/summary.js';
 
 interface Workload {
   name: string;
@@ -58,7 +59,8 @@ async function vdiskReads(file: string, w: Workload, seconds: number): Promise<n
 }
 
 function vdiskInChild(file: string, w: Workload, seconds: number, ioUring: boolean): number {
-  const env = { ...process.env, UV_USE_IO_URING: ioUring ? '1' : '0' };
+  // As docs/api.md advises programs that keep many requests in flight (the CLI does the same).
+  const env = { UV_THREADPOOL_SIZE: '32', ...process.env, UV_USE_IO_URING: ioUring ? '1' : '0' };
   const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--child', file, w.name, String(seconds)], {
     env,
     encoding: 'utf8',
@@ -74,6 +76,8 @@ async function main(): Promise<void> {
     process.stdout.write(`${await vdiskReads(argv[1]!, w, Number(argv[3]))}\n`);
     return;
   }
+  const summaryPath = takeSummaryPath(argv);
+  const summary: SummaryLine[] = [];
   const quick = argv.includes('--quick');
   const value = (name: string, fallback: number) => {
     const i = argv.indexOf(name);
@@ -116,12 +120,15 @@ async function main(): Promise<void> {
       const p = median(runs.pool);
       const u = median(runs.uring);
       rows.push([w.name, fmt(f), fmt(p), (p / f).toFixed(2), fmt(u), (u / f).toFixed(2)]);
+      const target = w.sequential ? 0.9 : w.iodepth > 1 ? 0.6 : undefined;
+      summary.push({ bench: 'engine', measure: `${w.name} vdisk API / fio io_uring`, value: p / f, atLeast: target });
       process.stdout.write(`${w.name.padEnd(18)} fio ${fmt(f)}  vdisk pool ${fmt(p)}  vdisk io_uring ${fmt(u)}\n`);
     }
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
   process.stdout.write(`\n${table(rows)}\n`);
+  writeSummary(summaryPath, summary);
 }
 
 main().catch((err: unknown) => {

@@ -32,6 +32,7 @@ import {
   writeRandomFile,
 } from './lib/run.js';
 import { type ServerName, startServer } from './lib/servers.js';
+import { type SummaryLine, takeSummaryPath, writeSummary } from './lib/summary.js';
 
 interface Options {
   quick: boolean;
@@ -128,7 +129,9 @@ interface Cell {
 }
 
 async function main(): Promise<void> {
-  const o = parseOptions(process.argv.slice(2));
+  const argv = process.argv.slice(2);
+  const summaryPath = takeSummaryPath(argv);
+  const o = parseOptions(argv);
   requireTools('bench:matrix', ['fio', 'qemu-nbd', 'qemu-img']);
   const nbdkit = o.nbdkit && have('nbdkit');
   const dir = await mkdtemp(path.join(o.dir ?? os.tmpdir(), 'vdisk-bench-matrix-'));
@@ -202,6 +205,7 @@ async function main(): Promise<void> {
     await rm(dir, { recursive: true, force: true });
   }
   process.stdout.write(`\n${summary(cells)}\n`);
+  writeSummary(summaryPath, summaryLines(cells));
   await writeFile(o.json, `${JSON.stringify({ machine: machineLine(), options: o, cells }, null, 2)}\n`);
   process.stdout.write(`\nevery measurement: ${o.json}\n`);
 }
@@ -254,6 +258,35 @@ function summary(cells: Cell[]): string {
   for (const [name, ratios] of byWorkload) text += `; ${name} ${geometricMean(ratios).toFixed(2)}`;
   if (vk.length) text += `\ngeometric mean vdisk/nbdkit (raw): ${geometricMean(vk).toFixed(2)} over ${vk.length} cells`;
   return text;
+}
+
+/** What `npm run bench` shows of the matrix: the geometric means, the worst cell, raw against nbdkit. */
+function summaryLines(cells: Cell[]): SummaryLine[] {
+  const vq = cells.map((c) => ({ c, r: medianOf(c, 'vdisk')!.iops / medianOf(c, 'qemu-nbd')!.iops }));
+  const vk = cells.flatMap((c) => {
+    const k = medianOf(c, 'nbdkit');
+    return k ? [medianOf(c, 'vdisk')!.iops / k.iops] : [];
+  });
+  if (vq.length === 0) return [];
+  const lines: SummaryLine[] = [
+    {
+      bench: 'matrix',
+      measure: 'QD1 geometric mean vdisk/qemu-nbd',
+      value: geometricMean(vq.map((x) => x.r)),
+      atLeast: 1.1,
+    },
+  ];
+  const worst = vq.reduce((a, b) => (b.r < a.r ? b : a));
+  const name = `${worst.c.workload} ${worst.c.format} ${worst.c.prealloc} ${worst.c.cache}`;
+  lines.push({ bench: 'matrix', measure: `QD1 worst cell (${name})`, value: worst.r, atLeast: 0.95 });
+  if (vk.length)
+    lines.push({
+      bench: 'matrix',
+      measure: 'QD1 raw geometric mean vdisk/nbdkit',
+      value: geometricMean(vk),
+      atLeast: 1,
+    });
+  return lines;
 }
 
 main().catch((err: unknown) => {

@@ -18,6 +18,7 @@ import path from 'node:path';
 import { fio } from './lib/fio.js';
 import { fmt, geometricMean, MiB, machineLine, median, requireTools, sh, table, writeRandomFile } from './lib/run.js';
 import { startServer } from './lib/servers.js';
+import { type SummaryLine, takeSummaryPath, writeSummary } from './lib/summary.js';
 
 interface Options {
   quick: boolean;
@@ -81,7 +82,10 @@ const WORKLOADS: Workload[] = [
 ];
 
 async function main(): Promise<void> {
-  const o = parseOptions(process.argv.slice(2));
+  const argv = process.argv.slice(2);
+  const summaryPath = takeSummaryPath(argv);
+  const o = parseOptions(argv);
+  const summary: SummaryLine[] = [];
   requireTools('bench:nbd', ['fio', 'qemu-nbd', 'qemu-img']);
   const dir = await mkdtemp(path.join(o.dir ?? os.tmpdir(), 'vdisk-bench-nbd-'));
   const size = o.sizeMiB * MiB;
@@ -136,6 +140,7 @@ async function main(): Promise<void> {
           const v = median(results.vdisk);
           const ratio = v / q;
           ratios.push(ratio);
+          summary.push({ bench: 'nbd', measure: label, value: ratio, atLeast: w.image === 'unallocated' ? 1.5 : 1 });
           rows.push([w.name, format, cache, fmt(q), fmt(v), ratio.toFixed(2)]);
           process.stdout.write(
             `${label.padEnd(44)} qemu-nbd ${fmt(q).padStart(7)}  vdisk ${fmt(v).padStart(7)}  ratio ${ratio.toFixed(2)}` +
@@ -149,6 +154,9 @@ async function main(): Promise<void> {
   }
   process.stdout.write(`\n${table(rows)}\n`);
   if (ratios.length) process.stdout.write(`\ngeometric mean of vdisk/qemu-nbd: ${geometricMean(ratios).toFixed(2)}\n`);
+  if (ratios.length)
+    summary.push({ bench: 'nbd', measure: 'geometric mean vdisk/qemu-nbd', value: geometricMean(ratios) });
+  writeSummary(summaryPath, summary);
 }
 
 main().catch((err: unknown) => {

@@ -1,6 +1,7 @@
 // The few Linux calls Node.js does not expose: fallocate, lseek(SEEK_DATA/SEEK_HOLE),
-// block-device size ioctls, open-file-description byte-range locks, and linkat of an open file
-// (how an image built in an unnamed O_TMPFILE inode gets its name).
+// block-device size ioctls, open-file-description byte-range locks, linkat of an open file
+// (how an image built in an unnamed O_TMPFILE inode gets its name), and preadv2(RWF_NOWAIT)
+// (a read served from the page cache without blocking, or not at all). zstd is in vdisk_zstd.cc.
 // Errors are thrown as JS Errors with `code` (errno name), `errno` (number) and `syscall`,
 // so that src/block/errors.ts maps them like Node's own fs errors.
 #include <napi.h>
@@ -13,9 +14,13 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <string>
+
+// vdisk_zstd.cc
+void RegisterZstd(Napi::Env env, Napi::Object exports);
 
 namespace {
 
@@ -148,6 +153,25 @@ Napi::Value Fallocate(const Napi::CallbackInfo& info) {
   return promise;
 }
 
+// fallocate on the calling thread, for small ranges when nothing else waits for the loop
+// (see src/io/positioned-io.ts): no hop through the pool.
+Napi::Value FallocateNow(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  off_t offset, length;
+  if (!GetFd(info, 0, &fd) || info.Length() < 2 || !info[1].IsNumber() || !GetOffset(info, 2, &offset) ||
+      !GetOffset(info, 3, &length)) {
+    return ThrowType(env, "fallocateNow(fd, mode, offset, length): bad arguments");
+  }
+  int mode = info[1].As<Napi::Number>().Int32Value();
+  int ret;
+  do {
+    ret = ::fallocate(fd, mode, offset, length);
+  } while (ret < 0 && errno == EINTR);
+  if (ret < 0) return ThrowSystem(env, errno, "fallocate");
+  return env.Undefined();
+}
+
 Napi::Value Seek(const Napi::CallbackInfo& info, int whence, const char* name) {
   Napi::Env env = info.Env();
   int fd;
@@ -242,18 +266,48 @@ Napi::Value LinkFd(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// preadv2(RWF_NOWAIT) into buffer[at, at+length): the bytes the page cache holds right now
+// (0 at end of file), or -1 when the read would have to wait for the disk. Called on the loop
+// thread, so that a cached read costs no hop to the thread pool.
+Napi::Value ReadCached(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  off_t at, length, position;
+  if (!GetFd(info, 0, &fd) || info.Length() < 5 || !info[1].IsBuffer() || !GetOffset(info, 2, &at) ||
+      !GetOffset(info, 3, &length) || !GetOffset(info, 4, &position)) {
+    return ThrowType(env, "readCached(fd, buffer, at, length, position): bad arguments");
+  }
+  Napi::Buffer<uint8_t> buf = info[1].As<Napi::Buffer<uint8_t>>();
+  if (static_cast<size_t>(at) > buf.Length() || static_cast<size_t>(length) > buf.Length() - at) {
+    return ThrowType(env, "readCached: range outside the buffer");
+  }
+  struct iovec iov = {buf.Data() + at, static_cast<size_t>(length)};
+  ssize_t n;
+  do {
+    n = preadv2(fd, &iov, 1, position, RWF_NOWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN) return Napi::Number::New(env, -1);
+    return ThrowSystem(env, errno, "preadv2");
+  }
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("fallocate", Napi::Function::New(env, Fallocate, "fallocate"));
+  exports.Set("fallocateNow", Napi::Function::New(env, FallocateNow, "fallocateNow"));
   exports.Set("seekData", Napi::Function::New(env, SeekData, "seekData"));
   exports.Set("seekHole", Napi::Function::New(env, SeekHole, "seekHole"));
   exports.Set("blockDeviceInfo", Napi::Function::New(env, BlockDeviceInfo, "blockDeviceInfo"));
   exports.Set("lock", Napi::Function::New(env, Lock, "lock"));
   exports.Set("testLock", Napi::Function::New(env, TestLock, "testLock"));
   exports.Set("linkFd", Napi::Function::New(env, LinkFd, "linkFd"));
+  exports.Set("readCached", Napi::Function::New(env, ReadCached, "readCached"));
   exports.Set("O_TMPFILE", Napi::Number::New(env, O_TMPFILE));
   exports.Set("FALLOC_FL_KEEP_SIZE", Napi::Number::New(env, FALLOC_FL_KEEP_SIZE));
   exports.Set("FALLOC_FL_PUNCH_HOLE", Napi::Number::New(env, FALLOC_FL_PUNCH_HOLE));
   exports.Set("FALLOC_FL_ZERO_RANGE", Napi::Number::New(env, FALLOC_FL_ZERO_RANGE));
+  RegisterZstd(env, exports);
   return exports;
 }
 

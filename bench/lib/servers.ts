@@ -9,12 +9,15 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const VDISK_MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
+/** The executable npm installs (it sizes libuv's thread pool, then loads dist/src/cli/main.js). */
+const VDISK_MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/vdisk.cjs');
 
 export type ServerName = 'vdisk' | 'qemu-nbd' | 'nbdkit';
 
 export interface Server {
   uri: string;
+  /** The server's process id (for its memory figures). */
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -77,6 +80,7 @@ export async function startServer(
   await waitConnectable(socket, proc);
   return {
     uri: `nbd+unix:///?socket=${socket}`,
+    pid: proc.pid!,
     stop: async () => {
       proc.kill('SIGTERM');
       await exited;

@@ -18,6 +18,7 @@ import type {
 import { VdiskError } from './errors.js';
 import type { Preallocation } from './preallocation.js';
 import { fitsWithin, isByteCount, isWriteToReadOnly } from './request-checks.js';
+import { requestEnded, requestStarted } from './requests-in-flight.js';
 
 export interface BackendOptions {
   /** The guest-visible write cache; off means every write is durable before it completes. */
@@ -291,12 +292,14 @@ export class BlockBackend {
       );
     }
     this.#inFlight++;
+    requestStarted();
     try {
       return await op();
     } catch (err) {
       this.counters.errors++;
       throw err;
     } finally {
+      requestEnded();
       this.#inFlight--;
       if (this.#inFlight === 0 && this.#drained) {
         this.#drained();

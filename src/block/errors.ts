@@ -15,6 +15,8 @@ export const ERROR_CODES = [
   'EBUSY', // the image is locked by another user
   'ESHUTDOWN', // the image or server is closing
   'EOVERFLOW', // a value beyond what vdisk can represent (offsets over 2^53)
+  'ETIMEDOUT', // a remote server did not answer in time
+  'EPROTO', // a remote server broke its protocol (a bad magic, a reply to a request never sent)
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
@@ -52,6 +54,7 @@ const SYSTEM_CODES: Record<string, ErrorCode> = {
   EISDIR: 'EINVAL',
   EFBIG: 'EINVAL',
   EOVERFLOW: 'EOVERFLOW',
+  ETIMEDOUT: 'ETIMEDOUT',
 };
 
 /** Short human text for host errno names, as strerror prints them. */
@@ -73,6 +76,13 @@ const SYSTEM_TEXT: Record<string, string> = {
   EIO: 'Input/output error',
   EFBIG: 'File too large',
   EOVERFLOW: 'Value too large for defined data type',
+  ECONNREFUSED: 'Connection refused',
+  ECONNRESET: 'Connection reset by peer',
+  EPIPE: 'Broken pipe',
+  ETIMEDOUT: 'Connection timed out',
+  EHOSTUNREACH: 'No route to host',
+  ENETUNREACH: 'Network is unreachable',
+  ENOTFOUND: 'Name or service not known',
 };
 
 /**

@@ -2,7 +2,9 @@
  * The open policy: the one place that turns a file name and options into a driver graph and a
  * BlockBackend. The format is given or probed; a raw image that was probed is guarded so a
  * guest can never make it probe as another format. Backing files named inside an image are
- * opened here too, by the chain policy of backing.ts, read-only.
+ * opened here too, by the chain policy of backing.ts, read-only. An NBD URI (nbd://…,
+ * nbd+unix://…, nbds://…) opens the NBD client in the place of the host file, so a remote export
+ * is probed, formatted and chained exactly as a file is.
  */
 import { BlockBackend } from '../block/backend.js';
 import { CACHE_MODE_NAMES, type CacheMode, type CacheModeName, parseCacheMode } from '../block/cache-mode.js';
@@ -10,6 +12,10 @@ import type { BlockDriver } from '../block/driver.js';
 import { VdiskError } from '../block/errors.js';
 import type { FormatName } from '../format/format.js';
 import { FileDriver } from '../io/file.js';
+import { nativeZstd } from '../io/zstd.js';
+import type { NbdClientOptions } from '../remote/nbd/client-options.js';
+import { NbdDriver } from '../remote/nbd/nbd-driver.js';
+import { isNbdUri } from '../remote/nbd/uri.js';
 import { chainKey, nextInChain } from './backing.js';
 import { formatDefinition, isFormatName, probeFormat } from './formats.js';
 import { ProbedRawGuard } from './probed-raw.js';
@@ -35,6 +41,10 @@ export interface OpenImageOptions {
    * untrusted hands: a backing name such as /etc/shadow or a block device is refused.
    */
   confineBacking?: string;
+  /** NBD URIs a confined backing chain may still name (refused otherwise). */
+  allowBackingUris?: readonly string[];
+  /** How NBD URIs (the image's, or backing files') are connected: timeouts, connections, TLS. */
+  nbd?: NbdClientOptions;
 }
 
 export interface OpenedImage {
@@ -69,6 +79,8 @@ interface CheckedOptions {
   backing: boolean;
   l2CacheSize: number | undefined;
   confineBacking: string | undefined;
+  allowBackingUris: readonly string[];
+  nbd: NbdClientOptions | undefined;
 }
 
 /** Every option checked, with a VdiskError (EINVAL) for anything a caller could get wrong. */
@@ -99,6 +111,10 @@ function checkOptions(filename: unknown, options: unknown): CheckedOptions {
   if (o.confineBacking !== undefined && (typeof o.confineBacking !== 'string' || o.confineBacking === '')) {
     throw new VdiskError('EINVAL', 'confineBacking must be a directory name');
   }
+  const allowed = o.allowBackingUris ?? [];
+  if (!Array.isArray(allowed) || !allowed.every((u) => typeof u === 'string' && isNbdUri(u))) {
+    throw new VdiskError('EINVAL', 'allowBackingUris must be a list of NBD URIs');
+  }
   return {
     format,
     cache,
@@ -107,6 +123,8 @@ function checkOptions(filename: unknown, options: unknown): CheckedOptions {
     backing: o.backing ?? true,
     l2CacheSize: o.l2CacheSize,
     confineBacking: o.confineBacking,
+    allowBackingUris: allowed,
+    nbd: o.nbd,
   };
 }
 
@@ -125,23 +143,29 @@ interface NodeOptions extends CheckedOptions {
 export async function openImageFile(
   filename: string,
   options: Pick<OpenImageOptions, 'format' | 'readOnly' | 'forceShare'> = {},
-): Promise<{ file: FileDriver; format: FormatName }> {
+): Promise<{ file: BlockDriver; format: FormatName }> {
   const o = checkOptions(filename, options);
   return openFileNode(filename, o.format, { ...o, chain: [] });
 }
 
-async function openFileNode(
-  filename: string,
-  requested: FormatName | 'probe',
-  options: NodeOptions,
-): Promise<{ file: FileDriver; format: FormatName }> {
-  const file = await FileDriver.open({
+/** The protocol node: the NBD client for a URI, the host file otherwise. */
+function openProtocolNode(filename: string, options: NodeOptions): Promise<BlockDriver> {
+  if (isNbdUri(filename)) return NbdDriver.open(filename, { ...options.nbd, readOnly: options.readOnly });
+  return FileDriver.open({
     filename,
     cache: options.cache,
     readOnly: options.readOnly,
     lock: options.lock,
     openImpl: options.openFile,
   });
+}
+
+async function openFileNode(
+  filename: string,
+  requested: FormatName | 'probe',
+  options: NodeOptions,
+): Promise<{ file: BlockDriver; format: FormatName }> {
+  const file = await openProtocolNode(filename, options);
   if (requested !== 'probe') return { file, format: requested };
   try {
     const head = Buffer.alloc(Math.min(512, file.length()));
@@ -166,6 +190,7 @@ async function openNode(
       cache: options.cache,
       readOnly: options.readOnly,
       l2CacheSize: options.l2CacheSize,
+      zstd: nativeZstd,
       openBacking: options.backing
         ? (name, backingFormat) => openBacking(filename, name, backingFormat, { ...options, chain })
         : undefined,
@@ -184,7 +209,10 @@ async function openBacking(
   format: string | undefined,
   options: NodeOptions,
 ): Promise<BlockDriver> {
-  const path = await nextInChain(parent, name, options.chain, options.confineBacking);
+  const path = await nextInChain(parent, name, options.chain, {
+    confineTo: options.confineBacking,
+    allowUris: options.allowBackingUris,
+  });
   if (format !== undefined && !isFormatName(format)) {
     throw new VdiskError('ENOTSUP', `Backing file '${name}' has format '${format}', which vdisk does not support`);
   }

@@ -5,6 +5,7 @@
  */
 import type { CacheMode } from '../block/cache-mode.js';
 import type { BlockDriver } from '../block/driver.js';
+import type { ZstdCodec } from '../io/zstd.js';
 import type { FormatCreator } from './create-options.js';
 
 export type FormatName = 'raw' | 'qcow2';
@@ -19,6 +20,8 @@ export interface OpenContext {
   readOnly: boolean;
   /** qcow2: bytes of L2 tables to cache. */
   l2CacheSize?: number;
+  /** The zstd codec, for images whose clusters are stored with it. */
+  zstd?: ZstdCodec;
   /** Opens another image through the open policy (relative names, depth, loops). */
   openBacking?: (name: string, format: FormatName | undefined) => Promise<BlockDriver>;
 }

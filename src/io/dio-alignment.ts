@@ -11,7 +11,8 @@
 import fs from 'node:fs';
 import { alignedPool } from './aligned.js';
 import { native } from './native.js';
-import { errnoCode, pread } from './posix.js';
+import { pread } from './positioned-io.js';
+import { errnoCode } from './posix.js';
 
 const CANDIDATES = [512, 1024, 2048, 4096];
 const SAFE = 4096;

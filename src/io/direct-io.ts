@@ -7,7 +7,8 @@
  */
 import { alignedPool } from './aligned.js';
 import { FifoRangeLock } from './fifo-range-lock.js';
-import { ftruncate, preadFull, pwriteFull } from './posix.js';
+import { preadFull, pwriteFull } from './positioned-io.js';
+import { ftruncate } from './posix.js';
 
 /** Largest single host request; bigger requests are split (bounds bounce-buffer memory). */
 export const DIRECT_CHUNK = 4 << 20;

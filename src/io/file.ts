@@ -11,21 +11,11 @@ import type { Preallocation } from '../block/preallocation.js';
 import { alignedPool, BUFFER_ALIGNMENT } from './aligned.js';
 import { probeDirectAlignment } from './dio-alignment.js';
 import { alignDown, alignUp, DIRECT_CHUNK, DirectIo } from './direct-io.js';
+import { GroupSync } from './group-sync.js';
 import { acquireImageLock, forceShareRefused, permissionsFor } from './image-lock.js';
 import { native } from './native.js';
-import {
-  closeFd,
-  errnoCode,
-  fdatasync,
-  fstat,
-  ftruncate,
-  isUnsupported,
-  openFd,
-  preadFull,
-  pwriteFull,
-  refuseSpecialFile,
-  unlink,
-} from './posix.js';
+import { fallocate, fdatasyncQuick, preadBuffered, pwriteBuffered } from './positioned-io.js';
+import { closeFd, errnoCode, fstat, ftruncate, isUnsupported, openFd, refuseSpecialFile, unlink } from './posix.js';
 
 export interface FileOpenOptions {
   filename: string;
@@ -62,16 +52,11 @@ export class FileDriver implements BlockDriver {
   /** Alignment fallocate needs: block devices insist on whole logical blocks even when buffered. */
   private readonly zeroAlign: number;
   private readonly direct: boolean;
-  private readonly sync: (fd: number) => Promise<void>;
+  private readonly syncs: GroupSync;
   /** The O_DIRECT read/write path; undefined for buffered I/O. */
   private readonly dio: DirectIo | undefined;
   private len: number;
   private seekWorks: boolean;
-  /** First fdatasync failure; once set, every flush fails (QEMU's page_cache_inconsistent). */
-  private syncFailure: VdiskError | undefined;
-  /** The fdatasync in progress, and the one queued to start after it (see syncNow). */
-  private syncRunning: Promise<void> | undefined;
-  private syncQueued: Promise<void> | undefined;
   private inflight = 0;
   private drained: (() => void) | undefined;
   private closing: Promise<void> | undefined;
@@ -105,7 +90,10 @@ export class FileDriver implements BlockDriver {
     this.isBlockDevice = init.deviceBlockSize !== undefined;
     this.zeroAlign = Math.max(init.blockSize, init.deviceBlockSize ?? 1);
     this.seekWorks = !this.isBlockDevice;
-    this.sync = init.syncImpl ?? fdatasync;
+    // Synced after every write (writethrough, directsync) or written around the page cache.
+    const littleDirty = !init.cache.writeCache || init.cache.direct;
+    const sync = init.syncImpl ?? ((fd: number) => fdatasyncQuick(fd, littleDirty));
+    this.syncs = new GroupSync(init.filename, () => sync(init.fd));
     this.capabilities = { fua: true, discard: true, writeZeroes: true, blockStatus: true, resize: !this.isBlockDevice };
     this.alignment = { request: init.blockSize, memory: this.direct ? BUFFER_ALIGNMENT : 1 };
   }
@@ -183,7 +171,7 @@ export class FileDriver implements BlockDriver {
     try {
       if (this.dio) await this.dio.read(offset, buf);
       else {
-        const n = await preadFull(this.fd, buf, 0, buf.length, offset);
+        const n = await preadBuffered(this.fd, buf, 0, buf.length, offset);
         if (n < buf.length) buf.fill(0, n); // past EOF (a concurrent truncate) reads as zeros
       }
     } catch (err) {
@@ -228,7 +216,7 @@ export class FileDriver implements BlockDriver {
       const n = native();
       const hold = this.dio ? await this.dio.blocks.lock(start, end, false) : undefined;
       try {
-        await n.fallocate(this.fd, n.FALLOC_FL_PUNCH_HOLE | n.FALLOC_FL_KEEP_SIZE, start, end - start);
+        await fallocate(this.fd, n.FALLOC_FL_PUNCH_HOLE | n.FALLOC_FL_KEEP_SIZE, start, end - start);
       } catch (err) {
         if (!isUnsupported(err)) throw err;
       } finally {
@@ -244,7 +232,7 @@ export class FileDriver implements BlockDriver {
   async flush(): Promise<void> {
     this.begin();
     try {
-      if (!this.cache.noFlush) await this.syncNow();
+      if (!this.cache.noFlush) await this.syncs.now();
     } finally {
       this.end();
     }
@@ -363,60 +351,25 @@ export class FileDriver implements BlockDriver {
 
   // --- durability ---
 
-  /**
-   * Makes everything written before the call durable. Callers share syncs (group commit): while
-   * one fdatasync runs, every new caller waits for the single one that starts after it, since
-   * the running one may have begun before their writes completed.
-   */
-  private syncNow(): Promise<void> {
-    // A queued sync has not started: it covers this caller (and it keeps syncs one at a time,
-    // so that a writeback error reported by the kernel reaches one of them, and is kept).
-    if (this.syncQueued) return this.syncQueued;
-    if (!this.syncRunning) return this.startSync();
-    this.syncQueued = this.syncRunning.then(noop, noop).then(() => {
-      this.syncQueued = undefined;
-      return this.startSync();
-    });
-    return this.syncQueued;
-  }
-
-  private startSync(): Promise<void> {
-    const running = this.syncOnce().finally(() => {
-      if (this.syncRunning === running) this.syncRunning = undefined;
-    });
-    this.syncRunning = running;
-    return running;
-  }
-
-  private async syncOnce(): Promise<void> {
-    if (this.syncFailure) {
-      throw new VdiskError(
-        'EIO',
-        `Could not flush '${this.filename}': an earlier flush failed, so written data may be lost`,
-        { cause: this.syncFailure },
-      );
-    }
-    try {
-      await this.sync(this.fd);
-    } catch (err) {
-      // The kernel may have dropped the dirty pages: a later fdatasync could wrongly succeed.
-      this.syncFailure = fromSystemError(err, `Could not flush '${this.filename}'`);
-      throw this.syncFailure;
-    }
-  }
-
   /** FUA as a flush after the write; cache=unsafe ignores it as QEMU does. */
   private syncForFua(): Promise<void> | undefined {
-    return this.cache.noFlush ? undefined : this.syncNow();
+    return this.cache.noFlush ? undefined : this.syncs.now();
   }
 
   // --- reads and writes ---
 
   /** Writes without flags or error wrapping; keeps the cached length. */
   private async writeAt(offset: number, buf: Buffer): Promise<void> {
-    if (this.dio) return this.dio.write(offset, buf);
-    await pwriteFull(this.fd, buf, 0, buf.length, offset);
-    if (offset + buf.length > this.len) this.len = offset + buf.length;
+    const end = offset + buf.length;
+    try {
+      if (this.dio) return await this.dio.write(offset, buf);
+      await pwriteBuffered(this.fd, buf, 0, buf.length, offset);
+    } catch (err) {
+      // Part of it may have landed: past the old end, the file no longer reads as zeros there.
+      if (end > this.len) this.len = end;
+      throw err;
+    }
+    if (end > this.len) this.len = end;
   }
 
   // --- zeroing ---
@@ -463,7 +416,7 @@ export class FileDriver implements BlockDriver {
   /** fallocate that answers false when the host cannot do this mode. */
   private async tryFallocate(mode: number, offset: number, length: number): Promise<boolean> {
     try {
-      await native().fallocate(this.fd, mode, offset, length);
+      await fallocate(this.fd, mode, offset, length);
       return true;
     } catch (err) {
       if (isUnsupported(err)) return false;
@@ -494,5 +447,3 @@ export class FileDriver implements BlockDriver {
     }
   }
 }
-
-function noop(): void {}

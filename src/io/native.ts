@@ -19,6 +19,8 @@ export interface BlockDeviceInfo {
 export interface NativeHelpers {
   /** fallocate(2) on the libuv pool; rejects with an Error whose code is the errno name. */
   fallocate(fd: number, mode: number, offset: number, length: number): Promise<void>;
+  /** fallocate(2) on the calling thread (small ranges only); throws like fallocate. */
+  fallocateNow(fd: number, mode: number, offset: number, length: number): void;
   /** lseek(SEEK_DATA): the next data offset at or after `offset`, or -1 when there is none (ENXIO). */
   seekData(fd: number, offset: number): number;
   /** lseek(SEEK_HOLE): the next hole at or after `offset` (EOF counts as a hole), or -1 past EOF. */
@@ -31,6 +33,15 @@ export interface NativeHelpers {
   testLock(fd: number, start: number, length: number, kind: 'read' | 'write'): boolean;
   /** linkat of the open file `fd` to `path` (AT_SYMLINK_FOLLOW through /proc/self/fd); EEXIST if taken. */
   linkFd(fd: number, path: string): void;
+  /**
+   * preadv2(RWF_NOWAIT) on the calling thread: the bytes the page cache holds now (0 at end of
+   * file), or -1 when the read would wait for the disk. Throws EOPNOTSUPP where unsupported.
+   */
+  readCached(fd: number, buf: Buffer, at: number, length: number, position: number): number;
+  /** One zstd frame of `plain` (default level), or null when it needs more than `capacity` bytes. */
+  zstdCompress(plain: Buffer, capacity: number): Buffer | null;
+  /** The first `size` bytes `stored` inflates to; throws when the stream does not end exactly there. */
+  zstdDecompress(stored: Buffer, size: number): Buffer;
   /** open(2)'s O_TMPFILE for this architecture (Node's fs.constants lacks it). */
   readonly O_TMPFILE: number;
   readonly FALLOC_FL_KEEP_SIZE: number;

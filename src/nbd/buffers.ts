@@ -4,7 +4,7 @@
  * exhausted.
  */
 import { alignedPool } from '../io/aligned.js';
-import type { ByteQueue } from './input.js';
+import type { ByteQueue } from '../nbd-wire/input.js';
 
 export function acquireBuffer(length: number, aligned: boolean): Buffer {
   if (aligned) {

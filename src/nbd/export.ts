@@ -3,7 +3,7 @@
  * the handshake and the sessions share (read-only, discard, detect-zeroes, allocation depth).
  */
 import type { BlockBackend } from '../block/backend.js';
-import { MAX_PAYLOAD, TF } from './protocol.js';
+import { MAX_PAYLOAD, TF } from '../nbd-wire/protocol.js';
 
 export type DiscardMode = 'ignore' | 'unmap';
 export type DetectZeroes = 'off' | 'on' | 'unmap';

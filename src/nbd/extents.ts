@@ -5,8 +5,8 @@
 import type { BlockBackend } from '../block/backend.js';
 import type { Extent } from '../block/driver.js';
 import { VdiskError } from '../block/errors.js';
-import { STATE_HOLE, STATE_ZERO } from './protocol.js';
-import type { ExtentList } from './transmission-codec.js';
+import { STATE_HOLE, STATE_ZERO } from '../nbd-wire/protocol.js';
+import type { ExtentList } from '../nbd-wire/transmission-codec.js';
 
 /** Extents one BLOCK_STATUS reply may carry per context (qemu-nbd sends at most 2^17). */
 export const MAX_EXTENTS = 1 << 17;

@@ -4,8 +4,7 @@
  * sends it.
  */
 import { nbdErrno } from '../block/errors.js';
-import { DATA_CHUNK_HEADER_SIZE, SIMPLE_REPLY_SIZE } from './protocol.js';
-import type { ReplyWriter } from './reply-writer.js';
+import { DATA_CHUNK_HEADER_SIZE, SIMPLE_REPLY_SIZE } from '../nbd-wire/protocol.js';
 import {
   type ExtentList,
   encodeBlockStatusChunk,
@@ -17,7 +16,8 @@ import {
   type Request,
   writeDataChunkHeader,
   writeSimpleReply,
-} from './transmission-codec.js';
+} from '../nbd-wire/transmission-codec.js';
+import type { ReplyWriter } from './reply-writer.js';
 
 /** The request a reply answers: its cookie, and for reads the offset the data is from. */
 export type Answered = Readonly<Pick<Request, 'cookieHi' | 'cookieLo' | 'offset'>>;

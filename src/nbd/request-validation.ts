@@ -4,9 +4,9 @@
  * the rest (payload limit, flags per command, known commands) is NBD's own.
  */
 import { fitsWithin, isWriteToReadOnly } from '../block/request-checks.js';
+import { CMD, CMD_FLAG, commandName, NBD_ERR } from '../nbd-wire/protocol.js';
+import type { Request } from '../nbd-wire/transmission-codec.js';
 import type { NbdExport } from './export.js';
-import { CMD, CMD_FLAG, commandName, NBD_ERR } from './protocol.js';
-import type { Request } from './transmission-codec.js';
 
 export interface RequestProblem {
   /** The NBD error value of the reply. */

@@ -20,20 +20,21 @@
  * connection (hard disconnect, as the spec allows); everything else gets the spec's error reply.
  */
 import type { Duplex } from 'node:stream';
+import type { SocketInput } from '../nbd-wire/input.js';
+import { CMD, commandName, NBD_ERR, REQUEST_SIZE } from '../nbd-wire/protocol.js';
+import { decodeRequest, newRequest, type Request } from '../nbd-wire/transmission-codec.js';
 import { BudgetShare } from './budget-share.js';
 import { releaseBuffer, takePayload } from './buffers.js';
 import { type CommandRequest, type Connection, commandRequest } from './commands/command.js';
 import { handlerFor } from './commands/handlers.js';
 import type { DataBudget } from './data-budget.js';
+import { endSoon } from './end-soon.js';
 import type { NbdExport } from './export.js';
-import type { SocketInput } from './input.js';
-import { CMD, commandName, NBD_ERR, REQUEST_SIZE } from './protocol.js';
 import { errorText, Replies } from './replies.js';
 import { ReplyWriter } from './reply-writer.js';
 import { dataBytesOf, payloadTooLong, type RequestProblem, validateRequest } from './request-validation.js';
 import { DEFAULT_SESSION_LIMITS, type SessionLimits, SHUTDOWN_GRACE_MS } from './session-limits.js';
 import { StallWatchdog } from './stall-watchdog.js';
-import { decodeRequest, newRequest, type Request } from './transmission-codec.js';
 
 // Callers that configure sessions import the limits from here.
 export type { SessionLimits } from './session-limits.js';
@@ -51,7 +52,6 @@ export interface SessionOptions {
   log?: (message: string) => void;
 }
 
-/** The data bytes a request makes the server hold while it runs (its payload or reply). */
 type State = 'running' | 'draining' | 'closed';
 
 export class Session {
@@ -71,6 +71,8 @@ export class Session {
 
   readonly #budget: BudgetShare;
   readonly #parseLater = (): void => this.#parse();
+  /** The parse scheduled for the next turn of the loop (see #finished). */
+  #parseSoon: NodeJS.Immediate | undefined;
   /** The rest of a write payload is awaited. */
   #awaitingPayload = false;
 
@@ -187,6 +189,11 @@ export class Session {
 
   // --- reading requests ---
 
+  #parseNow(): void {
+    this.#parseSoon = undefined;
+    this.#parse();
+  }
+
   #parse(): void {
     if (this.#shuttingDown) {
       // Requests that keep coming are answered ESHUTDOWN while replies can still be sent, then
@@ -257,7 +264,7 @@ export class Session {
 
   #atOwnLimits(): boolean {
     const limits = this.#limits;
-    return this.#inFlight >= limits.maxInFlightRequests || this.#socket.writableLength > limits.maxUnreadReplies;
+    return this.#inFlight >= limits.maxInFlightRequests || this.#unreadBytes() > limits.maxUnreadReplies;
   }
 
   /**
@@ -328,7 +335,9 @@ export class Session {
     // A read's data now sits in the reply queue, where the budget counts it as unread.
     this.#budget.release(reserved);
     if (this.#state === 'running') {
-      if (this.#paused) this.#parse();
+      // Not at once: a request whose I/O ran on the loop thread finishes in a microtask; parsing
+      // here would start the next in the same turn, and so on, starving replies and other clients.
+      this.#parseSoon ??= this.#paused ? setImmediate(() => this.#parseNow()) : undefined;
     } else if (this.#state === 'draining') {
       this.#maybeFinish();
     } else {
@@ -365,18 +374,7 @@ export class Session {
     this.#writer.flush();
     // end() sends what is queued, then FIN; destroy if the client never reads it (sooner when
     // the server is stopping: a busy client must not hold its exit).
-    this.#endSoon(this.#shuttingDown ? 1000 : 5000);
-  }
-
-  /**
-   * Ends the socket, and destroys it if it is not closed within `ms`. The timer keeps the process
-   * alive: with its input paused, the socket is no longer an active handle, and a server that is
-   * stopping must not exit before this session is closed.
-   */
-  #endSoon(ms: number): void {
-    this.#socket.end();
-    const timer = setTimeout(() => this.#socket.destroy(), ms);
-    this.#socket.once('close', () => clearTimeout(timer));
+    endSoon(this.#socket, this.#shuttingDown ? 1000 : 5000);
   }
 
   #maybeClosed(): void {
@@ -389,7 +387,7 @@ export class Session {
     this.#input.pause();
     if (flushFirst) {
       this.#writer.flush();
-      this.#endSoon(1000);
+      endSoon(this.#socket, 1000);
     } else {
       this.#socket.destroy();
     }

@@ -6,6 +6,7 @@
  * allocated output, as qemu-img makes it).
  */
 import type { BlockBackend } from '../block/backend.js';
+import { onSide } from './convert-side.js';
 
 const CHUNK = 2 * 1024 * 1024;
 
@@ -61,7 +62,7 @@ export async function copyImage(source: BlockBackend, target: BlockBackend, o: C
   const worker = async () => {
     for (;;) {
       // Workers share the generator: each next() hands out the following piece.
-      const { value: piece, done: finished } = await work.next();
+      const { value: piece, done: finished } = await onSide('source', () => work.next(), 'error while reading');
       if (finished) return;
       await copyPiece(source, target, piece, o);
       done += piece.length;
@@ -69,18 +70,31 @@ export async function copyImage(source: BlockBackend, target: BlockBackend, o: C
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, o.parallel ?? 8) }, worker));
+  // An empty compressed write ends the run: qcow2 rounds its file up to a whole sector, as
+  // qemu-img convert -c leaves it (not over a backing file, where it does not either).
+  if (o.compress && target.describe().backingChain.length === 0) {
+    await onSide('target', () => target.writeCompressed(0, Buffer.alloc(0)), 'error while writing');
+  }
 }
 
 async function copyPiece(source: BlockBackend, target: BlockBackend, piece: Piece, o: CopyOptions): Promise<void> {
   const { offset, length } = piece;
+  const writing = `error while writing at byte ${offset}`;
   if (piece.zero) {
-    if (o.noCreate) await target.writeZeroes(offset, length, { mayUnmap: true });
-    else if (o.minSparse === 0 && !o.compress) await writeZeroBytes(target, offset, length);
+    if (o.noCreate) await onSide('target', () => target.writeZeroes(offset, length, { mayUnmap: true }), writing);
+    else if (o.minSparse === 0 && !o.compress)
+      await onSide('target', () => writeZeroBytes(target, offset, length), writing);
     return;
   }
-  const data = await source.read(offset, length);
-  if (o.compress) await writeCompressed(target, offset, data, o.noCreate === true);
-  else await writeSparse(target, offset, data, o.minSparse, o.noCreate === true);
+  const data = await onSide('source', () => source.read(offset, length), `error while reading at byte ${offset}`);
+  await onSide(
+    'target',
+    () =>
+      o.compress
+        ? writeCompressed(target, offset, data, o.noCreate === true)
+        : writeSparse(target, offset, data, o.minSparse, o.noCreate === true),
+    writing,
+  );
 }
 
 const ZEROS = Buffer.alloc(CHUNK);

@@ -138,7 +138,7 @@ export async function planCreateWithBacking(request: CreateImageOptions): Promis
  */
 async function backingImageSize(newImage: string, name: string, format: string): Promise<number> {
   if (!isFormatName(format)) throw new VdiskError('ENOTSUP', `Backing format '${format}' is not supported`);
-  const image = await openImage(backingPath(newImage, name), { format, readOnly: true, forceShare: true });
+  const image = await openImage(backingPath(newImage, name) ?? name, { format, readOnly: true, forceShare: true });
   try {
     return image.length;
   } finally {

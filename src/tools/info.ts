@@ -7,6 +7,7 @@ import type { SnapshotInfo } from '../block/driver.js';
 import { backingPath, chainKey, nextInChain } from '../engine/backing.js';
 import { isFormatName } from '../engine/formats.js';
 import type { FormatName } from '../format/format.js';
+import { isNbdUri } from '../remote/nbd/uri.js';
 import { type ImageSource, withImage } from './image-source.js';
 
 export interface ImageInfo {
@@ -18,8 +19,8 @@ export interface ImageInfo {
   actualSize?: number;
   /** The unit of allocation (qcow2's cluster size); absent for raw. */
   clusterSize?: number;
-  /** Not closed cleanly with lazy refcounts. */
-  dirty: boolean;
+  /** Not closed cleanly with lazy refcounts; absent where the image cannot say (raw over NBD, as in qemu-img). */
+  dirty?: boolean;
   /** The backing file name as the image stores it. */
   backingFilename?: string;
   /** The backing file's path, resolved against the image's directory. */
@@ -51,7 +52,8 @@ export async function imageInfo(image: ImageSource, options: ImageInfoOptions = 
         virtualSize: d.virtualSize,
         actualSize: await backend.allocatedSize(),
         clusterSize: d.clusterSize,
-        dirty: d.dirty,
+        // QEMU's raw driver asks its protocol node, and its NBD client has no answer.
+        ...(format === 'raw' && isNbdUri(filename) ? {} : { dirty: d.dirty }),
         backingFilename: backing?.name,
         fullBackingFilename: backing === undefined ? undefined : backingPath(filename, backing.name),
         backingFormat: backing?.format,

@@ -25,6 +25,8 @@ export interface ServeOptions {
   forceShare?: boolean;
   /** Backing files must lie inside this directory (for images from untrusted hands). */
   confineBacking?: string;
+  /** NBD URIs a confined backing chain may still name (any other URI is refused with confineBacking). */
+  allowBackingUris?: readonly string[];
   /** Listen on this Unix socket (qemu-nbd -k); otherwise on TCP. */
   socket?: string;
   /** TCP port (default 10809; 0 picks a free one). */
@@ -111,6 +113,7 @@ export async function serveImage(serveOptions: ServeOptions): Promise<ServeHandl
     readOnly: Boolean(options.readOnly),
     forceShare: options.forceShare,
     confineBacking: options.confineBacking,
+    allowBackingUris: options.allowBackingUris,
   });
 
   let server: NbdServer | undefined;

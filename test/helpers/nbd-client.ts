@@ -9,9 +9,9 @@ import {
   encodeMetaContextRequest,
   encodeOption,
   type OptionReply,
-} from '../../src/nbd/handshake-codec.js';
-import { CMD, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, INFO, OPT, REP } from '../../src/nbd/protocol.js';
-import { decodeReply, encodeRequest } from '../../src/nbd/transmission-codec.js';
+} from '../../src/nbd-wire/handshake-codec.js';
+import { CMD, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, INFO, OPT, REP } from '../../src/nbd-wire/protocol.js';
+import { decodeReply, encodeRequest } from '../../src/nbd-wire/transmission-codec.js';
 
 export type Address = { socket: string } | { host: string; port: number };
 

@@ -1,7 +1,7 @@
 /**
  * Starting NBD servers as separate processes for tests and benchmarks: `vdisk serve` (the
- * built CLI, through the Node that runs the tests) and qemu-nbd, each waited for until it
- * accepts connections, and stopped with a signal.
+ * built CLI, through the Node that runs the tests), qemu-nbd and nbdkit, each waited for until
+ * it accepts connections, and stopped with a signal.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import net from 'node:net';
@@ -115,4 +115,12 @@ export async function startQemuNbd(
   const uri =
     'socket' in listen ? `nbd+unix:///${name}?socket=${listen.socket}` : `nbd://127.0.0.1:${listen.port}/${name}`;
   return { uri, proc, output, exited, stop: stopper(proc, exited) };
+}
+
+/** Starts nbdkit in the foreground with `args` (plugin, its parameters, filters) on a Unix socket. */
+export async function startNbdkit(args: readonly string[], socket: string): Promise<ServerProcess> {
+  const proc = spawn('nbdkit', ['-f', '-U', socket, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const { output, exited } = track(proc);
+  await waitConnectable({ socket }, exited);
+  return { uri: `nbd+unix:///?socket=${socket}`, proc, output, exited, stop: stopper(proc, exited) };
 }

@@ -1,6 +1,7 @@
 /**
- * Running commands in tests: vdisk's own CLI (the built dist/src/cli/main.js, through the same
- * Node that runs the tests) and the QEMU tools used as oracles.
+ * Running commands in tests: vdisk's own CLI (bin/vdisk.cjs, which loads the built
+ * dist/src/cli/main.js, through the same Node that runs the tests) and the QEMU tools used as
+ * oracles.
  */
 import { spawn } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
@@ -22,8 +23,8 @@ export interface RunOptions {
   asUser?: { uid: number; gid: number };
 }
 
-/** dist/test/helpers/run.js -> dist/src/cli/main.js */
-export const VDISK_MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
+/** dist/test/helpers/run.js -> bin/vdisk.cjs, the executable npm installs (it loads dist/src/cli/main.js). */
+export const VDISK_MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/vdisk.cjs');
 
 export function run(command: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
   let cmd = command;
@@ -59,6 +60,16 @@ export function run(command: string, args: readonly string[], options: RunOption
 /** Runs `vdisk <args>`. */
 export function vdisk(args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
   return run(process.execPath, [VDISK_MAIN, ...args], options);
+}
+
+/** Skips the test, saying which, when a tool it needs is not on PATH; true when all are there. */
+export function needTools(t: { skip(message: string): void }, ...tools: string[]): boolean {
+  const missing = tools.filter((tool) => !hasCommand(tool));
+  if (missing.length > 0) {
+    t.skip(`not installed: ${missing.join(', ')}`);
+    return false;
+  }
+  return true;
 }
 
 /** True when an executable of that name is on PATH. */

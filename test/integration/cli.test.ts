@@ -1,5 +1,5 @@
 /**
- * The vdisk command line, run as a user runs it (node dist/src/cli/main.js …), on real files.
+ * The vdisk command line, run as a user runs it (node bin/vdisk.cjs …), on real files.
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { CMD, NBD_ERR } from '../../src/nbd/protocol.js';
+import { CMD, NBD_ERR } from '../../src/nbd-wire/protocol.js';
 import { RawClient } from '../helpers/nbd-client.js';
 import { startVdiskServe } from '../helpers/nbd-serve.js';
 import { vdisk } from '../helpers/run.js';

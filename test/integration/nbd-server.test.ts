@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { encodeInfoRequest, encodeMetaContextRequest, encodeOption } from '../../src/nbd/handshake-codec.js';
+import { encodeInfoRequest, encodeMetaContextRequest, encodeOption } from '../../src/nbd-wire/handshake-codec.js';
 import {
   CHUNK,
   CMD,
@@ -19,7 +19,7 @@ import {
   OPT,
   REP,
   TF,
-} from '../../src/nbd/protocol.js';
+} from '../../src/nbd-wire/protocol.js';
 import { createImage } from '../../src/tools/create.js';
 import { type ServeHandle, type ServeOptions, serveImage } from '../../src/tools/serve.js';
 import { RawClient, replyError } from '../helpers/nbd-client.js';

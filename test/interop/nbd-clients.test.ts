@@ -8,21 +8,13 @@
 import assert from 'node:assert/strict';
 import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { describe, it, type TestContext } from 'node:test';
+import { describe, it } from 'node:test';
+import { makeCertificates } from '../helpers/certificates.js';
 import { freePort, type ServerProcess, startQemuNbd, startVdiskServe } from '../helpers/nbd-serve.js';
-import { hasCommand, run } from '../helpers/run.js';
+import { needTools as need, run, VDISK_MAIN } from '../helpers/run.js';
 import { withTempDir } from '../helpers/tmp.js';
 
 const MiB = 1024 * 1024;
-
-function need(t: TestContext, ...tools: string[]): boolean {
-  const missing = tools.filter((tool) => !hasCommand(tool));
-  if (missing.length > 0) {
-    t.skip(`not installed: ${missing.join(', ')}`);
-    return false;
-  }
-  return true;
-}
 
 async function ok(command: string, args: string[], cwd?: string): Promise<string> {
   const r = await run(command, args, { cwd });
@@ -199,7 +191,7 @@ describe('nbdinfo over vdisk serve', () => {
     if (!need(t, 'qemu-img', 'qemu-io', 'qemu-nbd', 'nbdinfo')) return;
     await withTempDir(async (dir) => {
       // raw with data and holes; qcow2 with data, zero clusters and unallocated clusters;
-      // qcow2 over a raw backing file; qcow2 over a qcow2 backing file.
+      // qcow2 over a raw backing file; qcow2 over a qcow2 backing file; preallocated metadata.
       await ok('qemu-img', ['create', '-q', '-f', 'raw', path.join(dir, 'a.raw'), '16M']);
       await ok('qemu-io', ['-f', 'raw', '-c', 'write -P 1 1M 64k', '-c', 'write -P 2 5M 1M', path.join(dir, 'a.raw')]);
       await ok('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(dir, 'b.qcow2'), '16M']);
@@ -236,11 +228,16 @@ describe('nbdinfo over vdisk serve', () => {
         'write -z 1M 64k',
         path.join(dir, 'd.qcow2'),
       ]);
+      // Metadata preallocation: every cluster mapped, the host file a hole under most of them.
+      const e = path.join(dir, 'e.qcow2');
+      await ok('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'preallocation=metadata', e, '16M']);
+      await ok('qemu-io', ['-f', 'qcow2', '-c', 'write -P 5 3M 192k', e]);
       for (const [name, format] of [
         ['a.raw', 'raw'],
         ['b.qcow2', 'qcow2'],
         ['c.qcow2', 'qcow2'],
         ['d.qcow2', 'qcow2'],
+        ['e.qcow2', 'qcow2'],
       ] as const) {
         const image = path.join(dir, name);
         const args = ['-f', format, '-t', '-A', '-r', image];
@@ -311,74 +308,8 @@ describe('nbdcopy and fio over vdisk serve', () => {
   });
 });
 
-/** A CA, a server certificate for localhost/127.0.0.1 and a client certificate, made with openssl. */
-async function makeCertificates(dir: string): Promise<{ server: string; client: string }> {
-  const server = path.join(dir, 'server');
-  const client = path.join(dir, 'client');
-  await mkdir(server);
-  await mkdir(client);
-  const ca = ['-CA', path.join(dir, 'ca-cert.pem'), '-CAkey', path.join(dir, 'ca-key.pem'), '-CAcreateserial'];
-  await ok('openssl', [
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-days',
-    '2',
-    '-subj',
-    '/CN=vdisk test CA',
-    '-keyout',
-    path.join(dir, 'ca-key.pem'),
-    '-out',
-    path.join(dir, 'ca-cert.pem'),
-    '-addext',
-    'basicConstraints=critical,CA:TRUE',
-    '-addext',
-    'keyUsage=critical,keyCertSign,cRLSign',
-  ]);
-  for (const [who, subject, usage, ext] of [
-    ['server', '/CN=localhost', 'serverAuth', 'subjectAltName=DNS:localhost,IP:127.0.0.1'],
-    ['client', '/CN=vdisk-test-client', 'clientAuth', ''],
-  ] as const) {
-    const extfile = path.join(dir, `${who}.ext`);
-    await writeFile(
-      extfile,
-      `basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=${usage}\n${ext}\n`,
-    );
-    const target = who === 'server' ? server : client;
-    await ok('openssl', [
-      'req',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-subj',
-      subject,
-      '-keyout',
-      path.join(target, `${who}-key.pem`),
-      '-out',
-      path.join(dir, `${who}.csr`),
-    ]);
-    await ok('openssl', [
-      'x509',
-      '-req',
-      '-in',
-      path.join(dir, `${who}.csr`),
-      ...ca,
-      '-days',
-      '2',
-      '-extfile',
-      extfile,
-      '-out',
-      path.join(target, `${who}-cert.pem`),
-    ]);
-    await copyFile(path.join(dir, 'ca-cert.pem'), path.join(target, 'ca-cert.pem'));
-  }
-  return { server, client };
-}
-
 describe('TLS', () => {
-  it('serves qemu-img, qemu-io and nbdinfo over TLS with X.509 certificates, and refuses plaintext', async (t) => {
+  it("serves qemu-img, qemu-io, nbdinfo and vdisk's own client over TLS with X.509 certificates, and refuses plaintext", async (t) => {
     if (!need(t, 'qemu-img', 'qemu-io', 'nbdinfo', 'openssl')) return;
     await withTempDir(async (dir) => {
       const creds = await makeCertificates(dir);
@@ -423,10 +354,31 @@ describe('TLS', () => {
           await copyFile(path.join(creds.client, 'ca-cert.pem'), path.join(anonymous, 'ca-cert.pem'));
           const noCert = await run('nbdinfo', ['--list', `nbds://127.0.0.1:${port}/?tls-certificates=${anonymous}`]);
           assert.notEqual(noCert.code, 0);
+          // vdisk's own client: nbds:// with the same credentials, and the same refusals.
+          const uri = `nbds://127.0.0.1:${port}/?tls-certificates=${creds.client}`;
+          await ok(process.execPath, [VDISK_MAIN, 'io', '-f', 'raw', '-c', 'write -P 0x6e 1M 64k', uri]);
+          const back = await ok(process.execPath, [VDISK_MAIN, 'io', '-f', 'raw', '-c', 'read -P 0x6e 1M 64k', uri]);
+          assert.doesNotMatch(back, /Pattern verification failed/);
+          const vdiskPlain = await run(process.execPath, [VDISK_MAIN, 'info', `nbd://127.0.0.1:${port}/`]);
+          assert.match(vdiskPlain.stderr, /requires TLS/);
+          const vdiskNoCert = await run(process.execPath, [
+            VDISK_MAIN,
+            'info',
+            `nbds://127.0.0.1:${port}/?tls-certificates=${anonymous}`,
+          ]);
+          assert.match(vdiskNoCert.stderr, /TLS (handshake )?failed: .*certificate/);
         },
       );
       await ok('qemu-img', ['check', '-q', '-f', 'qcow2', image]);
-      const back = await ok('qemu-io', ['-f', 'qcow2', '-c', 'read -P 0x5e 64k 64k', image]);
+      const back = await ok('qemu-io', [
+        '-f',
+        'qcow2',
+        '-c',
+        'read -P 0x5e 64k 64k',
+        '-c',
+        'read -P 0x6e 1M 64k',
+        image,
+      ]);
       assert.doesNotMatch(back, /Pattern verification failed/);
     });
   });

@@ -16,7 +16,7 @@ import { LOOKUP_SUBCLUSTERS } from '../../src/format/qcow2/image/block-status.js
 import { Mapping } from '../../src/format/qcow2/image/mapping.js';
 import { createImage, openImage } from '../../src/index.js';
 import { queryExtents } from '../../src/nbd/extents.js';
-import { CMD, CONTEXT_ID_BASE_ALLOCATION } from '../../src/nbd/protocol.js';
+import { CMD, CONTEXT_ID_BASE_ALLOCATION } from '../../src/nbd-wire/protocol.js';
 import { RawClient } from '../helpers/nbd-client.js';
 import { startVdiskServe } from '../helpers/nbd-serve.js';
 import { withTempDir } from '../helpers/tmp.js';

@@ -1,8 +1,8 @@
 /**
- * `npm run test:reliability [-- --long] [--minutes N] [--only crash|faults|hostile|fuzz|kill|clients|locks|create]`
+ * `npm run test:reliability [-- --long] [--minutes N] [--only crash|faults|hostile|fuzz|kill|clients|servers|locks|create]`
  *
  * Runs the reliability families (power loss, failing disks, hostile images, mutation fuzzing,
- * killed servers, hostile NBD clients) with node's test runner. `--long` (or
+ * killed servers, hostile NBD clients, hostile NBD servers) with node's test runner. `--long` (or
  * VDISK_RELIABILITY=long) runs every crash state in all cache modes, every fault position and
  * combination, thousands of fuzz cases per image and thousands of kills;
  * `--minutes N` repeats the whole run with new seeds until N minutes have passed (hours-long
@@ -28,6 +28,7 @@ const FAMILIES: Record<string, string[]> = {
   fuzz: ['fuzz.test.js'],
   kill: ['kill.test.js'],
   clients: ['nbd-clients.test.js', 'shutdown.test.js'],
+  servers: ['nbd-servers.test.js'],
   locks: ['force-share.test.js'],
   create: ['interrupted-create.test.js'],
 };

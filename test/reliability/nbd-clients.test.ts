@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
-import { CMD, CMD_FLAG, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES } from '../../src/nbd/protocol.js';
+import { CMD, CMD_FLAG, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES } from '../../src/nbd-wire/protocol.js';
 import { createImage } from '../../src/tools/create.js';
 import { RawClient, replyError } from '../helpers/nbd-client.js';
 import { type ServerProcess, startVdiskServe } from '../helpers/nbd-serve.js';

@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { CMD } from '../../src/nbd/protocol.js';
+import { CMD } from '../../src/nbd-wire/protocol.js';
 import { createImage } from '../../src/tools/create.js';
 import { RawClient, replyError } from '../helpers/nbd-client.js';
 import { startVdiskServe } from '../helpers/nbd-serve.js';

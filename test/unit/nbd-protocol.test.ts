@@ -23,9 +23,9 @@ import {
   encodeOptionError,
   encodeOptionReply,
   encodeServerReply,
-} from '../../src/nbd/handshake-codec.js';
-import { ByteQueue } from '../../src/nbd/input.js';
-import { CHUNK, CMD, encodeString, INFO, OPT, REP, TF } from '../../src/nbd/protocol.js';
+} from '../../src/nbd-wire/handshake-codec.js';
+import { ByteQueue } from '../../src/nbd-wire/input.js';
+import { CHUNK, CMD, encodeString, INFO, OPT, REP, TF } from '../../src/nbd-wire/protocol.js';
 import {
   decodeReply,
   decodeRequest,
@@ -37,7 +37,7 @@ import {
   encodeRequest,
   encodeSimpleReply,
   newRequest,
-} from '../../src/nbd/transmission-codec.js';
+} from '../../src/nbd-wire/transmission-codec.js';
 
 const hex = (b: Buffer) => b.toString('hex');
 

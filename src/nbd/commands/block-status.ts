@@ -1,6 +1,6 @@
+import { CMD_FLAG, CONTEXT_ID_ALLOCATION_DEPTH, CONTEXT_ID_BASE_ALLOCATION, NBD_ERR } from '../../nbd-wire/protocol.js';
+import type { ExtentList } from '../../nbd-wire/transmission-codec.js';
 import { queryExtents } from '../extents.js';
-import { CMD_FLAG, CONTEXT_ID_ALLOCATION_DEPTH, CONTEXT_ID_BASE_ALLOCATION, NBD_ERR } from '../protocol.js';
-import type { ExtentList } from '../transmission-codec.js';
 import type { CommandRequest, Connection } from './command.js';
 
 /** NBD_CMD_BLOCK_STATUS: one chunk per selected metadata context, the last one marked done. */

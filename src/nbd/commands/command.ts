@@ -3,9 +3,10 @@
  * export to call down to, the replies to answer with). A handler answers its own errors; the
  * session has checked the request against the export before it runs.
  */
+
+import type { Request } from '../../nbd-wire/transmission-codec.js';
 import type { NbdExport } from '../export.js';
 import type { Replies } from '../replies.js';
-import type { Request } from '../transmission-codec.js';
 
 /** One request as its handler sees it: the decoded header, and a WRITE's payload. */
 export interface CommandRequest extends Readonly<Request> {

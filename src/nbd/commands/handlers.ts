@@ -1,5 +1,5 @@
 /** The handler of each command the server knows. */
-import { CMD } from '../protocol.js';
+import { CMD } from '../../nbd-wire/protocol.js';
 import { handleBlockStatus } from './block-status.js';
 import { handleCache } from './cache.js';
 import type { CommandHandler } from './command.js';

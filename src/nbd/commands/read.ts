@@ -1,6 +1,6 @@
+import { CMD_FLAG } from '../../nbd-wire/protocol.js';
 import { acquireBuffer, releaseBuffer, releaserFor } from '../buffers.js';
 import { isZero, zeroRuns } from '../extents.js';
-import { CMD_FLAG } from '../protocol.js';
 import type { CommandRequest, Connection } from './command.js';
 
 /** Reads at least this long are scanned for zero runs sent as holes. */

@@ -1,4 +1,4 @@
-import { CMD_FLAG } from '../protocol.js';
+import { CMD_FLAG } from '../../nbd-wire/protocol.js';
 import { type CommandRequest, type Connection, replyWhenDone } from './command.js';
 
 /** NBD_CMD_WRITE_ZEROES: NO_HOLE keeps the range allocated; FAST_ZERO fails rather than write slowly. */

@@ -1,6 +1,6 @@
+import { CMD_FLAG } from '../../nbd-wire/protocol.js';
 import { releaseBuffer } from '../buffers.js';
 import { isZero } from '../extents.js';
-import { CMD_FLAG } from '../protocol.js';
 import type { CommandRequest, Connection } from './command.js';
 
 const FUA = { fua: true };

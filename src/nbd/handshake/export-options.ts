@@ -6,8 +6,8 @@ import {
   encodeInfoExport,
   encodeInfoString,
   encodeServerReply,
-} from '../handshake-codec.js';
-import { INFO, MAX_STRING, OPT, REP } from '../protocol.js';
+} from '../../nbd-wire/handshake-codec.js';
+import { INFO, MAX_STRING, OPT, REP } from '../../nbd-wire/protocol.js';
 import { HandshakeError, type Negotiated, type Negotiation, type OptionOutcome, sanitize } from './negotiation.js';
 
 /** NBD_OPT_LIST: the one export, with its description. */

@@ -11,8 +11,8 @@
  * they negotiate (export-options.ts, reply-options.ts, tls-options.ts).
  */
 import type { Duplex } from 'node:stream';
-import { decodeOptionHeader, encodeGreeting } from '../handshake-codec.js';
-import type { SocketInput } from '../input.js';
+import { decodeOptionHeader, encodeGreeting } from '../../nbd-wire/handshake-codec.js';
+import type { SocketInput } from '../../nbd-wire/input.js';
 import {
   CLIENT_FLAGS_SIZE,
   FLAG_FIXED_NEWSTYLE,
@@ -22,7 +22,7 @@ import {
   OPTION_HEADER_SIZE,
   optionName,
   REP,
-} from '../protocol.js';
+} from '../../nbd-wire/protocol.js';
 import { exportName, infoOrGo, listExports } from './export-options.js';
 import {
   HandshakeError,

@@ -4,10 +4,10 @@
  * answered.
  */
 import type { Duplex } from 'node:stream';
+import { encodeOptionError, encodeOptionReply } from '../../nbd-wire/handshake-codec.js';
+import type { SocketInput } from '../../nbd-wire/input.js';
+import { optionName, REP, TF } from '../../nbd-wire/protocol.js';
 import type { NbdExport } from '../export.js';
-import { encodeOptionError, encodeOptionReply } from '../handshake-codec.js';
-import type { SocketInput } from '../input.js';
-import { optionName, REP, TF } from '../protocol.js';
 import type { TlsCredentials } from '../tls.js';
 
 /** A client broke the protocol (or the server's limits): the connection must be dropped. */

@@ -2,7 +2,7 @@
  * The options that shape the transmission phase's replies: STRUCTURED_REPLY, and the metadata
  * contexts BLOCK_STATUS reports (LIST_META_CONTEXT, SET_META_CONTEXT).
  */
-import { decodeMetaContextRequest, encodeMetaContextReply } from '../handshake-codec.js';
+import { decodeMetaContextRequest, encodeMetaContextReply } from '../../nbd-wire/handshake-codec.js';
 import {
   CONTEXT_ALLOCATION_DEPTH,
   CONTEXT_BASE_ALLOCATION,
@@ -11,7 +11,7 @@ import {
   OPT,
   optionName,
   REP,
-} from '../protocol.js';
+} from '../../nbd-wire/protocol.js';
 import type { Negotiation, OptionOutcome } from './negotiation.js';
 
 /** NBD_OPT_STRUCTURED_REPLY. */

@@ -2,8 +2,8 @@
  * NBD_OPT_STARTTLS, and FORCEDTLS: until TLS is up, STARTTLS is the only option served (ABORT
  * is answered before this gate).
  */
-import { SocketInput } from '../input.js';
-import { OPT, REP } from '../protocol.js';
+import { SocketInput } from '../../nbd-wire/input.js';
+import { OPT, REP } from '../../nbd-wire/protocol.js';
 import { startTls } from '../tls.js';
 import { HandshakeError, type Negotiation, type OptionOutcome } from './negotiation.js';
 

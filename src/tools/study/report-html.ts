@@ -274,7 +274,8 @@ export function studyHtml(report: StudyReport): string {
   const m = report.machine;
   const fs = report.filesystem;
   const date = report.startedAt.replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
-  const title = `vdisk study, ${date}`;
+  // The QEMU engine's numbers are qemu-nbd's block layer, driven through vdisk's NBD client.
+  const title = report.engine === 'qemu' ? `vdisk study of QEMU (qemu-nbd), ${date}` : `vdisk study, ${date}`;
   const data = JSON.stringify(report).replace(/</g, '\\u003c');
   const machine = definitionList([
     ['OS', `${m.os} ${m.arch}, kernel ${m.kernel} (${m.kernelVersion})`],

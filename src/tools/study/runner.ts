@@ -25,6 +25,7 @@ import {
   safetyOf,
   studyMatrix,
 } from './matrix.js';
+import { openThroughQemuNbd, type ServedImage } from './qemu-engine.js';
 import {
   type ImageState,
   needsSequentialData,
@@ -35,8 +36,13 @@ import {
   workload,
 } from './workloads.js';
 
+/** Whose block layer the workloads measure: vdisk's, or QEMU's through qemu-nbd (qemu-engine.ts). */
+export type StudyEngine = 'vdisk' | 'qemu';
+
 export interface StudyOptions {
   profile: StudyProfile;
+  /** Default vdisk. */
+  engine?: StudyEngine;
   /** Image size in bytes; default the profile's. */
   size?: number;
   selection: MatrixSelection;
@@ -84,6 +90,7 @@ export interface CombinationResult extends Combination {
 }
 
 export interface StudyRun {
+  engine: StudyEngine;
   startedAt: string;
   finishedAt: string;
   seconds: number;
@@ -145,18 +152,18 @@ async function runCombination(
     result.create = { seconds, samples: [seconds], ...(await spaceUse(file)) };
     progress('create');
 
-    let backend: BlockBackend;
+    let opened: ServedImage;
     try {
-      backend = await (options.openImage ?? openImage)(file, { format: combination.format, cache: combination.cache });
+      opened = await openFor(file, combination, options);
     } catch (err) {
       return fail(err);
     }
     try {
-      await runWorkloads(backend, options, result, progress);
+      await runWorkloads(opened.backend, options, result, progress);
     } catch (err) {
       fail(err);
     } finally {
-      await backend.close().catch((err: unknown) => {
+      await opened.release().catch((err: unknown) => {
         if (result.status === 'ok') fail(err);
       });
     }
@@ -165,6 +172,21 @@ async function runCombination(
   } finally {
     await rm(file, { force: true });
   }
+}
+
+/** The combination's image opened by the engine measured. */
+async function openFor(
+  file: string,
+  combination: Combination,
+  options: StudyOptions & { workdir: string },
+): Promise<ServedImage> {
+  if (options.engine === 'qemu')
+    return openThroughQemuNbd(file, combination.format, combination.cache, options.workdir);
+  const backend = await (options.openImage ?? openImage)(file, {
+    format: combination.format,
+    cache: combination.cache,
+  });
+  return { backend, release: () => backend.close() };
 }
 
 async function runWorkloads(
@@ -277,6 +299,7 @@ export async function runStudy(options: StudyOptions): Promise<StudyRun> {
     }
     const results = combinations.map((c) => mergeRounds(byId.get(c.id)!));
     return {
+      engine: options.engine ?? 'vdisk',
       startedAt: started.toISOString(),
       finishedAt: new Date().toISOString(),
       seconds: (performance.now() - t0) / 1000,

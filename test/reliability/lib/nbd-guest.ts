@@ -6,9 +6,9 @@
  * A request still unanswered when the server dies keeps ack = Infinity: it may or may not have
  * reached the image.
  */
-import { ByteQueue } from '../../../src/nbd/input.js';
-import { CMD, CMD_FLAG } from '../../../src/nbd/protocol.js';
-import { encodeRequest } from '../../../src/nbd/transmission-codec.js';
+import { ByteQueue } from '../../../src/nbd-wire/input.js';
+import { CMD, CMD_FLAG } from '../../../src/nbd-wire/protocol.js';
+import { encodeRequest } from '../../../src/nbd-wire/transmission-codec.js';
 import { RawClient } from '../../helpers/nbd-client.js';
 import { type Clock, type GuestOp, SECTOR, sectorPattern } from './guest.js';
 

@@ -5,7 +5,7 @@
  * what the server answered: every answer well framed and naming something the client sent.
  */
 import fc from 'fast-check';
-import { encodeInfoRequest, encodeMetaContextRequest } from '../../../src/nbd/handshake-codec.js';
+import { encodeInfoRequest, encodeMetaContextRequest } from '../../../src/nbd-wire/handshake-codec.js';
 import {
   CMD,
   MAX_OPTION_LENGTH,
@@ -15,8 +15,8 @@ import {
   REP,
   SIMPLE_REPLY_MAGIC,
   STRUCTURED_REPLY_MAGIC,
-} from '../../../src/nbd/protocol.js';
-import { encodeRequest } from '../../../src/nbd/transmission-codec.js';
+} from '../../../src/nbd-wire/protocol.js';
+import { encodeRequest } from '../../../src/nbd-wire/transmission-codec.js';
 import type { RawClient } from '../../helpers/nbd-client.js';
 
 /** Lengths the spec and the server treat specially. */

@@ -166,6 +166,33 @@ export function growth(preallocation: Preallocation): CrashWorkload {
   };
 }
 
+/**
+ * Shrinking with 512-byte clusters and 64-bit refcounts: the clusters past the new end are freed,
+ * the L2 tables and refcount blocks left counting nothing are dropped, and the file is cut (R4:
+ * nothing on disk names what goes); then the image grows again over the freed space.
+ */
+export function shrink(): CrashWorkload {
+  return {
+    name: 'shrink',
+    format: 'qcow2',
+    size: 2 * MiB,
+    options: { cluster_size: 512, refcount_bits: 64 },
+    ci: { weight: 0.35, modes: ['writeback', 'writethrough'] },
+    setup: async (g) => {
+      await g.write(0, 128 * KiB);
+      await g.write(1536 * KiB, 256 * KiB);
+    },
+    run: async (g) => {
+      await g.write(64 * KiB, 8 * KiB);
+      await g.resize(512 * KiB);
+      await g.write(300 * KiB, 16 * KiB);
+      await g.flush();
+      await g.resize(MiB);
+      await g.write(900 * KiB, 8 * KiB);
+    },
+  };
+}
+
 /** Lazy refcounts: the dirty bit is set (and durable) before the first write that skips refcounts (R7). */
 export function lazyRefcounts(): CrashWorkload {
   return {
@@ -233,6 +260,7 @@ export function allWorkloads(): CrashWorkload[] {
     discardReuse(true),
     writeZeroes(),
     ...PREALLOCATIONS.map((p) => growth(p)),
+    shrink(),
     lazyRefcounts(),
     concurrent(),
     raw(),

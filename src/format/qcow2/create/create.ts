@@ -107,7 +107,8 @@ function settingsOf(request: CreateSpec): Qcow2CreateSettings {
 
 function layoutOf(size: number, s: Qcow2CreateSettings): CreateLayout {
   return planCreateLayout({
-    size,
+    // qemu-img rounds the virtual size up to whole sectors.
+    size: Math.ceil(size / 512) * 512,
     clusterBits: s.clusterBits,
     refcountOrder: s.refcountOrder,
     version: s.version,

@@ -111,6 +111,30 @@ export class Allocator {
     if (this.#deps.refcounts.hasDirty) await this.#deps.refcounts.flush();
   }
 
+  /**
+   * Drops the refcount blocks that count nothing but themselves, as QEMU does after a shrink.
+   * Their table entries are zeroed on disk and made durable first: no live cluster loses its
+   * count. A block counted by another block is then freed there.
+   */
+  async dropUnusedRefblocks(): Promise<void> {
+    const { refcounts, writer, file } = this.#deps;
+    await this.flushRefcounts();
+    const unused: number[] = [];
+    for (let i = 0; i < refcounts.tableCapacity; i++) if (await refcounts.countsOnlyItself(i)) unused.push(i);
+    if (unused.length === 0) return;
+    for (const i of unused) await this.#writeTableEntry(i, 0);
+    await file.flush();
+    const offsets = unused.map((i) => refcounts.table[i]!);
+    // Each block's own count goes where it is kept; a dropped block that kept it is written back
+    // to its now unnamed cluster, as QEMU leaves it.
+    for (const offset of offsets) await this.free(offset, 1);
+    await this.flushRefcounts();
+    for (const [k, i] of unused.entries()) {
+      refcounts.dropBlock(i);
+      writer.release('refblock', offsets[k]!, this.#clusterSize);
+    }
+  }
+
   /** Drops one reference to `count` clusters at `offset`; clusters reaching 0 become free. */
   async free(offset: number, count: number): Promise<void> {
     const cluster = offset / this.#clusterSize;

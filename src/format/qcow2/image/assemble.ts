@@ -9,6 +9,7 @@
  *   L2Tables        the L1 table in memory and the L2-table cache
  *   Mapping, GuestReader, GuestWriter, HostClusters, Deallocator, Resizer, CompressedWriter:
  *                   the request paths, stateless over the owners above
+ *   HostHoles       whether block status asks the host file for holes (decided once)
  *
  * The two locks are shared: the metadata lock serialises metadata changes; the cluster locks
  * hold guest clusters for the requests that use them.
@@ -21,12 +22,14 @@ import type { Qcow2Geometry } from '../codec/geometry.js';
 import type { Qcow2Header } from '../codec/header.js';
 import { Allocator } from './allocator.js';
 import { BlockStatus } from './block-status.js';
+import type { ClusterCodec } from './cluster-codec.js';
 import { CompressedWriter } from './compressed-writer.js';
 import { Deallocator } from './deallocator.js';
 import { GuestReader } from './guest-reader.js';
 import { GuestWriter } from './guest-writer.js';
 import { HeaderStore } from './header-store.js';
 import { HostClusters } from './host-clusters.js';
+import { HostHoles } from './host-holes.js';
 import { Qcow2Image, type Qcow2ImageOptions } from './image.js';
 import { L2Tables } from './l2-tables.js';
 import { Mapping } from './mapping.js';
@@ -51,11 +54,13 @@ export interface LoadedImage {
   refcountTable: number[];
   /** L2 tables to keep cached. */
   l2CacheTables: number;
+  /** How compressed clusters are coded. */
+  codec: ClusterCodec;
   options: Qcow2ImageOptions;
 }
 
 export function assembleImage(loaded: LoadedImage): Qcow2Image {
-  const { file, backing, geometry, writer } = loaded;
+  const { file, backing, geometry, writer, codec } = loaded;
   const hasBacking = backing !== undefined;
   const metadataLock = new Mutex();
   const clusterLocks = new RangeLock();
@@ -77,8 +82,7 @@ export function assembleImage(loaded: LoadedImage): Qcow2Image {
   const tables = new L2Tables({ file, writer, cache: l2Cache, allocator, header, geometry }, loaded.l1);
 
   const mapping = new Mapping(tables, geometry, metadataLock);
-  const status = new BlockStatus({ file, backing, geometry, tables, mapping, size: () => header.header.size });
-  const reader = new GuestReader({ file, backing, geometry, mapping, clusterLocks });
+  const reader = new GuestReader({ file, backing, geometry, codec, mapping, clusterLocks });
   const hostClusters = new HostClusters({ file, geometry, writer, tables, allocator });
   const guestWriter = new GuestWriter({
     file,
@@ -100,6 +104,7 @@ export function assembleImage(loaded: LoadedImage): Qcow2Image {
     header,
     tables,
     allocator,
+    refcounts,
     deallocator,
     metadataLock,
     clusterLocks,
@@ -107,6 +112,7 @@ export function assembleImage(loaded: LoadedImage): Qcow2Image {
   const compressed = new CompressedWriter({
     file,
     geometry,
+    codec,
     header,
     writer,
     tables,
@@ -115,6 +121,17 @@ export function assembleImage(loaded: LoadedImage): Qcow2Image {
     guestWriter,
     metadataLock,
     clusterLocks,
+  });
+
+  const holes = new HostHoles({ file, refcounts, clusterBits: geometry.clusterBits, metadataLock });
+  const status = new BlockStatus({
+    file,
+    backing,
+    geometry,
+    tables,
+    mapping,
+    holes,
+    size: () => header.header.size,
   });
 
   writer.onCorruption = async () => {

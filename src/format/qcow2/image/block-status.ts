@@ -10,6 +10,7 @@
  */
 import type { BlockDriver, Extent } from '../../../block/driver.js';
 import type { Qcow2Geometry } from '../codec/geometry.js';
+import type { HostHoles, HostRun } from './host-holes.js';
 import type { L2Tables } from './l2-tables.js';
 import type { Mapping, Run } from './mapping.js';
 import { RunCache, runIndexAt } from './run-cache.js';
@@ -25,6 +26,8 @@ export interface BlockStatusDeps {
   geometry: Qcow2Geometry;
   tables: L2Tables;
   mapping: Mapping;
+  /** Holes in the host file under data clusters (images preallocated with metadata). */
+  holes: HostHoles;
   /** The guest size now (it changes with resize). */
   size: () => number;
 }
@@ -68,7 +71,10 @@ export class BlockStatus {
         if (out.length === 0) out.push(await this.#resolve(run));
         break;
       }
-      out.push(this.#extent(run));
+      const inFile = run.kind === 'data' ? await this.#d.holes.at(run.host, run.length) : undefined;
+      out.push(this.#extent(run, inFile));
+      // The host file changes state inside the run: the rest of it is for the next call.
+      if (inFile && inFile.length < run.length) break;
     }
     return out;
   }
@@ -104,25 +110,32 @@ export class BlockStatus {
     return { runs, index: runIndexAt(runs, offset) };
   }
 
-  /** The extent of a run; an unallocated run over a backing image is what the backing image says. */
+  /**
+   * The extent of a run: an unallocated run over a backing image is what the backing image says,
+   * and data over a hole in the host file reads as zeros.
+   */
   async #resolve(run: Run): Promise<Extent> {
     const backing = this.#d.backing;
     if (run.kind === 'unallocated' && backing && run.offset < backing.length()) {
       const below = await backing.blockStatus(run.offset, Math.min(run.length, backing.length() - run.offset));
       return { ...below, offset: run.offset, depth: (below.depth ?? 0) + 1 };
     }
-    return this.#extent(run);
+    const inFile = run.kind === 'data' ? await this.#d.holes.at(run.host, run.length) : undefined;
+    return this.#extent(run, inFile);
   }
 
-  #extent(run: Run): Extent {
+  /** `inFile`: what the host file holds under a data run, when it was asked. */
+  #extent(run: Run, inFile?: HostRun): Extent {
+    const hasHost = run.host !== 0;
     return {
       offset: run.offset,
-      length: run.length,
+      length: inFile?.length ?? run.length,
       allocated: run.kind !== 'unallocated',
-      zero: run.kind === 'zero' || (run.kind === 'unallocated' && !this.#d.backing),
+      // Unallocated here means no backing image, or past its end: zeros either way.
+      zero: run.kind === 'zero' || run.kind === 'unallocated' || inFile?.zero === true,
       data: run.kind === 'data' || run.kind === 'compressed',
-      hostOffset: run.kind === 'data' ? run.host : undefined,
-      hostFile: run.kind === 'data' ? this.#d.file.filename : undefined,
+      hostOffset: hasHost ? run.host : undefined,
+      hostFile: hasHost ? this.#d.file.filename : undefined,
       compressed: run.kind === 'compressed',
       depth: 0,
     };
@@ -132,6 +145,6 @@ export class BlockStatus {
 /** `run` from `from` (inside it) to at most `end`. */
 function clip(run: Run, from: number, end: number): Run {
   const skip = from - run.offset;
-  const host = run.kind === 'data' ? run.host + skip : run.host;
+  const host = run.host === 0 ? 0 : run.host + skip;
   return { ...run, offset: from, length: Math.min(run.offset + run.length, end) - from, host };
 }

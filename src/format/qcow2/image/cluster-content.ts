@@ -14,6 +14,12 @@ export interface ClusterPlan {
   host: number;
   /** In-place update of an extended-L2 cluster this image owns (only the bitmap changes). */
   reuse: boolean;
+  /**
+   * The host cluster lies wholly past the end of the file and was never written: it already
+   * reads as zeros, so zero ranges in it need no write (a first 4 KiB write into a fresh
+   * cluster is one write, not three). check allows the file to end inside the last cluster.
+   */
+  fresh: boolean;
 }
 
 /** Part of a new host cluster's content: bytes to write, or a run that must read as zeros. */
@@ -56,6 +62,7 @@ export class ClusterContent {
     const clusterStart = plan.cluster * g.clusterSize;
     const old = async (from: number, to: number): Promise<Piece | undefined> => {
       if (from >= to) return undefined;
+      if (!this.#storesAny(plan.old, from, to)) return { start: from, zeros: to - from };
       const bytes = Buffer.alloc(to - from);
       const stored = await this.#readOld(plan, clusterStart, from, bytes);
       return stored ? { start: from, data: bytes } : { start: from, zeros: to - from };
@@ -65,12 +72,23 @@ export class ClusterContent {
     // Neighbouring byte pieces go out as one write.
     const pieces: Piece[] = [];
     for (const p of [head, { start: pieceStart, data: piece }, tail]) {
-      if (!p) continue;
+      if (!p || (p.zeros !== undefined && plan.fresh)) continue;
       const last = pieces[pieces.length - 1];
       if (last?.data && p.data) last.data = Buffer.concat([last.data, p.data]);
       else pieces.push(p);
     }
     return pieces;
+  }
+
+  /** Whether any of [from, to) of the old cluster reads stored bytes (not just zeros). */
+  #storesAny(old: L2Entry, from: number, to: number): boolean {
+    if (old.kind === 'compressed') return true;
+    const sc = this.#g.subclusterSize;
+    for (let i = Math.floor(from / sc); i * sc < to; i++) {
+      const kind = subclusterKind(old, i);
+      if (kind === 'data' || (kind === 'unallocated' && this.#reader.hasBacking)) return true;
+    }
+    return false;
   }
 
   /** Reads what the cluster read as before this write into `out`; true if that was stored data. */

@@ -1,9 +1,8 @@
 /**
- * Writing one whole guest cluster compressed (qemu-img convert -c): deflate without a zlib
- * header, packed into host clusters byte by byte. A cluster that does not shrink is written
+ * Writing one whole guest cluster compressed (qemu-img convert -c) in the image's compression
+ * type, packed into host clusters byte by byte. A cluster that does not shrink is written
  * normally instead, as QEMU does.
  */
-import { constants, deflateRawSync } from 'node:zlib';
 import type { BlockDriver } from '../../../block/driver.js';
 import { VdiskError } from '../../../block/errors.js';
 import type { Mutex } from '../../../util/mutex.js';
@@ -11,6 +10,7 @@ import type { RangeLock } from '../../../util/range-lock.js';
 import type { Qcow2Geometry } from '../codec/geometry.js';
 import { compressedSectors, type L2Entry } from '../codec/l2-entry.js';
 import type { Allocator } from './allocator.js';
+import type { ClusterCodec } from './cluster-codec.js';
 import type { GuestWriter } from './guest-writer.js';
 import type { HeaderStore } from './header-store.js';
 import type { HostClusters } from './host-clusters.js';
@@ -20,6 +20,7 @@ import type { MetadataWriter } from './metadata-writer.js';
 export interface CompressedWriterDeps {
   file: BlockDriver;
   geometry: Qcow2Geometry;
+  codec: ClusterCodec;
   header: HeaderStore;
   writer: MetadataWriter;
   tables: L2Tables;
@@ -38,7 +39,15 @@ export class CompressedWriter {
     this.#d = deps;
   }
 
+  /**
+   * Writes `data` compressed; an empty `data` ends a run of compressed writes instead, and rounds
+   * the file up to a whole sector as QEMU does (qemu-img convert -c ends so).
+   */
   async write(offset: number, data: Buffer): Promise<void> {
+    if (data.length === 0) {
+      await this.#alignFileEnd();
+      return;
+    }
     const { file, geometry: g, writer, tables, allocator, hostClusters, metadataLock } = this.#d;
     const size = this.#d.header.header.size;
     if (offset % g.clusterSize !== 0 || (data.length !== g.clusterSize && offset + data.length !== size)) {
@@ -46,9 +55,9 @@ export class CompressedWriter {
     }
     const plain =
       data.length === g.clusterSize ? data : Buffer.concat([data, Buffer.alloc(g.clusterSize - data.length)]);
-    const packed = deflateRawSync(plain, { level: constants.Z_DEFAULT_COMPRESSION, windowBits: 12 });
+    const packed = this.#d.codec.compress(plain);
     // Nothing saved: QEMU writes such a cluster uncompressed too.
-    if (packed.length >= g.clusterSize) {
+    if (packed === null) {
       await this.#d.guestWriter.write(offset, data);
       return;
     }
@@ -56,7 +65,11 @@ export class CompressedWriter {
     const release = await this.#d.clusterLocks.acquire(cluster, cluster + 1, 'exclusive');
     try {
       await hostClusters.check(await metadataLock.run(() => tables.entries(cluster, 1)));
-      const host = await metadataLock.run(() => allocator.allocateBytes(packed.length));
+      // The L2 table first, then the bytes, as QEMU allocates them: the layouts stay alike.
+      const host = await metadataLock.run(async () => {
+        await tables.prepareTable(cluster);
+        return allocator.allocateBytes(packed.length);
+      });
       await writer.check('data', host, packed.length);
       await file.write(host, packed);
       await metadataLock.run(async () => {
@@ -75,5 +88,14 @@ export class CompressedWriter {
     } finally {
       release();
     }
+  }
+
+  async #alignFileEnd(): Promise<void> {
+    const file = this.#d.file;
+    await this.#d.metadataLock.run(async () => {
+      const length = file.length();
+      const aligned = Math.ceil(length / 512) * 512;
+      if (aligned !== length) await file.truncate(aligned, 'off');
+    });
   }
 }

@@ -3,18 +3,20 @@
  * clusters. The reads of stored content (host data, backing data, compressed clusters) also
  * serve the write path's copy-on-write.
  */
-import { inflateRawSync } from 'node:zlib';
 import type { BlockDriver } from '../../../block/driver.js';
 import { VdiskError } from '../../../block/errors.js';
 import type { RangeLock } from '../../../util/range-lock.js';
 import type { Qcow2Geometry } from '../codec/geometry.js';
 import type { L2Entry } from '../codec/l2-entry.js';
+import type { ClusterCodec } from './cluster-codec.js';
 import type { Mapping, Run } from './mapping.js';
+import { readInFile } from './read-in-file.js';
 
 export interface GuestReaderDeps {
   file: BlockDriver;
   backing: BlockDriver | undefined;
   geometry: Qcow2Geometry;
+  codec: ClusterCodec;
   mapping: Mapping;
   clusterLocks: RangeLock;
 }
@@ -75,10 +77,8 @@ export class GuestReader {
    * QEMU reads it, without asking the file for bytes it does not have (an entry pointing past
    * the end is a corruption check reports; reading must not fail or go outside the file).
    */
-  async readHost(host: number, out: Buffer): Promise<void> {
-    const inFile = Math.max(0, Math.min(out.length, this.#d.file.length() - host));
-    if (inFile > 0) await this.#d.file.read(host, out.subarray(0, inFile));
-    out.fill(0, inFile);
+  readHost(host: number, out: Buffer): Promise<void> {
+    return readInFile(this.#d.file, host, out);
   }
 
   /** Reads what the backing image has at `offset`; zeros past its end or without one. */
@@ -92,7 +92,6 @@ export class GuestReader {
   /** The whole guest cluster a compressed entry describes. */
   async readCompressed(entry: L2Entry): Promise<Buffer> {
     if (entry.kind !== 'compressed') throw new VdiskError('EIO', 'Not a compressed cluster');
-    const clusterSize = this.#d.geometry.clusterSize;
     const available = Math.min(entry.length, this.#d.file.length() - entry.host);
     if (available <= 0) {
       throw new VdiskError(
@@ -102,21 +101,11 @@ export class GuestReader {
     }
     const compressed = Buffer.allocUnsafe(available);
     await this.#d.file.read(entry.host, compressed);
-    let plain: Buffer;
     try {
-      // The stored length is rounded up to sectors, so trailing bytes after the stream are normal.
-      plain = inflateRawSync(compressed, { finishFlush: 2 /* Z_SYNC_FLUSH */, maxOutputLength: clusterSize });
+      return await this.#d.codec.decompress(compressed);
     } catch (err) {
-      throw new VdiskError('ECORRUPT', `Compressed cluster at 0x${entry.host.toString(16)} does not decompress`, {
-        cause: err,
-      });
+      const reason = err instanceof VdiskError ? err.message : 'does not decompress';
+      throw new VdiskError('ECORRUPT', `Compressed cluster at 0x${entry.host.toString(16)} ${reason}`, { cause: err });
     }
-    if (plain.length !== clusterSize) {
-      throw new VdiskError(
-        'ECORRUPT',
-        `Compressed cluster at 0x${entry.host.toString(16)} decompresses to ${plain.length} bytes, not ${clusterSize}`,
-      );
-    }
-    return plain;
   }
 }

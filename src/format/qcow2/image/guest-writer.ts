@@ -150,9 +150,9 @@ export class GuestWriter {
       const cluster = first + i;
       if ((old.kind === 'data' || old.kind === 'zero') && old.copied && old.host !== 0) {
         // Our own cluster: an extended-L2 bitmap update, or a preallocated zero cluster to fill.
-        plans.push({ cluster, old, host: old.host, reuse: old.kind === 'data' });
+        plans.push({ cluster, old, host: old.host, reuse: old.kind === 'data', fresh: false });
       } else {
-        plans.push({ cluster, old, host: -1, reuse: false });
+        plans.push({ cluster, old, host: -1, reuse: false, fresh: false });
         needNew.push(plans.length - 1);
       }
     });
@@ -162,7 +162,13 @@ export class GuestWriter {
       let j = i + 1;
       while (j < needNew.length && needNew[j] === needNew[j - 1]! + 1) j++;
       const host = await this.#d.allocator.allocate(j - i);
-      for (let k = i; k < j; k++) plans[needNew[k]!]!.host = host + (k - i) * g.clusterSize;
+      // Past the end of the file now means never written: only this plan will write there.
+      const fresh = host >= this.#d.file.length();
+      for (let k = i; k < j; k++) {
+        const plan = plans[needNew[k]!]!;
+        plan.host = host + (k - i) * g.clusterSize;
+        plan.fresh = fresh;
+      }
       i = j;
     }
     return plans;

@@ -62,6 +62,10 @@ export class HostClusters {
         const firstCluster = Math.floor(entry.host / g.clusterSize);
         const lastCluster = Math.floor((entry.host + entry.length - 1) / g.clusterSize);
         await allocator.free(firstCluster * g.clusterSize, lastCluster - firstCluster + 1);
+        // A cluster no compressed stream uses any more is punched, as QEMU discards it.
+        for (let c = firstCluster; c <= lastCluster; c++) {
+          if ((await allocator.refcountOf(c * g.clusterSize)) === 0) holes.push(c * g.clusterSize);
+        }
       }
     }
     await Promise.all(holes.map((host) => this.#d.file.discard(host, g.clusterSize)));

@@ -103,6 +103,30 @@ export class L2Tables {
     }
   }
 
+  /**
+   * Drops the L2 tables named past the first `entries` L1 entries, as QEMU does when an image
+   * shrinks (the table keeps its size). The entries are zeroed on disk and made durable before
+   * the tables are freed (R4).
+   */
+  async shrinkL1(entries: number): Promise<void> {
+    const { file, writer, allocator, cache } = this.#d;
+    const cs = this.#g.clusterSize;
+    if (entries >= this.l1Entries) return;
+    const from = this.#d.header.header.l1TableOffset + entries * 8;
+    await writer.writeTable('l1', from, Buffer.alloc((this.l1Entries - entries) * 8));
+    await file.flush();
+    for (let i = this.l1Entries - 1; i >= entries; i--) {
+      const l2 = this.l2Offset(i);
+      if (l2 === 0) continue;
+      this.#l1.fill(0, i * 8, i * 8 + 8);
+      this.#generation++;
+      // Its entries past the new end were cleared already; nothing in it is written again.
+      cache.forget(l2);
+      await allocator.free(l2, 1);
+      if ((await allocator.refcountOf(l2)) === 0) writer.release('l2', l2, cs);
+    }
+  }
+
   /** Host offset of the L2 table for L1 index `i` (0 = none). */
   l2Offset(i: number): number {
     return i < this.l1Entries ? l2OffsetAt(this.#l1, i, this.#g) : 0;
@@ -150,6 +174,11 @@ export class L2Tables {
     const table = this.#d.cache.peek(l2Offset);
     if (!table) return undefined;
     return decodeEntries(table.data, first, n, this.#g);
+  }
+
+  /** Makes sure the L2 table of `cluster` exists and may be changed in place (allocated if missing). */
+  async prepareTable(cluster: number): Promise<void> {
+    await this.#writableTable(Math.floor(cluster / this.#g.l2Entries));
   }
 
   /** Sets the entries of consecutive guest clusters, creating the L2 table if needed. */

@@ -1,7 +1,7 @@
 /**
  * Where a range of guest bytes lives, as runs of one kind each: data at a host offset, zeros,
  * unallocated (falls through to the backing image), or compressed. Runs are cut at subcluster
- * granularity with extended L2 entries and merged where host data is contiguous.
+ * granularity with extended L2 entries and merged where their host offsets are contiguous.
  */
 import type { Mutex } from '../../../util/mutex.js';
 import type { Qcow2Geometry } from '../codec/geometry.js';
@@ -15,7 +15,11 @@ export interface Run {
   /** Guest offset of the run's first byte. */
   offset: number;
   length: number;
-  /** data: host offset of the run's first byte. compressed: the cluster's entry. */
+  /**
+   * Host offset of the run's first byte in its cluster, 0 when it has none: data runs always,
+   * zero and unallocated runs when their cluster is allocated all the same (preallocated zero
+   * clusters, subclusters of an extended entry), which block status reports as QEMU does.
+   */
   host: number;
   /** data: the host cluster belongs to this image alone (COPIED), so it may be written in place. */
   copied: boolean;
@@ -97,7 +101,8 @@ class RunCollector {
         const sc = Math.floor((pos - clusterStart) / g.subclusterSize);
         const scEnd = Math.min(clusterStart + (sc + 1) * g.subclusterSize, clusterEnd);
         const kind = subclusterKind(entry, sc);
-        const host = kind === 'data' ? (entry as { host: number }).host + (pos - clusterStart) : 0;
+        const base = kind === 'compressed' ? 0 : clusterHost(entry);
+        const host = base === 0 ? 0 : base + (pos - clusterStart);
         const copied = kind === 'data' && (entry as { copied: boolean }).copied;
         if (!extendsLast(this.runs, kind, pos, scEnd - pos, host, copied)) {
           this.runs.push({
@@ -116,9 +121,15 @@ class RunCollector {
   }
 }
 
+/** The host cluster an entry names (0: none). */
+function clusterHost(entry: L2Entry): number {
+  return entry.kind === 'data' || entry.kind === 'zero' ? entry.host : 0;
+}
+
 /**
- * Grows the last run by a piece that continues it (same kind, and for data the next host bytes),
- * without making an object for the piece. Compressed clusters are always runs of their own.
+ * Grows the last run by a piece that continues it (same kind, and host offsets that continue or
+ * are both none), without making an object for the piece. Compressed clusters are always runs of
+ * their own.
  */
 function extendsLast(
   runs: Run[],
@@ -135,7 +146,7 @@ function extendsLast(
     last.copied !== copied ||
     kind === 'compressed' ||
     last.offset + last.length !== offset ||
-    (kind === 'data' && last.host + last.length !== host)
+    (last.host === 0 ? host !== 0 : last.host + last.length !== host)
   ) {
     return false;
   }

@@ -13,8 +13,8 @@
  * changing between two awaits.
  */
 import type { BlockDriver } from '../../../block/driver.js';
-import { VdiskError } from '../../../block/errors.js';
 import type { MetadataWriter } from './metadata-writer.js';
+import { readInFile } from './read-in-file.js';
 
 export interface CachedTable {
   readonly offset: number;
@@ -147,14 +147,10 @@ export class MetadataCache {
   }
 
   async #load(offset: number): Promise<CachedTable> {
-    if (offset + this.#clusterSize > this.#file.length()) {
-      // Never read outside the file: a table past its end is a corruption, not zeros.
-      const what = this.kind === 'l2' ? 'L2 table' : 'refcount block';
-      throw new VdiskError('ECORRUPT', `The ${what} at 0x${offset.toString(16)} lies past the end of the file`);
-    }
     await this.#makeRoom();
     const data = Buffer.allocUnsafe(this.#clusterSize);
-    await this.#file.read(offset, data);
+    // A table past the end of a truncated file reads as zeros, as QEMU reads it.
+    await readInFile(this.#file, offset, data);
     const existing = this.#tables.get(offset);
     if (existing) return existing;
     const table: CachedTable = { offset, data, dirty: false, pins: 0, used: 0 };

@@ -7,7 +7,7 @@ import type { BlockDriver, SnapshotInfo } from '../../../block/driver.js';
 import { VdiskError } from '../../../block/errors.js';
 import type { OpenContext } from '../../format.js';
 import { checkQcow2 } from '../check/check.js';
-import { COMPRESSION_ZSTD, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_DIRTY } from '../codec/constants.js';
+import { INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_DIRTY } from '../codec/constants.js';
 import { geometryOf } from '../codec/geometry.js';
 import { decodeHeader } from '../codec/header.js';
 import { decodeHeaderExtensions } from '../codec/header-extensions.js';
@@ -15,8 +15,10 @@ import { l2OffsetAt } from '../codec/l1-entry.js';
 import { decodeReftableEntry } from '../codec/refcount-block.js';
 import type { Qcow2Snapshot } from '../codec/snapshot-table.js';
 import { assembleImage } from './assemble.js';
+import { clusterCodec } from './cluster-codec.js';
 import type { Qcow2Image } from './image.js';
 import { MetadataWriter } from './metadata-writer.js';
+import { readInFile } from './read-in-file.js';
 import { claimSnapshotL2Tables, loadSnapshots } from './snapshots.js';
 
 /** QEMU's default L2 cache: enough for 32 MiB of L2 tables or the whole image, whichever is less. */
@@ -45,9 +47,7 @@ export async function openQcow2(
   const extensions = decodeHeaderExtensions(cluster0, header);
   const name = context.filename ?? 'image';
 
-  if (header.compressionType === COMPRESSION_ZSTD) {
-    throw new VdiskError('ENOTSUP', `'${name}' uses zstd compression, which vdisk cannot read yet`);
-  }
+  const codec = clusterCodec(header.compressionType, clusterSize, context.zstd);
   if (header.incompatibleFeatures & INCOMPAT_DATA_FILE) {
     throw new VdiskError('ENOTSUP', `'${name}' keeps its data in an external data file, which vdisk does not support`);
   }
@@ -65,23 +65,17 @@ export async function openQcow2(
     return openQcow2(file, context, options, true);
   }
   const g = geometryOf(header);
-  const tableEnd = (offset: number, bytes: number, what: string) => {
-    if (offset + bytes > fileLength) {
-      throw new VdiskError('ECORRUPT', `The ${what} of '${name}' lies past the end of the file`);
-    }
-  };
   if (header.size > header.l1Size * g.l2Coverage) {
     throw new VdiskError('ECORRUPT', `The L1 table of '${name}' is too small for its virtual size`);
   }
 
   const l1 = Buffer.alloc(header.l1Size * 8);
-  tableEnd(header.l1TableOffset, l1.length, 'L1 table');
-  if (l1.length > 0) await file.read(header.l1TableOffset, l1);
+  // A table cut off by a truncated file reads as zeros past the end, as QEMU reads it.
+  await readInFile(file, header.l1TableOffset, l1);
 
   const reftableBytes = header.refcountTableClusters * clusterSize;
-  tableEnd(header.refcountTableOffset, reftableBytes, 'refcount table');
   const reftable = Buffer.alloc(reftableBytes);
-  if (reftableBytes > 0) await file.read(header.refcountTableOffset, reftable);
+  await readInFile(file, header.refcountTableOffset, reftable);
   const table: number[] = [];
   for (let i = 0; i < reftableBytes / 8; i++) table.push(decodeReftableEntry(reftable, i, clusterSize));
 
@@ -101,10 +95,7 @@ export async function openQcow2(
   // Every L2 table of the active L1 is metadata the overlap check protects.
   for (let i = 0; i < header.l1Size; i++) {
     const l2 = l2OffsetAt(l1, i, g);
-    if (l2 !== 0) {
-      tableEnd(l2, clusterSize, 'L2 table');
-      writer.claim('l2', l2, clusterSize);
-    }
+    if (l2 !== 0) writer.claim('l2', l2, clusterSize);
   }
 
   let backing: BlockDriver | undefined;
@@ -129,6 +120,7 @@ export async function openQcow2(
     l1,
     refcountTable: table,
     l2CacheTables,
+    codec,
     options: {
       readOnly,
       backingName: extensions.backingFile,

@@ -86,6 +86,64 @@ export class Refcounts {
     }
   }
 
+  /** How many host clusters of [0, clusters) have a refcount above 0, counting no further than `limit`. */
+  async countInUse(clusters: number, limit: number): Promise<number> {
+    let count = 0;
+    for (let index = 0; index * this.perBlock < clusters && count < limit; index++) {
+      const blockOffset = this.#table[index] ?? 0;
+      if (blockOffset === 0) continue;
+      const block = await this.#cache.get(blockOffset);
+      try {
+        const end = Math.min(this.perBlock, clusters - index * this.perBlock);
+        for (let i = 0; i < end && count < limit; i++) if (getRefcount(block.data, i, this.order) !== 0) count++;
+      } finally {
+        this.#cache.release(block);
+      }
+    }
+    return count;
+  }
+
+  /** Whether refcount block `index` counts nothing but, at most, itself. */
+  async countsOnlyItself(index: number): Promise<boolean> {
+    const blockOffset = this.#table[index] ?? 0;
+    if (blockOffset === 0) return false;
+    const own = blockOffset / 2 ** this.#clusterBits - index * this.perBlock;
+    const block = await this.#cache.get(blockOffset);
+    try {
+      for (let i = 0; i < this.perBlock; i++) {
+        if (i !== own && getRefcount(block.data, i, this.order) !== 0) return false;
+      }
+      return true;
+    } finally {
+      this.#cache.release(block);
+    }
+  }
+
+  /** Forgets refcount block `index` (its table entry on disk is zero already). */
+  dropBlock(index: number): void {
+    const blockOffset = this.#table[index] ?? 0;
+    if (blockOffset !== 0) this.#cache.forget(blockOffset);
+    this.#table[index] = 0;
+  }
+
+  /** The last host cluster below `clusters` with a refcount above 0, or -1 when there is none. */
+  async lastInUse(clusters: number): Promise<number> {
+    for (let index = Math.ceil(clusters / this.perBlock) - 1; index >= 0; index--) {
+      const blockOffset = this.#table[index] ?? 0;
+      if (blockOffset === 0) continue;
+      const block = await this.#cache.get(blockOffset);
+      try {
+        const first = index * this.perBlock;
+        for (let c = Math.min(clusters, first + this.perBlock) - 1; c >= first; c--) {
+          if (getRefcount(block.data, c - first, this.order) !== 0) return c;
+        }
+      } finally {
+        this.#cache.release(block);
+      }
+    }
+    return -1;
+  }
+
   /**
    * Adds `delta` to the refcount of `count` clusters from `cluster`. Returns a MissingRefblock
    * (changing nothing) when a block does not exist yet; throws RefcountUnderflow or ECORRUPT on

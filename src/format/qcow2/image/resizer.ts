@@ -1,7 +1,8 @@
 /**
  * Changing the virtual size of an open qcow2 image. Growing makes the L1 table big enough
  * first (staged, R5 in docs/architecture.md), then preallocates the new tail as asked, then
- * writes the new size. Shrinking frees every cluster past the new end, then writes the new size.
+ * writes the new size. Shrinking frees every cluster past the new end, writes the new size, then
+ * cuts the host file after its last cluster in use.
  */
 import type { BlockDriver } from '../../../block/driver.js';
 import { VdiskError } from '../../../block/errors.js';
@@ -14,6 +15,7 @@ import type { Allocator } from './allocator.js';
 import type { Deallocator } from './deallocator.js';
 import type { HeaderStore } from './header-store.js';
 import type { L2Tables } from './l2-tables.js';
+import type { Refcounts } from './refcounts.js';
 
 export interface ResizerDeps {
   file: BlockDriver;
@@ -22,6 +24,7 @@ export interface ResizerDeps {
   header: HeaderStore;
   tables: L2Tables;
   allocator: Allocator;
+  refcounts: Refcounts;
   deallocator: Deallocator;
   metadataLock: Mutex;
   clusterLocks: RangeLock;
@@ -48,11 +51,17 @@ export class Resizer {
         const release = await this.#d.clusterLocks.acquire(first, end, 'exclusive');
         try {
           await this.#d.deallocator.deallocate(first, end - first, 'forget');
+          // As QEMU: L2 tables past the new end and refcount blocks left counting nothing go too.
+          await this.#d.metadataLock.run(async () => {
+            await this.#d.tables.shrinkL1(Math.ceil(size / g.l2Coverage));
+            await this.#d.allocator.dropUnusedRefblocks();
+          });
         } finally {
           release();
         }
       }
       await this.#d.metadataLock.run(() => header.setSize(size));
+      await this.#cutFileTail();
       return;
     }
     if (this.#d.hasBacking && preallocation !== 'off') {
@@ -66,6 +75,23 @@ export class Resizer {
     });
     if (preallocation !== 'off') await this.#preallocateTail(old, size, preallocation);
     await this.#d.metadataLock.run(() => header.setSize(size));
+  }
+
+  /**
+   * Cuts the host file after its last cluster in use, as qemu-img does after a shrink. The
+   * tables and refcounts are durable first (R4), so nothing on disk names the cut tail; allocation
+   * holds the metadata lock, so no cluster is handed out past the cut meanwhile.
+   */
+  async #cutFileTail(): Promise<void> {
+    const { file, geometry: g, tables, allocator, refcounts } = this.#d;
+    if (!file.capabilities.resize) return;
+    await this.#d.metadataLock.run(async () => {
+      await tables.flush();
+      await allocator.flushRefcounts();
+      const last = await refcounts.lastInUse(Math.ceil(file.length() / g.clusterSize));
+      const end = (last + 1) * g.clusterSize;
+      if (last >= 0 && end < file.length()) await file.truncate(end, 'off');
+    });
   }
 
   /** Maps every cluster of [from, to) to a host cluster that reads as zeros. */

@@ -1,8 +1,8 @@
 /**
- * The bytes a client has sent and the server has not consumed yet: the chunks a socket
+ * The bytes a peer has sent and the reader has not consumed yet: the chunks a socket
  * delivered, consumed from the front without copying where a message lies inside one chunk.
- * The handshake waits for bytes with `need()`; the transmission phase parses synchronously on
- * each arrival (`onData`) and pauses the socket for backpressure.
+ * The server's handshake waits for bytes with `need()`; its transmission phase parses
+ * synchronously on each arrival (`onData`) and pauses the socket for backpressure.
  */
 import type { Duplex } from 'node:stream';
 
@@ -110,8 +110,8 @@ const EMPTY = Buffer.alloc(0);
 
 /** Why the input ended. */
 export class InputClosed extends Error {
-  constructor(message: string) {
-    super(message);
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
     this.name = 'InputClosed';
   }
 }
@@ -129,7 +129,8 @@ export class SocketInput {
   #ended: Error | undefined;
   readonly #listeners: Array<[string, (...args: never[]) => void]>;
 
-  constructor(socket: Duplex) {
+  /** `peer` names the other side in the reason the input ended ("The server closed the connection"). */
+  constructor(socket: Duplex, peer: 'client' | 'server' = 'client') {
     this.socket = socket;
     const data = (chunk: Buffer) => {
       this.queue.push(chunk);
@@ -140,8 +141,8 @@ export class SocketInput {
       }
       this.#onData?.();
     };
-    const end = () => this.#finish(new InputClosed('The client closed the connection'));
-    const error = (err: Error) => this.#finish(new InputClosed(`Connection error: ${err.message}`));
+    const end = () => this.#finish(new InputClosed(`The ${peer} closed the connection`));
+    const error = (err: Error) => this.#finish(new InputClosed(`Connection error: ${err.message}`, { cause: err }));
     this.#listeners = [
       ['data', data],
       ['end', end],

@@ -176,17 +176,34 @@ export class BlockBackend {
   }
 
   /**
+   * Consecutive extents from `offset` on, as many as the image finds in one bounded step of
+   * work (at least one, within `length`).
+   */
+  blockStatusMany(offset: number, length: number): Promise<Extent[]> {
+    return this.#run(offset, length, false, async () => {
+      const root = this.#root;
+      return root.blockStatusMany ? root.blockStatusMany(offset, length) : [await root.blockStatus(offset, length)];
+    });
+  }
+
+  /**
    * The block status of [offset, offset+length) (default: the whole image) as consecutive
-   * extents, asked for piece by piece as the caller iterates.
+   * extents, asked for step by step as the caller iterates.
    */
   async *extents(offset = 0, length?: number): AsyncGenerator<Extent> {
     const end = length === undefined ? this.#root.length() : offset + length;
     for (let pos = offset; pos < end; ) {
-      const extent = await this.blockStatus(pos, end - pos);
-      if (extent.length <= 0) throw new VdiskError('EIO', `Empty block status at offset ${pos}`);
-      const clipped = Math.min(extent.length, end - pos);
-      yield { ...extent, offset: pos, length: clipped };
-      pos += clipped;
+      const step = await this.blockStatusMany(pos, end - pos);
+      for (let i = 0; i < step.length && pos < end; i++) {
+        const extent = step[i]!;
+        // The first extent answers for `pos`; each later one must start where the one before ended.
+        if (!(extent.length > 0) || (i > 0 && extent.offset !== pos)) {
+          throw new VdiskError('EIO', `Bad block status at offset ${pos}`);
+        }
+        const clipped = Math.min(extent.length, end - pos);
+        yield { ...extent, offset: pos, length: clipped };
+        pos += clipped;
+      }
     }
   }
 

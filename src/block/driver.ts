@@ -83,6 +83,12 @@ export interface BlockDriver {
   discard(offset: number, length: number): Promise<void>;
   flush(): Promise<void>;
   blockStatus(offset: number, length: number): Promise<Extent>;
+  /**
+   * The consecutive extents from `offset` on (at least one, within `length`) that one bounded
+   * step of this driver's work finds: a caller walking the image gets every run a table lookup
+   * found at once, instead of asking again per run. Drivers without it answer blockStatus().
+   */
+  blockStatusMany?(offset: number, length: number): Promise<Extent[]>;
   truncate(length: number, preallocation: Preallocation): Promise<void>;
   /** Releases everything; pending state is written out first when writable. Idempotent. */
   close(): Promise<void>;

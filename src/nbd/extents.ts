@@ -10,8 +10,13 @@ import type { ExtentList } from '../nbd-wire/transmission-codec.js';
 
 /** Extents one BLOCK_STATUS reply may carry per context (qemu-nbd sends at most 2^17). */
 export const MAX_EXTENTS = 1 << 17;
-/** Backend block-status calls one BLOCK_STATUS request may make (the client asks again for the rest). */
-const MAX_STATUS_CALLS = 4096;
+/**
+ * The work one BLOCK_STATUS request may do: steps (each a bounded piece of the image's work, see
+ * BlockBackend.blockStatusMany) and extents looked at. The answer then covers less than asked, as
+ * the NBD spec allows, and the client asks again from where it ends.
+ */
+export const MAX_STATUS_STEPS = 1024;
+export const MAX_STATUS_EXTENTS = 1 << 17;
 
 /** True when buf[start, end) is all zero bytes (one native compare of the range with itself shifted). */
 export function isZero(buf: Buffer, start: number, end: number): boolean {
@@ -67,8 +72,8 @@ export function addExtent(list: ExtentList, length: number, flags: number): bool
 
 /**
  * The extents of [offset, offset+length) for base:allocation and qemu:allocation-depth, from
- * the start on: one with `one` (REQ_ONE), else as many as the limits allow. Throws only if not
- * even the first extent could be found; a later failure ends the answer early.
+ * the start on: one with `one` (REQ_ONE), else as many as the work bounds allow. Throws only if
+ * not even the first extent could be found; a later failure ends the answer early.
  */
 export async function queryExtents(
   backend: BlockBackend,
@@ -81,18 +86,35 @@ export async function queryExtents(
   const end = offset + length;
   let pos = offset;
   try {
-    for (let calls = 0; pos < end && calls < MAX_STATUS_CALLS; calls++) {
+    if (one) {
       const extent = await backend.blockStatus(pos, end - pos);
-      const len = Math.min(extent.length, end - pos);
-      if (!(len > 0)) throw new VdiskError('EIO', `empty block status at offset ${pos}`);
-      const fullBase = addExtent(base, len, allocationFlags(extent));
-      const fullDepth = addExtent(depth, len, allocationDepth(extent));
-      pos += len;
-      if (one || fullBase || fullDepth) break;
+      pos += add(base, depth, extent, pos, end);
+      return { base, depth };
+    }
+    let looked = 0;
+    for (let steps = 0; pos < end && steps < MAX_STATUS_STEPS && looked < MAX_STATUS_EXTENTS; steps++) {
+      // A turn of the event loop between steps: other requests and clients are served meanwhile.
+      if (steps > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+      const extents = await backend.blockStatusMany(pos, end - pos);
+      for (const extent of extents) {
+        if (pos >= end || looked >= MAX_STATUS_EXTENTS) break;
+        pos += add(base, depth, extent, pos, end);
+        looked++;
+        if (base.count >= MAX_EXTENTS || depth.count >= MAX_EXTENTS) return { base, depth };
+      }
     }
   } catch (err) {
     if (pos === offset) throw err;
     // Report what is known; the client asks again from where the answer ends.
   }
   return { base, depth };
+}
+
+/** Adds one extent found at `pos` to both lists; returns its length within the request. */
+function add(base: ExtentList, depth: ExtentList, extent: Extent, pos: number, end: number): number {
+  const len = Math.min(extent.length, end - pos);
+  if (!(len > 0)) throw new VdiskError('EIO', `empty block status at offset ${pos}`);
+  addExtent(base, len, allocationFlags(extent));
+  addExtent(depth, len, allocationDepth(extent));
+  return len;
 }

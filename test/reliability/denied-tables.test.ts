@@ -1,11 +1,12 @@
 /**
  * Images whose refcounts deny the image's own tables: for each structure (header, L1, L2,
- * refcount table, refcount block, snapshot table, snapshot L1, bitmap directory) the cluster
- * that holds it is given refcount 0 and made the lowest free cluster, and then every metadata
- * write path runs against the image (new L2 table, copy-on-write of a snapshot's L2 table and
- * data, compressed write, discard, write-zeroes, L1 growth). Each must end with the write
- * refused, the image marked corrupt, and every other byte of the file unchanged: an allocator
- * that trusted the refcount would write the new cluster over the table.
+ * refcount table, refcount block, snapshot table, snapshot L1, an L2 table only a snapshot
+ * names, bitmap directory) the cluster that holds it is given refcount 0 and made the lowest
+ * free cluster, and then every metadata write path runs against the image (new L2 table,
+ * copy-on-write of a snapshot's L2 table and data, compressed write, discard, write-zeroes, L1
+ * growth). Each must end with the write refused, the image marked corrupt, and every other byte
+ * of the file unchanged: an allocator that trusted the refcount would write the new cluster over
+ * the table. (A path that needs no new cluster on an image succeeds, and leaves the table alone.)
  */
 import assert from 'node:assert/strict';
 import { copyFile, readFile, writeFile } from 'node:fs/promises';
@@ -39,6 +40,8 @@ interface Base {
   targets: Target[];
   /** Header bytes that vdisk's first write may change apart from the corrupt bit. */
   mayChange: [number, number][];
+  /** Write paths that need no new cluster on this image: they succeed and leave the denied table alone. */
+  allocateNothing: string[];
 }
 
 /** The refcount-block entry of host cluster `cluster` (16-bit refcounts, as qemu-img makes them). */
@@ -59,8 +62,16 @@ function deny(bytes: Buffer, cluster: number): void {
   bytes.writeUInt16BE(0, refcountSlot(bytes, cluster));
 }
 
-async function makeBase(dir: string, clusterSize: number, bitmap: boolean): Promise<Base> {
-  const name = `${clusterSize / 1024}k${bitmap ? '-bitmap' : ''}`;
+/**
+ * `plain`: data and an internal snapshot, every table shared; `bitmap`: the same with a
+ * persistent bitmap; `snapshot-l2`: a write after the snapshot copied L2 table 0, so the
+ * snapshot's L2 table is named by the snapshot's L1 table alone.
+ */
+type BaseKind = 'plain' | 'bitmap' | 'snapshot-l2';
+
+async function makeBase(dir: string, clusterSize: number, kind: BaseKind): Promise<Base> {
+  const bitmap = kind === 'bitmap';
+  const name = `${clusterSize / 1024}k${kind === 'plain' ? '' : `-${kind}`}`;
   const file = path.join(dir, `${name}.qcow2`);
   const ok = async (cmd: string, args: string[]) => {
     const r = await run(cmd, args);
@@ -70,6 +81,7 @@ async function makeBase(dir: string, clusterSize: number, bitmap: boolean): Prom
   await ok('qemu-io', ['-c', 'write -P 0x11 0 256k', '-c', 'write -P 0x22 8M 64k', file]);
   await ok('qemu-img', ['snapshot', '-c', 's1', file]);
   if (bitmap) await ok('qemu-img', ['bitmap', '--add', file, 'b0']);
+  if (kind === 'snapshot-l2') await ok('qemu-io', ['-c', 'write -P 0x33 128k 4k', file]);
   const bytes = await readFile(file);
   const L = layoutOf(bytes);
   const cs = L.clusterSize;
@@ -79,6 +91,11 @@ async function makeBase(dir: string, clusterSize: number, bitmap: boolean): Prom
     const ext = decodeHeaderExtensions(bytes.subarray(0, cs), h);
     assert.ok(ext.bitmaps, 'qemu-img bitmap --add made no bitmaps extension');
     targets.push({ what: 'bitmap directory', offset: ext.bitmaps.directoryOffset });
+  } else if (kind === 'snapshot-l2') {
+    const snapshotL1 = L.snapshotL1s[0]!.offset;
+    const l2 = Number(bytes.readBigUInt64BE(snapshotL1) & 0x00fffffffffffe00n);
+    assert.notEqual(l2, L.l2Tables[0]!.offset, 'the write after the snapshot did not copy L2 table 0');
+    targets.push({ what: "a snapshot's own L2 table", offset: l2 });
   } else {
     targets.push(
       { what: 'header', offset: 0 },
@@ -92,8 +109,14 @@ async function makeBase(dir: string, clusterSize: number, bitmap: boolean): Prom
   }
   // Clearing the autoclear bits before the first write is vdisk's present handling of bitmaps.
   const mayChange: [number, number][] = bitmap ? [[AUTOCLEAR_FEATURES, AUTOCLEAR_FEATURES + 8]] : [];
-  return { name, file, bytes, clusterSize: cs, targets, mayChange };
+  // With L2 table 0 already the image's own, discarding or zeroing data shared with the
+  // snapshot changes entries and refcounts in place: no cluster to allocate.
+  const allocateNothing = kind === 'snapshot-l2' ? [DISCARD, WRITE_ZEROES] : [];
+  return { name, file, bytes, clusterSize: cs, targets, mayChange, allocateNothing };
 }
+
+const DISCARD = 'discard of snapshot data';
+const WRITE_ZEROES = 'write-zeroes over snapshot data';
 
 interface WritePath {
   name: string;
@@ -104,8 +127,8 @@ const PATHS: WritePath[] = [
   { name: 'write needing a new L2 table', run: (img) => img.write(SIZE - 65536, Buffer.alloc(4096, 0x55)) },
   { name: 'write over snapshot data (L2 and cluster copied)', run: (img) => img.write(4096, Buffer.alloc(4096, 0x55)) },
   { name: 'compressed write', run: (img, cs) => img.writeCompressed(8 * MiB, Buffer.alloc(cs, 0x66)) },
-  { name: 'discard of snapshot data', run: (img, cs) => img.discard(0, 2 * cs) },
-  { name: 'write-zeroes over snapshot data', run: (img, cs) => img.writeZeroes(0, 2 * cs, { mayUnmap: true }) },
+  { name: DISCARD, run: (img, cs) => img.discard(0, 2 * cs) },
+  { name: WRITE_ZEROES, run: (img, cs) => img.writeZeroes(0, 2 * cs, { mayUnmap: true }) },
   {
     // The largest size whose L1 table still fits one cluster: the new table takes one cluster.
     name: 'resize growing the L1 table',
@@ -134,16 +157,19 @@ describe('images whose refcounts deny their own tables', {
   it('every metadata write path refuses, marks the image corrupt and changes nothing else', async (t) => {
     await withTempDir(async (dir) => {
       const bases: Base[] = [];
-      for (const cs of [65536, 4096]) for (const bitmap of [false, true]) bases.push(await makeBase(dir, cs, bitmap));
+      for (const cs of [65536, 4096]) {
+        for (const kind of ['plain', 'bitmap', 'snapshot-l2'] as const) bases.push(await makeBase(dir, cs, kind));
+      }
       const problems: string[] = [];
       let cases = 0;
       for (const base of bases) {
-        const variants: { what: string; bytes: Buffer }[] = base.targets.map((target) => {
+        const variants: { what: string; bytes: Buffer; cluster?: number }[] = base.targets.map((target) => {
           const bytes = Buffer.from(base.bytes);
-          deny(bytes, Math.floor(target.offset / base.clusterSize));
-          return { what: target.what, bytes };
+          const cluster = Math.floor(target.offset / base.clusterSize);
+          deny(bytes, cluster);
+          return { what: target.what, bytes, cluster };
         });
-        if (!base.name.includes('bitmap')) {
+        if (base.name.endsWith('k')) {
           // The red team's case: refcount-table entry 0 zeroed, so the header's range has no block.
           const bytes = Buffer.from(base.bytes);
           bytes.fill(0, layoutOf(bytes).reftableOffset, layoutOf(bytes).reftableOffset + 8);
@@ -165,6 +191,13 @@ describe('images whose refcounts deny their own tables', {
             }
             await image.close().catch(() => {});
             const after = await readFile(file);
+            if (base.allocateNothing.includes(p.name) && variant.cluster !== undefined) {
+              const at = variant.cluster * base.clusterSize;
+              const table = (b: Buffer) => b.subarray(at, at + base.clusterSize);
+              if (error !== undefined) problems.push(`${label}: failed: ${String(error)}`);
+              if (!table(variant.bytes).equals(table(after))) problems.push(`${label}: the denied table changed`);
+              continue;
+            }
             if (!isVdiskError(error) || error.code !== 'EIO') {
               problems.push(`${label}: expected EIO, got ${error === undefined ? 'success' : String(error)}`);
             }

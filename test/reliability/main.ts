@@ -18,7 +18,13 @@ import { fileURLToPath } from 'node:url';
 const FAMILIES: Record<string, string[]> = {
   crash: ['crash.test.js', 'crash-regressions.test.js'],
   faults: ['faults.test.js'],
-  hostile: ['hostile.test.js', 'denied-tables.test.js', 'backing-policy.test.js', 'empty-space.test.js'],
+  hostile: [
+    'hostile.test.js',
+    'denied-tables.test.js',
+    'backing-policy.test.js',
+    'empty-space.test.js',
+    'block-status.test.js',
+  ],
   fuzz: ['fuzz.test.js'],
   kill: ['kill.test.js'],
   clients: ['nbd-clients.test.js', 'shutdown.test.js'],

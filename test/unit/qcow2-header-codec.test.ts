@@ -15,7 +15,11 @@ import {
   peekClusterBits,
   type Qcow2Header,
 } from '../../src/format/qcow2/codec/header.js';
-import { decodeHeaderExtensions, encodeHeaderExtensions } from '../../src/format/qcow2/codec/header-extensions.js';
+import {
+  decodeHeaderExtensions,
+  encodeExtension,
+  encodeHeaderExtensions,
+} from '../../src/format/qcow2/codec/header-extensions.js';
 import { planCreateLayout } from '../../src/format/qcow2/create/layout.js';
 import { refcountMetadataBlocks } from '../../src/format/qcow2/create/qemu-allocator.js';
 
@@ -165,7 +169,7 @@ describe('header decode', () => {
     table[48] = 0;
     table[49] = 40;
     table.write('x'.repeat(46), 50);
-    const b = encodeHeaderCluster(h, { featureTable: false, unknown: [{ type: EXT_FEATURE_TABLE, data: table }] });
+    const b = encodeHeaderCluster(h, { featureTable: false, unknown: encodeExtension(EXT_FEATURE_TABLE, table) });
     b.writeUInt32BE(0x100, 72);
     b.writeUInt32BE(0x20 | 0x40, 76);
     throwsCode(
@@ -251,14 +255,14 @@ describe('header extensions', () => {
       {
         dataFile: 'data.raw',
         bitmaps: { nbBitmaps: 2, directorySize: 96, directoryOffset: 0x50000 },
-        unknown: [{ type: 0x12345678, data: Buffer.from('hello') }],
+        unknown: encodeExtension(0x12345678, Buffer.from('hello')),
         backingFile: 'b.qcow2',
       },
     );
     const e = decodeHeaderExtensions(b, decodeHeader(b));
     assert.equal(e.dataFile, 'data.raw');
     assert.deepEqual(e.bitmaps, { nbBitmaps: 2, directorySize: 96, directoryOffset: 0x50000 });
-    assert.deepEqual(e.unknown, [{ type: 0x12345678, data: Buffer.from('hello') }]);
+    assert.deepEqual(e.unknown, encodeExtension(0x12345678, Buffer.from('hello')));
     assert.equal(e.backingFile, 'b.qcow2');
     // The same bitmaps extension without the autoclear bit: QEMU ignores it.
     const stale = encodeHeaderCluster(h, { bitmaps: { nbBitmaps: 2, directorySize: 96, directoryOffset: 0x50000 } });
@@ -269,7 +273,7 @@ describe('header extensions', () => {
 
   function withExtension(type: number, data: Buffer, autoclear = 0): Buffer {
     const h = { ...planCreateLayout({ size: MiB }).header, autoclearFeatures: autoclear };
-    return encodeHeaderCluster(h, { featureTable: false, unknown: [{ type, data }] });
+    return encodeHeaderCluster(h, { featureTable: false, unknown: encodeExtension(type, data) });
   }
 
   it('refuses lying or malformed extensions', () => {

@@ -61,11 +61,6 @@ export interface FdeExtension {
   length: number;
 }
 
-export interface UnknownExtension {
-  type: number;
-  data: Buffer;
-}
-
 export interface Qcow2Extensions {
   backingFormat?: string;
   /** The feature-name table, up to its first entry with an empty name (as QEMU reads it). */
@@ -79,8 +74,12 @@ export interface Qcow2Extensions {
   inconsistentBitmaps: boolean;
   dataFile?: string;
   fde?: FdeExtension;
-  /** Extensions vdisk does not know, in file order, to be preserved on rewrite. */
-  unknown: UnknownExtension[];
+  /**
+   * Extensions vdisk does not know, in file order, to be preserved on rewrite: their encoded
+   * bytes (type, length, data, zero padding each) in one buffer, so that a cluster 0 full of
+   * them costs its own size in memory, not an object per extension.
+   */
+  unknown: Buffer;
   backingFile?: string;
 }
 
@@ -90,7 +89,8 @@ export interface ExtensionsToWrite {
   dataFile?: string;
   fde?: FdeExtension;
   bitmaps?: BitmapsExtension;
-  unknown?: UnknownExtension[];
+  /** Encoded unknown extensions, as decoded (see encodeExtension). */
+  unknown?: Buffer;
   backingFile?: string;
   /** Write QEMU's feature-name table; by default exactly when QEMU does (v3, clusters > 4 KiB). */
   featureTable?: boolean;
@@ -180,7 +180,8 @@ export function decodeHeaderExtensions(cluster0: Buffer, h: ExtensionAreaFields)
   const clusterSize = 2 ** h.clusterBits;
   const end = extensionEnd(h);
   const buf = padded(cluster0, clusterSize);
-  const out: Qcow2Extensions = { featureNames: [], inconsistentBitmaps: false, unknown: [] };
+  const out: Qcow2Extensions = { featureNames: [], inconsistentBitmaps: false, unknown: Buffer.alloc(0) };
+  const unknown = new UnknownCollector(end - h.headerLength);
   let off = h.headerLength;
   while (off < end) {
     if (off + 8 > end) throw corrupt('Header extension too large');
@@ -216,10 +217,11 @@ export function decodeHeaderExtensions(cluster0: Buffer, h: ExtensionAreaFields)
         out.dataFile = cString(data, 0, len);
         break;
       default:
-        out.unknown.push({ type, data: Buffer.from(data) });
+        unknown.add(type, data);
     }
     off += Math.ceil(len / 8) * 8;
   }
+  out.unknown = unknown.bytes();
   if (h.backingFileOffset !== 0) {
     out.backingFile = cString(buf, h.backingFileOffset, h.backingFileSize);
   }
@@ -260,8 +262,31 @@ function decodeBitmaps(data: Buffer, clusterSize: number): BitmapsExtension {
   return { nbBitmaps, directorySize: readU64(data, 8, 'Bitmap directory size'), directoryOffset };
 }
 
+/** Unknown extensions re-encoded one after the other into a buffer no bigger than the area they came from. */
+class UnknownCollector {
+  readonly #room: number;
+  #buf: Buffer | undefined;
+  #used = 0;
+
+  constructor(room: number) {
+    this.#room = room;
+  }
+
+  add(type: number, data: Buffer): void {
+    this.#buf ??= Buffer.alloc(this.#room);
+    this.#buf.writeUInt32BE(type >>> 0, this.#used);
+    this.#buf.writeUInt32BE(data.length, this.#used + 4);
+    data.copy(this.#buf, this.#used + 8);
+    this.#used += 8 + Math.ceil(data.length / 8) * 8;
+  }
+
+  bytes(): Buffer {
+    return this.#buf ? Buffer.from(this.#buf.subarray(0, this.#used)) : Buffer.alloc(0);
+  }
+}
+
 /** One extension: {type, length, data, zero padding to 8}. */
-function extension(type: number, data: Buffer): Buffer {
+export function encodeExtension(type: number, data: Buffer): Buffer {
   const out = Buffer.alloc(8 + Math.ceil(data.length / 8) * 8);
   out.writeUInt32BE(type >>> 0, 0);
   out.writeUInt32BE(data.length, 4);
@@ -303,27 +328,27 @@ export function encodeHeaderExtensions(
     if (fmt.length > MAX_BACKING_FORMAT_NAME) {
       throw new VdiskError('EINVAL', `Backing format name '${ext.backingFormat}' is too long`);
     }
-    parts.push(extension(EXT_BACKING_FORMAT, fmt));
+    parts.push(encodeExtension(EXT_BACKING_FORMAT, fmt));
   }
-  if (ext.dataFile !== undefined) parts.push(extension(EXT_DATA_FILE, Buffer.from(ext.dataFile, 'utf8')));
+  if (ext.dataFile !== undefined) parts.push(encodeExtension(EXT_DATA_FILE, Buffer.from(ext.dataFile, 'utf8')));
   if (ext.fde !== undefined) {
     const fde = Buffer.alloc(16);
     writeU64(fde, 0, ext.fde.offset, 'encryption header offset');
     writeU64(fde, 8, ext.fde.length, 'encryption header length');
-    parts.push(extension(EXT_CRYPTO_HEADER, fde));
+    parts.push(encodeExtension(EXT_CRYPTO_HEADER, fde));
   }
   const featureTable =
     ext.featureTable ?? (opts.version >= 3 && opts.clusterSize > FEATURE_TABLE_MIN_CLUSTER_SIZE_EXCLUSIVE);
-  if (featureTable) parts.push(extension(EXT_FEATURE_TABLE, qemuFeatureTable()));
+  if (featureTable) parts.push(encodeExtension(EXT_FEATURE_TABLE, qemuFeatureTable()));
   if (ext.bitmaps !== undefined && ext.bitmaps.nbBitmaps > 0) {
     const b = Buffer.alloc(24);
     b.writeUInt32BE(ext.bitmaps.nbBitmaps, 0);
     writeU64(b, 8, ext.bitmaps.directorySize, 'bitmap directory size');
     writeU64(b, 16, ext.bitmaps.directoryOffset, 'bitmap directory offset');
-    parts.push(extension(EXT_BITMAPS, b));
+    parts.push(encodeExtension(EXT_BITMAPS, b));
   }
-  for (const u of ext.unknown ?? []) parts.push(extension(u.type, u.data));
-  parts.push(extension(EXT_END, Buffer.alloc(0)));
+  if (ext.unknown) parts.push(ext.unknown);
+  parts.push(encodeExtension(EXT_END, Buffer.alloc(0)));
   let backingFileOffset = 0;
   let backingFileSize = 0;
   const extLength = parts.reduce((n, p) => n + p.length, 0);

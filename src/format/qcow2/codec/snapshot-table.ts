@@ -69,6 +69,49 @@ export function snapshotEntryLength(buf: Buffer, off: number): number {
   return SNAPSHOT_HEADER_SIZE + buf.readUInt32BE(off + 36) + buf.readUInt16BE(off + 12) + buf.readUInt16BE(off + 14);
 }
 
+/** Entries decoded from a piece of the table. */
+export interface SnapshotEntries {
+  snapshots: Qcow2Snapshot[];
+  /** Indexes (in the whole table) of v3 entries without the required disk-size extra data. */
+  incomplete: number[];
+  /** Bytes of the piece up to the end of the last entry decoded. */
+  used: number;
+}
+
+/**
+ * Decodes up to `count` entries from the start of `buf`, stopping before the first one `buf`
+ * does not hold whole: a reader can take the table in pieces and never hold all of it.
+ * `tableOffset` is where `buf` starts in the table (a multiple of 8) and `firstIndex` the index
+ * of its first entry, for QEMU's limits and messages. Throws ENOTSUP beyond those limits.
+ */
+export function decodeSnapshotEntries(
+  buf: Buffer,
+  count: number,
+  opts: { version: number; imageSize: number; tableOffset: number; firstIndex: number },
+): SnapshotEntries {
+  if (opts.firstIndex + count > MAX_SNAPSHOTS) throw new VdiskError('ENOTSUP', 'Snapshot table too large');
+  const snapshots: Qcow2Snapshot[] = [];
+  const incomplete: number[] = [];
+  let off = 0;
+  let used = 0;
+  for (let i = 0; i < count; i++) {
+    off = Math.ceil(off / 8) * 8;
+    if (off + SNAPSHOT_HEADER_SIZE > buf.length) break;
+    const index = opts.firstIndex + i;
+    const extraDataSize = buf.readUInt32BE(off + 36);
+    if (extraDataSize > MAX_SNAPSHOT_EXTRA_DATA) {
+      throw new VdiskError('ENOTSUP', `Too much extra metadata in snapshot table entry ${index}`);
+    }
+    const entryEnd = off + snapshotEntryLength(buf, off);
+    if (opts.tableOffset + entryEnd > MAX_SNAPSHOTS_SIZE) throw new VdiskError('ENOTSUP', 'Snapshot table is too big');
+    if (entryEnd > buf.length) break;
+    snapshots.push(decodeEntry(buf, off, extraDataSize, opts.imageSize));
+    if (opts.version >= 3 && extraDataSize < 16) incomplete.push(index);
+    off = used = entryEnd;
+  }
+  return { snapshots, incomplete, used };
+}
+
 /**
  * Decodes `count` entries from `buf`, which holds the table from its start (read up to 64 MiB or
  * to the end of the image). `imageSize` stands in for a missing disk size, as in QEMU.
@@ -78,30 +121,15 @@ export function decodeSnapshotTable(
   count: number,
   opts: { version: number; imageSize: number },
 ): DecodedSnapshotTable {
-  if (count > MAX_SNAPSHOTS) throw new VdiskError('ENOTSUP', 'Snapshot table too large');
-  const snapshots: Qcow2Snapshot[] = [];
-  const incomplete: number[] = [];
-  let off = 0;
-  for (let i = 0; i < count; i++) {
-    off = Math.ceil(off / 8) * 8;
-    if (off + SNAPSHOT_HEADER_SIZE > buf.length) {
-      throw new VdiskError('ECORRUPT', `Snapshot table entry ${i} extends beyond the end of the image`);
-    }
-    const extraDataSize = buf.readUInt32BE(off + 36);
-    if (extraDataSize > MAX_SNAPSHOT_EXTRA_DATA) {
-      throw new VdiskError('ENOTSUP', `Too much extra metadata in snapshot table entry ${i}`);
-    }
-    const entryEnd = off + snapshotEntryLength(buf, off);
-    if (entryEnd > MAX_SNAPSHOTS_SIZE) throw new VdiskError('ENOTSUP', 'Snapshot table is too big');
-    if (entryEnd > buf.length) {
-      throw new VdiskError('ECORRUPT', `Snapshot table entry ${i} extends beyond the end of the image`);
-    }
-    snapshots.push(decodeEntry(buf, off, extraDataSize, opts.imageSize));
-    if (opts.version >= 3 && extraDataSize < 16) incomplete.push(i);
-    off = entryEnd;
+  const { snapshots, incomplete, used } = decodeSnapshotEntries(buf, count, { ...opts, tableOffset: 0, firstIndex: 0 });
+  if (snapshots.length < count) {
+    throw new VdiskError('ECORRUPT', `Snapshot table entry ${snapshots.length} extends beyond the end of the image`);
   }
-  return { snapshots, size: off, incomplete };
+  return { snapshots, size: used, incomplete };
 }
+
+/** The unknown extra data of the many entries that have none: one shared empty buffer. */
+const NO_EXTRA = Buffer.alloc(0);
 
 function decodeEntry(buf: Buffer, off: number, extraDataSize: number, imageSize: number): Qcow2Snapshot {
   const idLen = buf.readUInt16BE(off + 12);
@@ -125,7 +153,8 @@ function decodeEntry(buf: Buffer, off: number, extraDataSize: number, imageSize:
     vmClockNs: readU64Big(buf, off + 24),
     vmStateSize,
     diskSize,
-    unknownExtra: Buffer.from(buf.subarray(extra + Math.min(extraDataSize, SNAPSHOT_EXTRA_SIZE), idStart)),
+    unknownExtra:
+      extraDataSize > SNAPSHOT_EXTRA_SIZE ? Buffer.from(buf.subarray(extra + SNAPSHOT_EXTRA_SIZE, idStart)) : NO_EXTRA,
     extraDataSize,
   };
   if (icount !== undefined) snapshot.icount = icount;

@@ -21,6 +21,7 @@ import { INCOMPAT_CORRUPT } from '../codec/constants.js';
 import type { Qcow2Geometry } from '../codec/geometry.js';
 import type { Qcow2Header } from '../codec/header.js';
 import { Allocator } from './allocator.js';
+import { BlockStatus } from './block-status.js';
 import type { ClusterCodec } from './cluster-codec.js';
 import { CompressedWriter } from './compressed-writer.js';
 import { Deallocator } from './deallocator.js';
@@ -123,6 +124,15 @@ export function assembleImage(loaded: LoadedImage): Qcow2Image {
   });
 
   const holes = new HostHoles({ file, refcounts, clusterBits: geometry.clusterBits, metadataLock });
+  const status = new BlockStatus({
+    file,
+    backing,
+    geometry,
+    tables,
+    mapping,
+    holes,
+    size: () => header.header.size,
+  });
 
   writer.onCorruption = async () => {
     await header.setIncompatible(INCOMPAT_CORRUPT, true).catch(() => {});
@@ -135,13 +145,12 @@ export function assembleImage(loaded: LoadedImage): Qcow2Image {
       header,
       tables,
       refcounts,
-      mapping,
+      status,
       reader,
       writer: guestWriter,
       deallocator,
       resizer,
       compressed,
-      holes,
       metadataLock,
       clusterLocks,
     },

@@ -18,14 +18,13 @@ import type { Mutex } from '../../../util/mutex.js';
 import type { RangeLock } from '../../../util/range-lock.js';
 import { INCOMPAT_DIRTY } from '../codec/constants.js';
 import type { Qcow2Geometry } from '../codec/geometry.js';
+import type { BlockStatus } from './block-status.js';
 import type { CompressedWriter } from './compressed-writer.js';
 import type { Deallocator } from './deallocator.js';
 import type { GuestReader } from './guest-reader.js';
 import type { GuestWriter } from './guest-writer.js';
 import type { HeaderStore } from './header-store.js';
-import type { HostHoles } from './host-holes.js';
 import type { L2Tables } from './l2-tables.js';
-import type { Mapping, Run } from './mapping.js';
 import type { Refcounts } from './refcounts.js';
 import type { Resizer } from './resizer.js';
 
@@ -37,13 +36,12 @@ export interface Qcow2ImageDeps {
   header: HeaderStore;
   tables: L2Tables;
   refcounts: Refcounts;
-  mapping: Mapping;
+  status: BlockStatus;
   reader: GuestReader;
   writer: GuestWriter;
   deallocator: Deallocator;
   resizer: Resizer;
   compressed: CompressedWriter;
-  holes: HostHoles;
   metadataLock: Mutex;
   clusterLocks: RangeLock;
 }
@@ -62,8 +60,6 @@ export class Qcow2Image implements BlockDriver {
   readonly #backingName: string | undefined;
   readonly #backingFormat: string | undefined;
   readonly #snapshots: readonly SnapshotInfo[];
-  /** The runs of the last mapping lookup, valid while the tables' generation is unchanged. */
-  #lookedUp: { generation: number; runs: Run[] } | undefined;
   #closing: Promise<void> | undefined;
   #firstWrite: Promise<void> | undefined;
 
@@ -154,60 +150,12 @@ export class Qcow2Image implements BlockDriver {
     await this.#d.file.flush();
   }
 
-  async blockStatus(offset: number, length: number): Promise<Extent> {
-    const backing = this.#d.backing;
-    const run = this.#unallocatedL1Run(offset, length) ?? (await this.#firstRun(offset, length));
-    if (run.kind === 'unallocated' && backing && offset < backing.length()) {
-      const below = await backing.blockStatus(offset, Math.min(run.length, backing.length() - offset));
-      return { ...below, offset, depth: (below.depth ?? 0) + 1 };
-    }
-    // Data over a hole in the host file (preallocation=metadata) reads as zeros.
-    const inFile = run.kind === 'data' ? await this.#d.holes.at(run.host, run.length) : undefined;
-    return {
-      offset,
-      length: inFile?.length ?? run.length,
-      allocated: run.kind !== 'unallocated',
-      // Unallocated past the backing image's end reads as zeros too.
-      zero: run.kind === 'zero' || run.kind === 'unallocated' || inFile?.zero === true,
-      data: run.kind === 'data' || run.kind === 'compressed',
-      hostOffset: run.host !== 0 ? run.host : undefined,
-      hostFile: run.host !== 0 ? this.#d.file.filename : undefined,
-      compressed: run.kind === 'compressed',
-      depth: 0,
-    };
+  blockStatus(offset: number, length: number): Promise<Extent> {
+    return this.#d.status.first(offset, length);
   }
 
-  /**
-   * Ranges whose L1 entries name no L2 table are unallocated as a whole: one run over all the
-   * consecutive empty entries, without a table lookup per entry (an empty 1 PiB image is one run).
-   */
-  #unallocatedL1Run(offset: number, length: number): Run | undefined {
-    const { tables, geometry: g } = this.#d;
-    let l1 = Math.floor(offset / g.l2Coverage);
-    if (tables.l2Offset(l1) !== 0) return undefined;
-    const last = Math.floor((offset + length - 1) / g.l2Coverage);
-    while (l1 + 1 <= last && tables.l2Offset(l1 + 1) === 0) l1++;
-    const end = Math.min(offset + length, (l1 + 1) * g.l2Coverage);
-    return { kind: 'unallocated', offset, length: end - offset, host: 0, copied: false };
-  }
-
-  /**
-   * The first run of [offset, offset+length). A lookup maps up to one L2 table's span and every
-   * run it finds is kept until the mapping changes, so callers walking an image run by run (map,
-   * convert, NBD BLOCK_STATUS) pay for each table once, not once per run.
-   */
-  async #firstRun(offset: number, length: number): Promise<Run> {
-    const { tables, geometry: g } = this.#d;
-    const known = this.#lookedUp;
-    if (known && known.generation === tables.generation) {
-      const run = runAt(known.runs, offset);
-      if (run) return clip(run, offset, length);
-    }
-    const generation = tables.generation;
-    const span = g.l2Coverage - (offset % g.l2Coverage);
-    const runs = await this.#d.mapping.lookup(offset, span);
-    this.#lookedUp = { generation, runs };
-    return clip(runs[0]!, offset, length);
+  blockStatusMany(offset: number, length: number): Promise<Extent[]> {
+    return this.#d.status.many(offset, length);
   }
 
   async truncate(length: number, preallocation: Preallocation): Promise<void> {
@@ -299,25 +247,4 @@ export class Qcow2Image implements BlockDriver {
     if (!done) await partial(alignedStart, Math.min(alignedEnd, size) - alignedStart);
     if (alignedEnd < end) await partial(alignedEnd, end - alignedEnd);
   }
-}
-
-/** The run holding guest `offset` (runs are sorted and consecutive), if any. */
-function runAt(runs: readonly Run[], offset: number): Run | undefined {
-  let lo = 0;
-  let hi = runs.length - 1;
-  while (lo <= hi) {
-    const mid = (lo + hi) >> 1;
-    const run = runs[mid]!;
-    if (offset < run.offset) hi = mid - 1;
-    else if (offset >= run.offset + run.length) lo = mid + 1;
-    else return run;
-  }
-  return undefined;
-}
-
-/** `run` from `offset` on, at most `length` bytes. */
-function clip(run: Run, offset: number, length: number): Run {
-  const skip = offset - run.offset;
-  const host = run.host === 0 ? 0 : run.host + skip;
-  return { ...run, offset, length: Math.min(run.length - skip, length), host };
 }

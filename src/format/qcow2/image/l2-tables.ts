@@ -155,12 +155,10 @@ export class L2Tables {
     const first = cluster % per;
     const n = Math.min(count, per - first);
     const l2Offset = this.l2Offset(l1Index);
-    if (l2Offset === 0) return Array.from({ length: n }, () => ({ kind: 'unallocated' }) as L2Entry);
+    if (l2Offset === 0) return new Array<L2Entry>(n).fill(UNALLOCATED);
     const table = await this.#d.cache.get(l2Offset);
     try {
-      const out: L2Entry[] = new Array(n);
-      for (let i = 0; i < n; i++) out[i] = decodeL2(table.data, first + i, this.#g);
-      return out;
+      return decodeEntries(table.data, first, n, this.#g);
     } finally {
       this.#d.cache.release(table);
     }
@@ -172,12 +170,10 @@ export class L2Tables {
     const first = cluster % per;
     const n = Math.min(count, per - first);
     const l2Offset = this.l2Offset(Math.floor(cluster / per));
-    if (l2Offset === 0) return Array.from({ length: n }, () => ({ kind: 'unallocated' }) as L2Entry);
+    if (l2Offset === 0) return new Array<L2Entry>(n).fill(UNALLOCATED);
     const table = this.#d.cache.peek(l2Offset);
     if (!table) return undefined;
-    const out: L2Entry[] = new Array(n);
-    for (let i = 0; i < n; i++) out[i] = decodeL2(table.data, first + i, this.#g);
-    return out;
+    return decodeEntries(table.data, first, n, this.#g);
   }
 
   /** Makes sure the L2 table of `cluster` exists and may be changed in place (allocated if missing). */
@@ -267,4 +263,18 @@ export class L2Tables {
     }
     return offset;
   }
+}
+
+/** The entry of an empty cluster, the most common one: shared, so that lookups make no object for it. */
+const UNALLOCATED: L2Entry = Object.freeze({ kind: 'unallocated' });
+
+/** Entries `first` to `first + n - 1` of an L2 table. */
+function decodeEntries(data: Buffer, first: number, n: number, g: Qcow2Geometry): L2Entry[] {
+  const out: L2Entry[] = new Array(n);
+  for (let i = 0; i < n; i++) {
+    const off = (first + i) * 8;
+    const empty = !g.extendedL2 && data.readUInt32BE(off) === 0 && data.readUInt32BE(off + 4) === 0;
+    out[i] = empty ? UNALLOCATED : decodeL2(data, first + i, g);
+  }
+  return out;
 }

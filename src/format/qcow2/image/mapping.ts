@@ -104,14 +104,16 @@ class RunCollector {
         const base = kind === 'compressed' ? 0 : clusterHost(entry);
         const host = base === 0 ? 0 : base + (pos - clusterStart);
         const copied = kind === 'data' && (entry as { copied: boolean }).copied;
-        push(this.runs, {
-          kind,
-          offset: pos,
-          length: scEnd - pos,
-          host,
-          copied,
-          entry: kind === 'compressed' ? entry : undefined,
-        });
+        if (!extendsLast(this.runs, kind, pos, scEnd - pos, host, copied)) {
+          this.runs.push({
+            kind,
+            offset: pos,
+            length: scEnd - pos,
+            host,
+            copied,
+            entry: kind === 'compressed' ? entry : undefined,
+          });
+        }
         pos = scEnd;
       }
     }
@@ -124,18 +126,30 @@ function clusterHost(entry: L2Entry): number {
   return entry.kind === 'data' || entry.kind === 'zero' ? entry.host : 0;
 }
 
-function push(runs: Run[], run: Run): void {
+/**
+ * Grows the last run by a piece that continues it (same kind, and host offsets that continue or
+ * are both none), without making an object for the piece. Compressed clusters are always runs of
+ * their own.
+ */
+function extendsLast(
+  runs: Run[],
+  kind: RunKind,
+  offset: number,
+  length: number,
+  host: number,
+  copied: boolean,
+): boolean {
   const last = runs[runs.length - 1];
   if (
-    last &&
-    last.kind === run.kind &&
-    last.copied === run.copied &&
-    run.kind !== 'compressed' &&
-    last.offset + last.length === run.offset &&
-    (last.host === 0 ? run.host === 0 : last.host + last.length === run.host)
+    !last ||
+    last.kind !== kind ||
+    last.copied !== copied ||
+    kind === 'compressed' ||
+    last.offset + last.length !== offset ||
+    (last.host === 0 ? host !== 0 : last.host + last.length !== host)
   ) {
-    last.length += run.length;
-    return;
+    return false;
   }
-  runs.push(run);
+  last.length += length;
+  return true;
 }

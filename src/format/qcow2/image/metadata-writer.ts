@@ -20,6 +20,7 @@ export type MetadataKind =
   | 'refblock'
   | 'snapshot-table'
   | 'snapshot-l1'
+  | 'snapshot-l2'
   | 'bitmap-directory'
   | 'other';
 
@@ -33,6 +34,7 @@ const KIND_BITS: Record<MetadataKind, number> = {
   'snapshot-l1': 64,
   'bitmap-directory': 128,
   other: 256,
+  'snapshot-l2': 512,
 };
 
 function kindsIn(bits: number): MetadataKind[] {

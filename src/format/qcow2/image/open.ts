@@ -19,7 +19,7 @@ import { clusterCodec } from './cluster-codec.js';
 import type { Qcow2Image } from './image.js';
 import { MetadataWriter } from './metadata-writer.js';
 import { readInFile } from './read-in-file.js';
-import { loadSnapshots } from './snapshots.js';
+import { claimSnapshotL2Tables, loadSnapshots } from './snapshots.js';
 
 /** QEMU's default L2 cache: enough for 32 MiB of L2 tables or the whole image, whichever is less. */
 const DEFAULT_L2_CACHE_BYTES = 32 * 1024 * 1024;
@@ -87,6 +87,8 @@ export async function openQcow2(
   const { snapshots, size: snapshotTableBytes } = await loadSnapshots(file, header);
   if (snapshots.length > 0) writer.claim('snapshot-table', header.snapshotsOffset, snapshotTableBytes);
   for (const s of snapshots) writer.claim('snapshot-l1', s.l1TableOffset, s.l1Size * 8);
+  // Only a writable image allocates clusters, and so needs to know the snapshots' own L2 tables.
+  if (!readOnly) await claimSnapshotL2Tables(file, writer, snapshots, g);
   if (extensions.bitmaps) {
     writer.claim('bitmap-directory', extensions.bitmaps.directoryOffset, extensions.bitmaps.directorySize);
   }

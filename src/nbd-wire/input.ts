@@ -37,6 +37,12 @@ export class ByteQueue {
     return [this.#scratch, 0];
   }
 
+  /** True when the first `n` bytes lie in one chunk (take() returns a view, not a copy). */
+  contiguous(n: number): boolean {
+    const head = this.#chunks[this.#first];
+    return head !== undefined && head.length - this.#skip >= n;
+  }
+
   /** Consumes `n` bytes and returns them: a view when they lie in one chunk, else a copy. */
   take(n: number): Buffer {
     if (n === 0) return Buffer.alloc(0);

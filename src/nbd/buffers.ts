@@ -39,12 +39,13 @@ export function releaserFor(buf: Buffer): (() => void) | undefined {
 
 /**
  * Consumes a WRITE payload of `length` bytes: a view of the received bytes where they lie in one
- * chunk, else one copy; when the image bypasses the page cache, a copy into an aligned buffer
- * (`pooled` when it must go back to the pool).
+ * chunk and the image uses the page cache; else one copy into a pooled buffer (`pooled`: it must
+ * go back to the pool). Pooled memory stays mapped, where a fresh buffer per request would cost a
+ * page fault for every page of it; it is 4096-aligned, as direct I/O needs.
  */
 export function takePayload(queue: ByteQueue, length: number, aligned: boolean): { payload: Buffer; pooled: boolean } {
-  if (!aligned || length === 0) return { payload: queue.take(length), pooled: false };
-  const payload = acquireBuffer(length, aligned);
+  if (length === 0 || (!aligned && queue.contiguous(length))) return { payload: queue.take(length), pooled: false };
+  const payload = acquireBuffer(length, true);
   queue.takeInto(payload, 0, length);
   return { payload, pooled: isPooled(payload) };
 }

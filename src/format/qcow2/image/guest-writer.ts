@@ -86,6 +86,7 @@ export class GuestWriter {
     const end = Math.ceil((offset + buf.length) / g.clusterSize);
 
     const plans = await this.#d.metadataLock.run(() => this.#planClusters(first, end));
+    if (this.#d.file.alignment.memory > 1) await this.#growOverFresh(plans);
     const writes: { host: number; piece: Piece }[] = [];
     for (const plan of plans) {
       const clusterStart = plan.cluster * g.clusterSize;
@@ -121,6 +122,28 @@ export class GuestWriter {
       await this.#setEntriesGrouped(plans, newEntries);
       if (toFree.length > 0) await this.#d.hostClusters.release(toFree);
     });
+  }
+
+  /**
+   * Under direct I/O a write past the end of the file extends it, and Linux file systems run
+   * such writes one at a time and synchronously. Growing the file over each run of fresh
+   * clusters first (one fallocate, as QEMU does) makes the data writes land inside the file,
+   * where concurrent requests' writes proceed in parallel. Buffered writes need no such step.
+   */
+  async #growOverFresh(plans: ClusterPlan[]): Promise<void> {
+    const size = this.#d.geometry.clusterSize;
+    let i = 0;
+    while (i < plans.length) {
+      if (!plans[i]!.fresh) {
+        i++;
+        continue;
+      }
+      let j = i + 1;
+      while (j < plans.length && plans[j]!.fresh && plans[j]!.host === plans[j - 1]!.host + size) j++;
+      await this.#d.writer.check('data', plans[i]!.host, (j - i) * size);
+      await this.#d.file.writeZeroes(plans[i]!.host, (j - i) * size, { mayUnmap: false });
+      i = j;
+    }
   }
 
   /** Writes consecutive clusters' entries together. */

@@ -8,10 +8,8 @@
  * (lookups, requests, turns of the event loop), never timed.
  */
 import assert from 'node:assert/strict';
-import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { decodeHeader } from '../../src/format/qcow2/codec/header.js';
 import { LOOKUP_SUBCLUSTERS } from '../../src/format/qcow2/image/block-status.js';
 import { Mapping } from '../../src/format/qcow2/image/mapping.js';
 import { createImage, openImage } from '../../src/index.js';
@@ -20,30 +18,13 @@ import { CMD, CONTEXT_ID_BASE_ALLOCATION } from '../../src/nbd-wire/protocol.js'
 import { RawClient } from '../helpers/nbd-client.js';
 import { startVdiskServe } from '../helpers/nbd-serve.js';
 import { withTempDir } from '../helpers/tmp.js';
+import { sharedL2Image } from './lib/shared-l2-image.js';
 
 const GiB = 1024 ** 3;
-const TiB = 1024 * GiB;
 const CLUSTER = 64 * 1024;
 /** The longest BLOCK_STATUS request without extended headers, cluster-aligned as clients send it. */
 const REQUEST = 4 * GiB - CLUSTER;
 const CHUNK = LOOKUP_SUBCLUSTERS * CLUSTER;
-
-/** A 4 TiB qcow2 whose every L1 entry names the one L2 table, whose every entry names the one data cluster. */
-async function sharedL2Image(file: string): Promise<void> {
-  await createImage({ filename: file, format: 'qcow2', size: 4 * TiB });
-  const image = await openImage(file, { format: 'qcow2' });
-  await image.write(0, Buffer.alloc(CLUSTER, 0x5a));
-  await image.close();
-  const bytes = await readFile(file);
-  const h = decodeHeader(bytes);
-  const l1 = h.l1TableOffset;
-  const l1Entry = bytes.subarray(l1, l1 + 8);
-  const l2 = Number(l1Entry.readBigUInt64BE(0) & 0x00fffffffffffe00n);
-  for (let i = 1; i < h.l1Size; i++) l1Entry.copy(bytes, l1 + i * 8);
-  for (let i = 1; i < CLUSTER / 8; i++) bytes.copy(bytes, l2 + i * 8, l2, l2 + 8);
-  assert.equal(bytes.length, 384 * 1024);
-  await writeFile(file, bytes);
-}
 
 /** Counts mapping lookups (each decodes at most one chunk of L2 entries) while `fn` runs. */
 async function countingLookups<T>(fn: () => Promise<T>): Promise<{ value: T; lookups: number }> {

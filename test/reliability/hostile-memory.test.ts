@@ -10,7 +10,8 @@
  * docs/reliability.md.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -20,9 +21,11 @@ import { encodeSnapshotTable, type Qcow2Snapshot } from '../../src/format/qcow2/
 import { createImage, isVdiskError, openImage } from '../../src/index.js';
 import { withTempDir } from '../helpers/tmp.js';
 import { measured } from './lib/measure.js';
+import { sharedL2Image } from './lib/shared-l2-image.js';
 
 const MiB = 1024 * 1024;
 const INDEX = pathToFileURL(path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/index.js')).href;
+const VDISK = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/vdisk.cjs');
 const NB_SNAPSHOTS = 60;
 const SNAPSHOTS_OFFSET = 64;
 
@@ -56,6 +59,13 @@ async function peak(file: string): Promise<number> {
     best = Math.min(best, r.maxRss);
   }
   return best;
+}
+
+/** Peak resident memory of a running process (VmHWM), in bytes. */
+function vmHwm(pid: number): number {
+  const line = readFileSync(`/proc/${pid}/status`, 'utf8').match(/^VmHWM:\s+(\d+) kB$/m);
+  assert.ok(line, 'VmHWM in /proc/PID/status');
+  return Number(line[1]) * 1024;
 }
 
 async function plainImage(file: string, clusterSize = 65536): Promise<void> {
@@ -161,6 +171,33 @@ describe('hostile images: memory bounded by what QEMU allows', () => {
       }, 60_000);
       assert.equal(m.error, undefined);
       assert.ok(m.largestAlloc <= 2 * MiB, `a buffer of ${(m.largestAlloc / MiB).toFixed(1)} MiB for the table`);
+    });
+  });
+
+  it("check's millions of messages wait for a slow reader instead of piling up in memory", async () => {
+    await withTempDir(async (dir) => {
+      // 64 L1 entries of the red team's image: 524,288 references to one cluster, 917,508 lines.
+      const file = path.join(dir, 'shared-l2.qcow2');
+      await sharedL2Image(file, 64);
+      const child = spawn(process.execPath, [VDISK, 'check', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+      // Nobody reads stderr for a while: the check must block on the full pipe, not buffer.
+      await new Promise((resolve) => setTimeout(resolve, 3000));
+      const peakWhileBlocked = vmHwm(child.pid!);
+      const lines = { err: 0, out: '' };
+      child.stderr.on('data', (chunk: Buffer) => {
+        for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) lines.err++;
+      });
+      child.stdout.on('data', (chunk: Buffer) => {
+        lines.out += chunk.toString();
+      });
+      const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+      assert.equal(code, 2, 'corruptions found');
+      assert.match(lines.out, /^458755 errors were found on the image\.$/m);
+      assert.equal(lines.err, 917_508, 'every message was written');
+      assert.ok(
+        peakWhileBlocked < 160 * MiB,
+        `peak RSS ${(peakWhileBlocked / MiB).toFixed(0)} MiB while the reader waited`,
+      );
     });
   });
 

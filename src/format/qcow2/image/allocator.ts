@@ -46,6 +46,14 @@ export class Allocator {
     this.#highWater = Math.ceil(deps.file.length() / this.#clusterSize);
   }
 
+  /**
+   * No cluster at or past this offset has been handed out since the image was opened, and the
+   * file held nothing there then.
+   */
+  get untouchedFrom(): number {
+    return this.#highWater * this.#clusterSize;
+  }
+
   /** Takes `count` contiguous free clusters; returns the host offset of the first. */
   async allocate(count: number): Promise<number> {
     const { refcounts } = this.#deps;

@@ -18,6 +18,9 @@ import type { L2Tables } from './l2-tables.js';
 import type { Mapping } from './mapping.js';
 import type { MetadataWriter } from './metadata-writer.js';
 
+/** How far ahead of fresh clusters the file is grown under direct I/O. */
+const GROW_STEP = 1 << 20;
+
 export interface GuestWriterDeps {
   file: BlockDriver;
   geometry: Qcow2Geometry;
@@ -86,7 +89,6 @@ export class GuestWriter {
     const end = Math.ceil((offset + buf.length) / g.clusterSize);
 
     const plans = await this.#d.metadataLock.run(() => this.#planClusters(first, end));
-    if (this.#d.file.alignment.memory > 1) await this.#growOverFresh(plans);
     const writes: { host: number; piece: Piece }[] = [];
     for (const plan of plans) {
       const clusterStart = plan.cluster * g.clusterSize;
@@ -126,24 +128,23 @@ export class GuestWriter {
 
   /**
    * Under direct I/O a write past the end of the file extends it, and Linux file systems run
-   * such writes one at a time and synchronously. Growing the file over each run of fresh
-   * clusters first (one fallocate, as QEMU does) makes the data writes land inside the file,
-   * where concurrent requests' writes proceed in parallel. Buffered writes need no such step.
+   * such writes one at a time and synchronously; growing the file (fallocate) in turn waits for
+   * every direct write in flight. So the file is grown over fresh clusters before their data is
+   * written, a step ahead at a time. Only the fresh run [from, end) and clusters never handed
+   * out are zeroed: nothing else can be written there meanwhile. It runs under the metadata
+   * lock, so the next fresh cluster is inside the file before anyone can be given it.
    */
-  async #growOverFresh(plans: ClusterPlan[]): Promise<void> {
-    const size = this.#d.geometry.clusterSize;
-    let i = 0;
-    while (i < plans.length) {
-      if (!plans[i]!.fresh) {
-        i++;
-        continue;
-      }
-      let j = i + 1;
-      while (j < plans.length && plans[j]!.fresh && plans[j]!.host === plans[j - 1]!.host + size) j++;
-      await this.#d.writer.check('data', plans[i]!.host, (j - i) * size);
-      await this.#d.file.writeZeroes(plans[i]!.host, (j - i) * size, { mayUnmap: false });
-      i = j;
-    }
+  async #growOver(from: number, end: number): Promise<void> {
+    const file = this.#d.file;
+    if (end <= file.length()) return;
+    const step = Math.max(GROW_STEP, this.#d.geometry.clusterSize);
+    const target = Math.ceil(end / step) * step;
+    // Past `end`, clusters up to here may have been handed out with this run (refcount blocks).
+    const untouched = Math.max(end, this.#d.allocator.untouchedFrom);
+    const keep = { mayUnmap: false };
+    if (untouched === end) return file.writeZeroes(from, target - from, keep);
+    await file.writeZeroes(from, end - from, keep);
+    if (target > untouched) await file.writeZeroes(untouched, target - untouched, keep);
   }
 
   /** Writes consecutive clusters' entries together. */
@@ -184,9 +185,12 @@ export class GuestWriter {
     while (i < needNew.length) {
       let j = i + 1;
       while (j < needNew.length && needNew[j] === needNew[j - 1]! + 1) j++;
+      const untouched = this.#d.allocator.untouchedFrom;
       const host = await this.#d.allocator.allocate(j - i);
-      // Past the end of the file now means never written: only this plan will write there.
-      const fresh = host >= this.#d.file.length();
+      // Never handed out while the image is open, and past what the file held when it was
+      // opened: it reads as zeros, and only this plan will write there.
+      const fresh = host >= untouched;
+      if (fresh && this.#d.file.alignment.memory > 1) await this.#growOver(host, host + (j - i) * g.clusterSize);
       for (let k = i; k < j; k++) {
         const plan = plans[needNew[k]!]!;
         plan.host = host + (k - i) * g.clusterSize;

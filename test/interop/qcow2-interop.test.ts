@@ -165,36 +165,39 @@ describe('qcow2 interop', { skip: !QEMU && 'qemu-img not installed' }, () => {
     assert.equal(compare.status, 0, compare.stdout + compare.stderr);
   });
 
-  it('under cache=none grows the file over fresh clusters before concurrent first writes land in them', async () => {
-    const image = join(dir, 'fresh-direct.qcow2');
-    await createImage({ filename: image, format: 'qcow2', size: SIZE });
-    const model = Buffer.alloc(SIZE);
-    const backend = await openImage(image, { format: 'qcow2', cache: 'none' });
-    try {
-      // 4 KiB writes at scattered offsets, all in flight at once: each lands in a fresh cluster
-      // (some in the same one), in the middle of it, with the rest of the cluster never written.
-      const offsets = Array.from({ length: 48 }, (_, i) => ((i * 37) % 120) * 65536 + ((i * 5) % 16) * 4096);
-      await Promise.all(
-        offsets.map((offset, i) => {
-          const data = Buffer.alloc(4096, 0x20 + i);
-          data.copy(model, offset);
-          return backend.write(offset, data);
-        }),
-      );
-      await backend.flush();
-      const { size } = await import('node:fs/promises').then((f) => f.stat(image));
-      assert.equal(size % 65536, 0, `fresh clusters were grown whole (${size} bytes)`);
-    } finally {
-      await backend.close();
-    }
-    const check = run('qemu-img', ['check', image]);
-    assert.equal(check.status, 0, `qemu-img check: ${check.stdout}${check.stderr}`);
-    const raw = join(dir, 'fresh-direct-model.raw');
-    const { writeFile } = await import('node:fs/promises');
-    await writeFile(raw, model);
-    const compare = run('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', image, raw]);
-    assert.equal(compare.status, 0, compare.stdout + compare.stderr);
-  });
+  for (const clusterSize of [65536, 512]) {
+    it(`under cache=none grows the file ahead of concurrent first writes (cluster_size=${clusterSize})`, async () => {
+      const image = join(dir, `fresh-direct-${clusterSize}.qcow2`);
+      await createImage({ filename: image, format: 'qcow2', size: SIZE, options: { cluster_size: clusterSize } });
+      const model = Buffer.alloc(SIZE);
+      const backend = await openImage(image, { format: 'qcow2', cache: 'none' });
+      try {
+        // 4 KiB writes at scattered offsets, all in flight at once, into fresh clusters (with
+        // 512-byte clusters, new refcount blocks and a bigger refcount table land among them).
+        const count = clusterSize === 512 ? 1200 : 48;
+        const offsets = Array.from({ length: count }, (_, i) => ((i * 7919) % (SIZE / 4096)) * 4096);
+        await Promise.all(
+          offsets.map((offset, i) => {
+            const data = Buffer.alloc(4096, 0x20 + (i % 200));
+            data.copy(model, offset);
+            return backend.write(offset, data);
+          }),
+        );
+        await backend.flush();
+        const { size } = await import('node:fs/promises').then((f) => f.stat(image));
+        assert.equal(size % clusterSize, 0, `fresh clusters were grown whole (${size} bytes)`);
+      } finally {
+        await backend.close();
+      }
+      const check = run('qemu-img', ['check', image]);
+      assert.equal(check.status, 0, `qemu-img check: ${check.stdout}${check.stderr}`);
+      const raw = join(dir, `fresh-direct-${clusterSize}.raw`);
+      const { writeFile } = await import('node:fs/promises');
+      await writeFile(raw, model);
+      const compare = run('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', image, raw]);
+      assert.equal(compare.status, 0, compare.stdout + compare.stderr);
+    });
+  }
 
   for (const preallocation of ['off', 'metadata', 'falloc', 'full']) {
     it(`maps a vdisk-made image like a qemu-img-made one (preallocation=${preallocation})`, async () => {

@@ -19,16 +19,14 @@ import { INCOMPAT_DIRTY, MAX_SNAPSHOTS } from '../codec/constants.js';
 import { type Qcow2Snapshot, validateSnapshotL1 } from '../codec/snapshot-table.js';
 import type { HeaderStore } from '../image/header-store.js';
 import { clearCopiedFlags } from '../image/l2-tables.js';
-import type { Refcounts } from '../image/refcounts.js';
 import { updateActiveFlags, withCopiedFlags } from './copied-flags.js';
 import { findSnapshot, nextSnapshotId } from './find.js';
-import { addReferences, checkDroppable, dropReferences, type ReferenceDeps } from './references.js';
+import { addReferences, checkAddable, checkDroppable, dropReferences, type ReferenceDeps } from './references.js';
 import type { SnapshotTable } from './table-store.js';
 
 export interface SnapshotManagerDeps extends ReferenceDeps {
   file: BlockDriver;
   header: HeaderStore;
-  refcounts: Refcounts;
   table: SnapshotTable;
   metadataLock: Mutex;
   /** What the image does before its first change (autoclear bits, lazy refcounts' dirty bit). */
@@ -63,6 +61,7 @@ export class SnapshotManager {
         if (this.#d.table.entries.length >= MAX_SNAPSHOTS) {
           throw new VdiskError('EINVAL', 'Too many snapshots (65536 at most)');
         }
+        await checkAddable(this.#d.tables.l1Copy(), this.#d);
       },
       async (settle) => {
         const { tables, header, table } = this.#d;
@@ -118,6 +117,7 @@ export class SnapshotManager {
         }
         source = await this.#readL1(snapshot);
         old = tables.l1Copy();
+        await checkAddable(source, this.#d);
         await checkDroppable(old, this.#d);
       },
       async () => {

@@ -15,6 +15,7 @@ import { decodeL2 } from '../codec/l2-entry.js';
 import type { Allocator } from '../image/allocator.js';
 import type { L2Tables } from '../image/l2-tables.js';
 import type { MetadataWriter } from '../image/metadata-writer.js';
+import type { Refcounts } from '../image/refcounts.js';
 
 /** `clusters` whole host clusters from `offset`, referenced once. */
 export interface Reference {
@@ -29,6 +30,7 @@ export interface ReferenceDeps {
   tables: L2Tables;
   writer: MetadataWriter;
   allocator: Allocator;
+  refcounts: Refcounts;
   /** The image file's length: a table past it is not a table. */
   fileLength: () => number;
 }
@@ -104,16 +106,41 @@ export async function addReferences(l1: Buffer, d: ReferenceDeps): Promise<void>
 }
 
 /**
+ * Checks, changing nothing, that every reference of `l1` can be added: each cluster is counted
+ * by a refcount block (its refcount above zero) and its refcount below what refcount_bits holds.
+ * A cluster referenced twice by the same walk can still overflow; addReferences undoes that.
+ */
+export async function checkAddable(l1: Buffer, d: ReferenceDeps): Promise<void> {
+  await eachCluster(l1, d, (offset, refcount) => {
+    if (refcount === 0) return `Cluster 0x${offset.toString(16)} is referenced but its refcount is 0`;
+    if (refcount >= d.refcounts.max) {
+      return `Refcount of cluster at 0x${offset.toString(16)} would exceed ${d.refcounts.max}`;
+    }
+    return undefined;
+  });
+}
+
+/**
  * Checks, changing nothing, that every reference of `l1` can be dropped: each cluster is
  * counted by a refcount block and its refcount is above zero.
  */
 export async function checkDroppable(l1: Buffer, d: ReferenceDeps): Promise<void> {
+  await eachCluster(l1, d, (offset, refcount) =>
+    refcount === 0 ? `Cluster 0x${offset.toString(16)} is referenced but its refcount is 0` : undefined,
+  );
+}
+
+/** Calls `problem` with every cluster `l1` references and its refcount; throws what it returns. */
+async function eachCluster(
+  l1: Buffer,
+  d: ReferenceDeps,
+  problem: (offset: number, refcount: number) => string | undefined,
+): Promise<void> {
   for await (const ref of referencesOf(l1, d)) {
     for (let c = 0; c < ref.clusters; c++) {
       const offset = ref.offset + c * d.geometry.clusterSize;
-      if ((await d.allocator.refcountOf(offset)) === 0) {
-        throw new VdiskError('ECORRUPT', `Cluster 0x${offset.toString(16)} is referenced but its refcount is 0`);
-      }
+      const found = problem(offset, await d.allocator.refcountOf(offset));
+      if (found !== undefined) throw new VdiskError(found.includes('exceed') ? 'EINVAL' : 'ECORRUPT', found);
     }
   }
 }

@@ -210,7 +210,7 @@ export class L2Tables {
     if (l2Offset === 0) return new Array<L2Entry>(n).fill(UNALLOCATED);
     const table = await this.#d.cache.get(l2Offset);
     try {
-      return decodeEntries(table.data, first, n, this.#g);
+      return decodeEntries(table.data, first, n, this.#g, this.#ownTable(l1Index));
     } finally {
       this.#d.cache.release(table);
     }
@@ -221,11 +221,21 @@ export class L2Tables {
     const per = this.#g.l2Entries;
     const first = cluster % per;
     const n = Math.min(count, per - first);
-    const l2Offset = this.l2Offset(Math.floor(cluster / per));
+    const l1Index = Math.floor(cluster / per);
+    const l2Offset = this.l2Offset(l1Index);
     if (l2Offset === 0) return new Array<L2Entry>(n).fill(UNALLOCATED);
     const table = this.#d.cache.peek(l2Offset);
     if (!table) return undefined;
-    return decodeEntries(table.data, first, n, this.#g);
+    return decodeEntries(table.data, first, n, this.#g, this.#ownTable(l1Index));
+  }
+
+  /**
+   * Whether the L2 table of L1 index `i` is this image's alone (COPIED). In a table a snapshot
+   * shares, no entry is the image's alone either, whatever its own flag says: a write there
+   * copies the cluster (and the table) instead of changing what the snapshot keeps.
+   */
+  #ownTable(i: number): boolean {
+    return (this.#l1[i * 8]! & 0x80) !== 0;
   }
 
   /** Makes sure the L2 table of `cluster` exists and may be changed in place (allocated if missing). */
@@ -327,13 +337,15 @@ export function clearCopiedFlags(data: Buffer, entrySize: number): void {
   for (let off = 0; off < data.length; off += entrySize) data[off]! &= 0x7f;
 }
 
-/** Entries `first` to `first + n - 1` of an L2 table. */
-function decodeEntries(data: Buffer, first: number, n: number, g: Qcow2Geometry): L2Entry[] {
+/** Entries `first` to `first + n - 1` of an L2 table; `own`: the table is the image's alone. */
+function decodeEntries(data: Buffer, first: number, n: number, g: Qcow2Geometry, own: boolean): L2Entry[] {
   const out: L2Entry[] = new Array(n);
   for (let i = 0; i < n; i++) {
     const off = (first + i) * 8;
     const empty = !g.extendedL2 && data.readUInt32BE(off) === 0 && data.readUInt32BE(off + 4) === 0;
-    out[i] = empty ? UNALLOCATED : decodeL2(data, first + i, g);
+    const entry = empty ? UNALLOCATED : decodeL2(data, first + i, g);
+    out[i] =
+      !own && (entry.kind === 'data' || entry.kind === 'zero') && entry.copied ? { ...entry, copied: false } : entry;
   }
   return out;
 }

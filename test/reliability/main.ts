@@ -24,6 +24,7 @@ const FAMILIES: Record<string, string[]> = {
     'backing-policy.test.js',
     'empty-space.test.js',
     'block-status.test.js',
+    'hostile-snapshots.test.js',
   ],
   fuzz: ['fuzz.test.js'],
   kill: ['kill.test.js'],

@@ -7,7 +7,7 @@
  * and qemu-nbd's.
  */
 import assert from 'node:assert/strict';
-import { copyFile } from 'node:fs/promises';
+import { copyFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { startQemuNbd, startVdiskServe } from '../helpers/nbd-serve.js';
@@ -46,6 +46,19 @@ function qemuSnapshotContent(dir: string, image: string, name: string): string {
 
 function identical(a: string, b: string, fa = 'raw', fb = 'raw'): boolean {
   return run('qemu-img', ['compare', '-f', fa, '-F', fb, a, b]).status === 0;
+}
+
+/** The file's bytes with the dates of its snapshot table entries zeroed. */
+async function withoutDates(image: string): Promise<Buffer> {
+  const bytes = await readFile(image);
+  const count = bytes.readUInt32BE(60);
+  let off = Number(bytes.readBigUInt64BE(64));
+  for (let i = 0; i < count; i++) {
+    bytes.fill(0, off + 16, off + 24);
+    const length = 40 + bytes.readUInt32BE(off + 36) + bytes.readUInt16BE(off + 12) + bytes.readUInt16BE(off + 14);
+    off += Math.ceil(length / 8) * 8;
+  }
+  return bytes;
 }
 
 async function vdiskOk(args: string[]): Promise<string> {
@@ -213,6 +226,30 @@ describe('qcow2 internal snapshots with QEMU', { skip: !QEMU && 'qemu-img not in
             .slice(2)
             .map((l) => l.split(/\s+/).slice(0, 2).join(' '));
         assert.deepEqual(names(ours), names(theirs));
+      });
+    });
+  }
+
+  for (const options of ['compat=1.1', 'compat=0.10', 'cluster_size=512', 'cluster_size=4096,refcount_bits=64']) {
+    it(`create and delete leave the file qemu-img leaves, byte for byte but the dates (${options})`, async () => {
+      await withTempDir(async (dir) => {
+        const ours = join(dir, 'ours.qcow2');
+        const theirs = join(dir, 'theirs.qcow2');
+        runOk('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', options, theirs, '1M']);
+        qemuIo(theirs, 'qcow2', 'write -P 1 0 64k', 'write -P 2 512k 8k');
+        await copyFile(theirs, ours);
+        const steps = [['-c', 'snap'], ['write'], ['-c', 'two'], ['-d', 'snap'], ['-c', 'three'], ['-d', 'three']];
+        for (const step of steps) {
+          if (step[0] === 'write') {
+            for (const img of [ours, theirs]) qemuIo(img, 'qcow2', 'write -P 3 0 4k');
+            continue;
+          }
+          runOk('qemu-img', ['snapshot', ...step, theirs]);
+          await vdiskOk(['snapshot', ...step, ours]);
+          const [a, b] = await Promise.all([withoutDates(ours), withoutDates(theirs)]);
+          assert.equal(a.length, b.length, `snapshot ${step.join(' ')}: the file lengths`);
+          assert.ok(a.equals(b), `snapshot ${step.join(' ')}: the files differ`);
+        }
       });
     });
   }

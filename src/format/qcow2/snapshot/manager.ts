@@ -18,7 +18,6 @@ import type { Mutex } from '../../../util/mutex.js';
 import { INCOMPAT_DIRTY, MAX_SNAPSHOTS } from '../codec/constants.js';
 import { type Qcow2Snapshot, validateSnapshotL1 } from '../codec/snapshot-table.js';
 import type { HeaderStore } from '../image/header-store.js';
-import { clearCopiedFlags } from '../image/l2-tables.js';
 import { updateActiveFlags, withCopiedFlags } from './copied-flags.js';
 import { findSnapshot, nextSnapshotId } from './find.js';
 import { addReferences, checkAddable, checkDroppable, dropReferences, type ReferenceDeps } from './references.js';
@@ -76,10 +75,10 @@ export class SnapshotManager {
           await settle();
           throw err;
         }
-        const own = Buffer.from(active);
-        clearCopiedFlags(own, 8);
         const created: Qcow2Snapshot = {
-          l1TableOffset: await this.#writeTableCopy(own, 'snapshot-l1'),
+          // The table as it was, flags and all, as QEMU copies it (flags mean nothing outside
+          // the active table): the file comes out as qemu-img's would.
+          l1TableOffset: await this.#writeTableCopy(active, 'snapshot-l1'),
           l1Size: active.length / 8,
           id: nextSnapshotId(table.entries),
           name: snapshot.name,
@@ -158,8 +157,10 @@ export class SnapshotManager {
         // The table no longer names the snapshot (durable): its references can go (R4).
         const freed = await dropReferences(l1, this.#d);
         if (l1.length > 0) {
+          const clusters = Math.ceil(l1.length / g.clusterSize);
           writer.release('snapshot-l1', snapshot.l1TableOffset, l1.length);
-          await allocator.free(snapshot.l1TableOffset, Math.ceil(l1.length / g.clusterSize));
+          await allocator.free(snapshot.l1TableOffset, clusters);
+          for (let c = 0; c < clusters; c++) freed.push(snapshot.l1TableOffset + c * g.clusterSize);
         }
         await this.#flush();
         await updateActiveFlags('exact', this.#d);
@@ -220,7 +221,10 @@ export class SnapshotManager {
     return l1;
   }
 
-  /** Gives the host the space of data clusters nothing references any more (durable refcounts first). */
+  /**
+   * Gives the host the space of clusters nothing references any more, as QEMU discards what a
+   * snapshot operation frees (durable refcounts first: R4).
+   */
   async #giveBack(clusters: number[]): Promise<void> {
     await this.#flush();
     const cs = this.#d.geometry.clusterSize;

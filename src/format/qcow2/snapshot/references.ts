@@ -147,8 +147,8 @@ async function eachCluster(
 
 /**
  * Drops one reference to everything `l1` references, after checkDroppable. L2 tables left
- * without references leave the cache and the overlap map; returns the data clusters left
- * without references, for the caller to give back to the host once the refcounts are durable.
+ * without references leave the cache and the overlap map; returns the clusters left without
+ * references, for the caller to give back to the host once the refcounts are durable.
  */
 export async function dropReferences(l1: Buffer, d: ReferenceDeps): Promise<number[]> {
   const freed: number[] = [];
@@ -161,9 +161,8 @@ export async function dropReferences(l1: Buffer, d: ReferenceDeps): Promise<numb
         d.tables.forgetTable(offset);
         d.writer.release('l2', offset, d.geometry.clusterSize);
         d.writer.release('snapshot-l2', offset, d.geometry.clusterSize);
-      } else {
-        freed.push(offset);
       }
+      freed.push(offset);
     }
   }
   return freed;

@@ -1,7 +1,8 @@
 /**
  * The snapshot table of an open image: the entries in memory, and replacing the table on disk
  * the way QEMU does (qcow2_write_snapshots): the new table is written whole at a new place and
- * made durable, the header is pointed at it in one write, and only then is the old table freed.
+ * made durable, the header is pointed at it in one write, and only then is the old table freed
+ * (and its space given back to the host, as QEMU discards it).
  */
 import type { BlockDriver } from '../../../block/driver.js';
 import { encodeSnapshotTable, type Qcow2Snapshot } from '../codec/snapshot-table.js';
@@ -55,6 +56,11 @@ export class SnapshotTable {
       const first = Math.floor(old.offset / clusterSize);
       const end = Math.ceil((old.offset + old.bytes) / clusterSize);
       await allocator.free(first * clusterSize, end - first);
+      // As QEMU discards the old table: its refcount first, then the hole (R4).
+      await allocator.flushRefcounts();
+      for (let c = first; c < end; c++) {
+        if ((await allocator.refcountOf(c * clusterSize)) === 0) await file.discard(c * clusterSize, clusterSize);
+      }
     }
   }
 }

@@ -123,6 +123,20 @@ const CASES: SnapshotCase[] = [
     }),
   ),
   {
+    name: 'apply to a larger image (512-byte clusters: the size and the L1 table change together)',
+    size: 64 * KiB,
+    options: { cluster_size: 512 },
+    setup: async (image) => {
+      await fill(image, 0, 24 * KiB, 1);
+      await image.snapshots.create({ name: 'small', ...WHEN });
+      await image.truncate(96 * KiB, 'off');
+      await fill(image, 8 * KiB, 80 * KiB, 2);
+    },
+    op: async (image) => {
+      await image.snapshots.apply('small');
+    },
+  },
+  {
     name: 'apply (lazy refcounts)',
     size: 1024 * KiB,
     options: { lazy_refcounts: true },

@@ -58,7 +58,8 @@ export class SnapshotManager {
     return this.#change(
       async () => {
         if (this.#d.table.entries.length >= MAX_SNAPSHOTS) {
-          throw new VdiskError('EINVAL', 'Too many snapshots (65536 at most)');
+          // qemu-img's words for QEMU's limit of 65536 (EFBIG).
+          throw new VdiskError('EINVAL', '-27 (File too large)');
         }
         await checkAddable(this.#d.tables.l1Copy(), this.#d);
       },
@@ -119,9 +120,12 @@ export class SnapshotManager {
         await checkAddable(source, this.#d);
         await checkDroppable(old, this.#d);
       },
-      async () => {
+      async (settle) => {
         const size = snapshot!.diskSize;
-        await addReferences(source, this.#d);
+        await addReferences(source, this.#d).catch(async (err) => {
+          await settle(); // every reference added was taken back
+          throw err;
+        });
         const entries = Math.max(source.length / 8, old.length / 8, Math.ceil(size / g.l2Coverage));
         const next = Buffer.alloc(entries * 8);
         (await withCopiedFlags(source, 'clear', this.#d)).copy(next);

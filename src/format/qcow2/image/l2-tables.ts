@@ -186,15 +186,7 @@ export class L2Tables {
 
   /** The entry for guest cluster `cluster`, read through the cache. */
   async entry(cluster: number): Promise<L2Entry> {
-    const l1Index = Math.floor(cluster / this.#g.l2Entries);
-    const l2Offset = this.l2Offset(l1Index);
-    if (l2Offset === 0) return { kind: 'unallocated' };
-    const table = await this.#d.cache.get(l2Offset);
-    try {
-      return decodeL2(table.data, cluster % this.#g.l2Entries, this.#g);
-    } finally {
-      this.#d.cache.release(table);
-    }
+    return (await this.entries(cluster, 1))[0]!;
   }
 
   /**

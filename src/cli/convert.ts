@@ -3,6 +3,7 @@ import { parseCacheModeName } from '../block/cache-mode.js';
 import { formatDefinition } from '../engine/formats.js';
 import { convertImage } from '../tools/convert.js';
 import { parseSize } from '../tools/size.js';
+import { parseSnapshotParam } from '../tools/snapshot-param.js';
 import { type CliCommand, type CommandSpec, parseCommandLine, usageError } from './args.js';
 import { commandHelp } from './help.js';
 import { progressPrinter } from './progress.js';
@@ -46,6 +47,12 @@ file of that name as it was.`,
     progress: { type: 'boolean', short: 'p', help: 'show progress' },
     quiet: { type: 'boolean', short: 'q', help: 'quiet: print nothing but errors' },
     'force-share': { type: 'boolean', short: 'U', help: 'read a source another process holds, without the image lock' },
+    'snapshot-param': {
+      type: 'string',
+      short: 'l',
+      arg: 'snapshot_param',
+      help: "convert an internal snapshot of the source: 'snapshot.id=ID,snapshot.name=NAME' or an id or name",
+    },
   },
 };
 
@@ -80,6 +87,8 @@ export const convertCommand: CliCommand = {
       sourceCache,
       noCreate: Boolean(values['no-create']),
       forceShare: Boolean(values['force-share']),
+      snapshot:
+        values['snapshot-param'] === undefined ? undefined : parseSnapshotParam(values['snapshot-param'] as string),
       parallel,
       onProgress: progress?.update,
     }).finally(() => progress?.finish());

@@ -18,6 +18,7 @@ import { ioCommand } from './io/command.js';
 import { mapCommand } from './map.js';
 import { resizeCommand } from './resize.js';
 import { serveCommand } from './serve.js';
+import { snapshotCommand } from './snapshot.js';
 import { studyCommand } from './study.js';
 
 export const COMMANDS: readonly CliCommand[] = [
@@ -28,6 +29,7 @@ export const COMMANDS: readonly CliCommand[] = [
   convertCommand,
   compareCommand,
   resizeCommand,
+  snapshotCommand,
   ioCommand,
   serveCommand,
   studyCommand,

@@ -4,6 +4,7 @@ import { VdiskError } from '../block/errors.js';
 import { formatDefinition } from '../engine/formats.js';
 import type { DetectZeroes, DiscardMode } from '../nbd/export.js';
 import { serveImage } from '../tools/serve.js';
+import { parseSnapshotParam } from '../tools/snapshot-param.js';
 import { type CliCommand, type CommandSpec, oneFilename, parseCommandLine, usageError } from './args.js';
 import { commandHelp } from './help.js';
 
@@ -20,6 +21,12 @@ qemu-img, qemu-io, nbdinfo, nbdcopy and fio --ioengine=nbd take.`,
     cache: { type: 'string', arg: 'MODE', help: 'none, writeback (default), writethrough, directsync, unsafe' },
     nocache: { type: 'boolean', short: 'n', help: 'short for --cache=none' },
     'read-only': { type: 'boolean', short: 'r', help: 'export read-only' },
+    'load-snapshot': {
+      type: 'string',
+      short: 'l',
+      arg: 'SNAPSHOT_PARAM',
+      help: "export an internal snapshot, read-only: 'snapshot.id=ID,snapshot.name=NAME' or an id or name",
+    },
     'force-share': {
       type: 'boolean',
       short: 'U',
@@ -89,7 +96,7 @@ export const serveCommand: CliCommand = {
     }
     const filename = oneFilename('serve', positionals);
     const format = values.format as string | undefined;
-    if (values['force-share'] && !values['read-only']) {
+    if (values['force-share'] && !values['read-only'] && values['load-snapshot'] === undefined) {
       throw usageError('serve', '--force-share (-U) needs --read-only (-r)');
     }
     const discard = (values.discard as string | undefined) ?? 'ignore';
@@ -110,6 +117,8 @@ export const serveCommand: CliCommand = {
       format: format === undefined ? 'probe' : formatDefinition(format).name,
       cache: values.nocache ? 'none' : parseCacheModeName((values.cache as string | undefined) ?? 'writeback'),
       readOnly: Boolean(values['read-only']),
+      snapshot:
+        values['load-snapshot'] === undefined ? undefined : parseSnapshotParam(values['load-snapshot'] as string),
       forceShare: Boolean(values['force-share']),
       confineBacking: values['confine-backing'] as string | undefined,
       allowBackingUris: (values['allow-backing-uri'] as string[] | undefined) ?? [],

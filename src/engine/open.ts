@@ -7,10 +7,16 @@
  * is probed, formatted and chained exactly as a file is.
  */
 import { BlockBackend } from '../block/backend.js';
-import { CACHE_MODE_NAMES, type CacheMode, type CacheModeName, parseCacheMode } from '../block/cache-mode.js';
+import {
+  CACHE_MODE_NAMES,
+  type CacheMode,
+  type CacheModeName,
+  cacheMode,
+  parseCacheMode,
+} from '../block/cache-mode.js';
 import type { BlockDriver } from '../block/driver.js';
 import { VdiskError } from '../block/errors.js';
-import type { FormatName } from '../format/format.js';
+import type { FormatName, OpenContext, SnapshotRef } from '../format/format.js';
 import { FileDriver } from '../io/file.js';
 import { nativeZstd } from '../io/zstd.js';
 import type { NbdClientOptions } from '../remote/nbd/client-options.js';
@@ -45,6 +51,8 @@ export interface OpenImageOptions {
   allowBackingUris?: readonly string[];
   /** How NBD URIs (the image's, or backing files') are connected: timeouts, connections, TLS. */
   nbd?: NbdClientOptions;
+  /** Present this internal snapshot's content instead of the image's (read-only only). */
+  snapshot?: SnapshotRef;
 }
 
 export interface OpenedImage {
@@ -81,6 +89,7 @@ interface CheckedOptions {
   confineBacking: string | undefined;
   allowBackingUris: readonly string[];
   nbd: NbdClientOptions | undefined;
+  snapshot: SnapshotRef | undefined;
 }
 
 /** Every option checked, with a VdiskError (EINVAL) for anything a caller could get wrong. */
@@ -111,6 +120,9 @@ function checkOptions(filename: unknown, options: unknown): CheckedOptions {
   if (o.confineBacking !== undefined && (typeof o.confineBacking !== 'string' || o.confineBacking === '')) {
     throw new VdiskError('EINVAL', 'confineBacking must be a directory name');
   }
+  if (o.snapshot !== undefined && !readOnly) {
+    throw new VdiskError('EINVAL', 'An internal snapshot can only be opened read-only');
+  }
   const allowed = o.allowBackingUris ?? [];
   if (!Array.isArray(allowed) || !allowed.every((u) => typeof u === 'string' && isNbdUri(u))) {
     throw new VdiskError('EINVAL', 'allowBackingUris must be a list of NBD URIs');
@@ -125,6 +137,7 @@ function checkOptions(filename: unknown, options: unknown): CheckedOptions {
     confineBacking: o.confineBacking,
     allowBackingUris: allowed,
     nbd: o.nbd,
+    snapshot: o.snapshot,
   };
 }
 
@@ -146,6 +159,14 @@ export async function openImageFile(
 ): Promise<{ file: BlockDriver; format: FormatName }> {
   const o = checkOptions(filename, options);
   return openFileNode(filename, o.format, { ...o, chain: [] });
+}
+
+/**
+ * What a format hook needs to open the image in a file from openImageFile by itself (snapshot
+ * operations): its name, writeback caching, the zstd codec; no backing chain.
+ */
+export function hookContext(filename: string, readOnly: boolean): OpenContext {
+  return { filename, cache: cacheMode('writeback'), readOnly, zstd: nativeZstd };
 }
 
 /** The protocol node: the NBD client for a URI, the host file otherwise. */
@@ -185,14 +206,23 @@ async function openNode(
   const { file, format } = await openFileNode(filename, requested, options);
   try {
     const chain = [...options.chain, await chainKey(filename)];
-    let driver = await formatDefinition(format).open(file, {
+    const definition = formatDefinition(format);
+    if (options.snapshot && !definition.snapshots) {
+      throw new VdiskError(
+        'ENOTSUP',
+        `Failed to load snapshot: Block format '${format}' does not support temporarily loading internal snapshots`,
+      );
+    }
+    let driver = await definition.open(file, {
       filename,
       cache: options.cache,
       readOnly: options.readOnly,
       l2CacheSize: options.l2CacheSize,
       zstd: nativeZstd,
+      snapshot: options.snapshot,
       openBacking: options.backing
-        ? (name, backingFormat) => openBacking(filename, name, backingFormat, { ...options, chain })
+        ? (name, backingFormat) =>
+            openBacking(filename, name, backingFormat, { ...options, chain, snapshot: undefined })
         : undefined,
     });
     if (requested === 'probe' && format === 'raw' && !driver.readOnly) driver = new ProbedRawGuard(driver);

@@ -4,7 +4,7 @@
  * Each format exports one definition from its folder; the engine keeps the list.
  */
 import type { CacheMode } from '../block/cache-mode.js';
-import type { BlockDriver } from '../block/driver.js';
+import type { BlockDriver, SnapshotInfo } from '../block/driver.js';
 import type { ZstdCodec } from '../io/zstd.js';
 import type { FormatCreator } from './create-options.js';
 
@@ -24,6 +24,38 @@ export interface OpenContext {
   zstd?: ZstdCodec;
   /** Opens another image through the open policy (relative names, depth, loops). */
   openBacking?: (name: string, format: FormatName | undefined) => Promise<BlockDriver>;
+  /** Present the content of this internal snapshot, read-only (qemu-img convert -l, qemu-nbd -l). */
+  snapshot?: SnapshotRef;
+}
+
+/**
+ * Names an internal snapshot as QEMU's options do: `idOrName` matches an id first, then a name
+ * (`-l NAME`); `id` and `name` must all match where given (`-l snapshot.id=ID,snapshot.name=NAME`).
+ */
+export interface SnapshotRef {
+  id?: string;
+  name?: string;
+  idOrName?: string;
+}
+
+/** What a new snapshot records besides the disk's content. */
+export interface NewSnapshotInfo {
+  name: string;
+  dateSec: number;
+  dateNsec: number;
+}
+
+/**
+ * Internal snapshots of an image in `file` (qemu-img snapshot): each call opens the image
+ * read-write over `file`, changes it, and closes it again (closing `file`).
+ */
+export interface SnapshotHooks {
+  /** Records the image's content as a new snapshot (-c). */
+  create(file: BlockDriver, context: OpenContext, snapshot: NewSnapshotInfo): Promise<SnapshotInfo>;
+  /** Makes the image's content (and size) that of the snapshot with this id or name (-a). */
+  apply(file: BlockDriver, context: OpenContext, idOrName: string): Promise<void>;
+  /** Removes the first snapshot of this name (-d). */
+  delete(file: BlockDriver, context: OpenContext, name: string): Promise<void>;
 }
 
 export interface CheckCounts {
@@ -68,4 +100,6 @@ export interface FormatDefinition {
   readonly create?: FormatCreator;
   /** Consistency check and repair of the image in `file` (qemu-img check); absent: no checks. */
   check?(file: BlockDriver, options: CheckOptions): Promise<CheckResult>;
+  /** Internal snapshots; absent: the format has none (and opening at a snapshot is refused). */
+  readonly snapshots?: SnapshotHooks;
 }

@@ -15,7 +15,7 @@ import type { BlockBackend } from '../block/backend.js';
 import type { CacheModeName } from '../block/cache-mode.js';
 import { fromSystemError, VdiskError } from '../block/errors.js';
 import { openImageWithFormat } from '../engine/open.js';
-import type { FormatName } from '../format/format.js';
+import type { FormatName, SnapshotRef } from '../format/format.js';
 import { StagedFile } from '../io/staged-file.js';
 import { isNbdUri } from '../remote/nbd/uri.js';
 import { fileName, optionsObject } from './arguments.js';
@@ -40,6 +40,8 @@ export interface ConvertOptions {
   sourceCache?: CacheModeName;
   /** -U: read a source another process holds writable, without the image lock. */
   forceShare?: boolean;
+  /** -l: convert this internal snapshot of the source instead of its current content. */
+  snapshot?: SnapshotRef;
   /** -n: write into an existing target instead of creating it. */
   noCreate?: boolean;
   /** Requests in flight at once (qemu-img -m; default 8). */
@@ -60,6 +62,7 @@ export async function convertImage(options: ConvertOptions): Promise<void> {
       readOnly: true,
       cache: o.sourceCache,
       forceShare: o.forceShare,
+      snapshot: o.snapshot,
     });
     return opened.backend;
   });

@@ -7,7 +7,7 @@ import type { BlockBackend } from '../block/backend.js';
 import { type CacheModeName, parseCacheMode } from '../block/cache-mode.js';
 import { VdiskError } from '../block/errors.js';
 import { openImageWithFormat } from '../engine/open.js';
-import type { FormatName } from '../format/format.js';
+import type { FormatName, SnapshotRef } from '../format/format.js';
 import { createExport, type DetectZeroes, type DiscardMode } from '../nbd/export.js';
 import { type ListenAddress, NbdServer } from '../nbd/server.js';
 import type { SessionLimits } from '../nbd/session.js';
@@ -23,6 +23,8 @@ export interface ServeOptions {
   readOnly?: boolean;
   /** Serve an image another process holds writable (qemu-nbd -U; only read-only). */
   forceShare?: boolean;
+  /** Export this internal snapshot's content, read-only (qemu-nbd -l). */
+  snapshot?: SnapshotRef;
   /** Backing files must lie inside this directory (for images from untrusted hands). */
   confineBacking?: string;
   /** NBD URIs a confined backing chain may still name (any other URI is refused with confineBacking). */
@@ -110,8 +112,10 @@ export async function serveImage(serveOptions: ServeOptions): Promise<ServeHandl
   const { backend, format } = await openImageWithFormat(options.filename, {
     format: requested,
     cache,
-    readOnly: Boolean(options.readOnly),
+    // A snapshot is exported read-only, as qemu-nbd -l implies -r.
+    readOnly: Boolean(options.readOnly) || options.snapshot !== undefined,
     forceShare: options.forceShare,
+    snapshot: options.snapshot,
     confineBacking: options.confineBacking,
     allowBackingUris: options.allowBackingUris,
   });

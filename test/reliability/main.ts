@@ -16,7 +16,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const FAMILIES: Record<string, string[]> = {
-  crash: ['crash.test.js', 'crash-regressions.test.js'],
+  crash: ['crash.test.js', 'crash-regressions.test.js', 'snapshot-crash.test.js'],
   faults: ['faults.test.js'],
   hostile: [
     'hostile.test.js',
@@ -24,6 +24,7 @@ const FAMILIES: Record<string, string[]> = {
     'backing-policy.test.js',
     'empty-space.test.js',
     'block-status.test.js',
+    'hostile-snapshots.test.js',
   ],
   fuzz: ['fuzz.test.js'],
   kill: ['kill.test.js'],

@@ -1,9 +1,10 @@
-/** The qcow2 format, as the engine sees it: recognise, open, create, check. */
+/** The qcow2 format, as the engine sees it: recognise, open, create, check, snapshots. */
 import type { FormatDefinition } from '../format.js';
 import { checkQcow2 } from './check/check.js';
 import { QCOW2_MAGIC } from './codec/constants.js';
 import { qcow2Creator } from './create/create.js';
 import { openQcow2 } from './image/open.js';
+import { qcow2SnapshotHooks } from './snapshot/hooks.js';
 
 export const qcow2Format: FormatDefinition = {
   name: 'qcow2',
@@ -11,4 +12,5 @@ export const qcow2Format: FormatDefinition = {
   open: (child, context) => openQcow2(child, context, { l2CacheSize: context.l2CacheSize }),
   create: qcow2Creator,
   check: checkQcow2,
+  snapshots: qcow2SnapshotHooks,
 };

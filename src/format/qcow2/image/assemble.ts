@@ -10,6 +10,7 @@
  *   Mapping, GuestReader, GuestWriter, HostClusters, Deallocator, Resizer, CompressedWriter:
  *                   the request paths, stateless over the owners above
  *   HostHoles       whether block status asks the host file for holes (decided once)
+ *   SnapshotTable, SnapshotManager: the internal snapshots and their operations
  *
  * The two locks are shared: the metadata lock serialises metadata changes; the cluster locks
  * hold guest clusters for the requests that use them.
@@ -20,6 +21,9 @@ import { RangeLock } from '../../../util/range-lock.js';
 import { INCOMPAT_CORRUPT } from '../codec/constants.js';
 import type { Qcow2Geometry } from '../codec/geometry.js';
 import type { Qcow2Header } from '../codec/header.js';
+import type { Qcow2Snapshot } from '../codec/snapshot-table.js';
+import { SnapshotManager } from '../snapshot/manager.js';
+import { SnapshotTable } from '../snapshot/table-store.js';
 import { Allocator } from './allocator.js';
 import { BlockStatus } from './block-status.js';
 import type { ClusterCodec } from './cluster-codec.js';
@@ -56,6 +60,9 @@ export interface LoadedImage {
   l2CacheTables: number;
   /** How compressed clusters are coded. */
   codec: ClusterCodec;
+  /** The snapshot table as loaded, and the bytes it takes in the file. */
+  snapshots: Qcow2Snapshot[];
+  snapshotTableBytes: number;
   options: Qcow2ImageOptions;
 }
 
@@ -134,10 +141,29 @@ export function assembleImage(loaded: LoadedImage): Qcow2Image {
     size: () => header.header.size,
   });
 
+  const snapshotTable = new SnapshotTable(
+    { file, writer, header, allocator, clusterSize: geometry.clusterSize },
+    loaded.snapshots,
+    loaded.snapshotTableBytes,
+  );
+  const snapshots = new SnapshotManager({
+    file,
+    geometry,
+    header,
+    tables,
+    refcounts,
+    allocator,
+    writer,
+    table: snapshotTable,
+    metadataLock,
+    fileLength: () => file.length(),
+    beforeChange: () => image.beforeChange(),
+  });
+
   writer.onCorruption = async () => {
     await header.setIncompatible(INCOMPAT_CORRUPT, true).catch(() => {});
   };
-  return new Qcow2Image(
+  const image: Qcow2Image = new Qcow2Image(
     {
       file,
       backing,
@@ -151,9 +177,11 @@ export function assembleImage(loaded: LoadedImage): Qcow2Image {
       deallocator,
       resizer,
       compressed,
+      snapshots,
       metadataLock,
       clusterLocks,
     },
     loaded.options,
   );
+  return image;
 }

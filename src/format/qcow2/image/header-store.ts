@@ -72,6 +72,34 @@ export class HeaderStore {
     this.header.l1Size = entries;
   }
 
+  /**
+   * Points the header at a new L1 table and sets the virtual size with it, in one write of
+   * bytes 24 to 47 (one sector: it lands whole or not at all), for applying a snapshot.
+   */
+  async setActiveTable(size: number, l1Offset: number, entries: number): Promise<void> {
+    const buf = Buffer.alloc(HEADER.l1TableOffset + 8 - HEADER.size);
+    writeU64(buf, 0, size);
+    buf.writeUInt32BE(this.header.cryptMethod, HEADER.cryptMethod - HEADER.size);
+    buf.writeUInt32BE(entries, HEADER.l1Size - HEADER.size);
+    writeU64(buf, HEADER.l1TableOffset - HEADER.size, l1Offset);
+    await this.#writer.writeTable('header', HEADER.size, buf);
+    await this.#file.flush();
+    this.header.size = size;
+    this.header.l1Size = entries;
+    this.header.l1TableOffset = l1Offset;
+  }
+
+  /** Points the header at a new snapshot table, count and offset in one write. */
+  async setSnapshotTable(offset: number, count: number): Promise<void> {
+    const buf = Buffer.alloc(12);
+    buf.writeUInt32BE(count, 0);
+    writeU64(buf, 4, offset);
+    await this.#writer.writeTable('header', HEADER.nbSnapshots, buf);
+    await this.#file.flush();
+    this.header.nbSnapshots = count;
+    this.header.snapshotsOffset = offset;
+  }
+
   /** Sets the virtual size (after the tables that cover it exist). */
   async setSize(size: number): Promise<void> {
     const buf = Buffer.alloc(8);

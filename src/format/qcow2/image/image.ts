@@ -9,7 +9,6 @@ import type {
   DriverCapabilities,
   Extent,
   NodeDescription,
-  SnapshotInfo,
   ZeroFlags,
 } from '../../../block/driver.js';
 import { VdiskError } from '../../../block/errors.js';
@@ -18,6 +17,7 @@ import type { Mutex } from '../../../util/mutex.js';
 import type { RangeLock } from '../../../util/range-lock.js';
 import { INCOMPAT_DIRTY } from '../codec/constants.js';
 import type { Qcow2Geometry } from '../codec/geometry.js';
+import type { SnapshotManager } from '../snapshot/manager.js';
 import type { BlockStatus } from './block-status.js';
 import type { CompressedWriter } from './compressed-writer.js';
 import type { Deallocator } from './deallocator.js';
@@ -42,6 +42,7 @@ export interface Qcow2ImageDeps {
   deallocator: Deallocator;
   resizer: Resizer;
   compressed: CompressedWriter;
+  snapshots: SnapshotManager;
   metadataLock: Mutex;
   clusterLocks: RangeLock;
 }
@@ -50,7 +51,6 @@ export interface Qcow2ImageOptions {
   readOnly: boolean;
   backingName?: string;
   backingFormat?: string;
-  snapshots?: readonly SnapshotInfo[];
 }
 
 export class Qcow2Image implements BlockDriver {
@@ -59,7 +59,6 @@ export class Qcow2Image implements BlockDriver {
   readonly #d: Qcow2ImageDeps;
   readonly #backingName: string | undefined;
   readonly #backingFormat: string | undefined;
-  readonly #snapshots: readonly SnapshotInfo[];
   #closing: Promise<void> | undefined;
   #firstWrite: Promise<void> | undefined;
 
@@ -68,7 +67,6 @@ export class Qcow2Image implements BlockDriver {
     this.readOnly = options.readOnly;
     this.#backingName = options.backingName;
     this.#backingFormat = options.backingFormat;
-    this.#snapshots = options.snapshots ?? [];
   }
 
   describe(): NodeDescription {
@@ -82,9 +80,19 @@ export class Qcow2Image implements BlockDriver {
         this.#backingName === undefined
           ? undefined
           : { name: this.#backingName, format: this.#backingFormat, node: this.#d.backing },
-      snapshots: [...this.#snapshots],
+      snapshots: this.#d.snapshots.list(),
       formatSpecific: this.#formatSpecific(),
     };
+  }
+
+  /** The internal snapshots: list, create, apply, delete (qcow2's own, not a BlockDriver method). */
+  get snapshots(): SnapshotManager {
+    return this.#d.snapshots;
+  }
+
+  /** What happens once before the image's first change: the snapshot operations call it too. */
+  beforeChange(): Promise<void> {
+    return this.#beforeWrite();
   }
 
   get filename(): string | undefined {

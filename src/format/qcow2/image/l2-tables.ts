@@ -127,6 +127,58 @@ export class L2Tables {
     }
   }
 
+  /** A copy of the L1 table as it is now (l1_size entries). */
+  l1Copy(): Buffer {
+    return Buffer.from(this.#l1);
+  }
+
+  /**
+   * Writes `table` over the L1 table in place and takes it as the table: for changes of the
+   * COPIED flags alone, where every entry still names the table it named (each 8-byte entry
+   * lies within a sector, so a torn write leaves every entry old or new).
+   */
+  async rewriteL1(table: Buffer): Promise<void> {
+    if (table.length !== this.#l1.length)
+      throw new VdiskError('EINVAL', 'An L1 table rewritten in place keeps its size');
+    await this.#d.writer.writeTable('l1', this.#d.header.header.l1TableOffset, table);
+    this.#l1 = Buffer.from(table);
+    this.#generation++;
+  }
+
+  /**
+   * Makes `table`, written and durable at `offset` already, the active L1 table, and `size` the
+   * virtual size, in one header write (R5). The old table's clusters are the caller's to free.
+   */
+  async switchL1(offset: number, table: Buffer, size: number): Promise<{ offset: number; bytes: number }> {
+    const old = { offset: this.#d.header.header.l1TableOffset, bytes: this.#l1.length };
+    await this.#d.header.setActiveTable(size, offset, table.length / 8);
+    this.#l1 = Buffer.from(table);
+    this.#generation++;
+    this.#d.writer.release('l1', old.offset, old.bytes);
+    return old;
+  }
+
+  /**
+   * Runs `fn` on the L2 table at `offset` (the active image's or a snapshot's) through the
+   * cache; when `fn` returns true it changed the table, which is written back with the others.
+   */
+  async visitTable(offset: number, fn: (data: Buffer) => boolean | Promise<boolean>): Promise<void> {
+    const table = await this.#d.cache.get(offset);
+    try {
+      if (await fn(table.data)) {
+        this.#d.cache.markDirty(table);
+        this.#generation++;
+      }
+    } finally {
+      this.#d.cache.release(table);
+    }
+  }
+
+  /** Drops a freed L2 table from the cache (its pending changes with it). */
+  forgetTable(offset: number): void {
+    this.#d.cache.forget(offset);
+  }
+
   /** Host offset of the L2 table for L1 index `i` (0 = none). */
   l2Offset(i: number): number {
     return i < this.l1Entries ? l2OffsetAt(this.#l1, i, this.#g) : 0;
@@ -134,15 +186,7 @@ export class L2Tables {
 
   /** The entry for guest cluster `cluster`, read through the cache. */
   async entry(cluster: number): Promise<L2Entry> {
-    const l1Index = Math.floor(cluster / this.#g.l2Entries);
-    const l2Offset = this.l2Offset(l1Index);
-    if (l2Offset === 0) return { kind: 'unallocated' };
-    const table = await this.#d.cache.get(l2Offset);
-    try {
-      return decodeL2(table.data, cluster % this.#g.l2Entries, this.#g);
-    } finally {
-      this.#d.cache.release(table);
-    }
+    return (await this.entries(cluster, 1))[0]!;
   }
 
   /**
@@ -158,7 +202,7 @@ export class L2Tables {
     if (l2Offset === 0) return new Array<L2Entry>(n).fill(UNALLOCATED);
     const table = await this.#d.cache.get(l2Offset);
     try {
-      return decodeEntries(table.data, first, n, this.#g);
+      return decodeEntries(table.data, first, n, this.#g, this.#ownTable(l1Index));
     } finally {
       this.#d.cache.release(table);
     }
@@ -169,11 +213,21 @@ export class L2Tables {
     const per = this.#g.l2Entries;
     const first = cluster % per;
     const n = Math.min(count, per - first);
-    const l2Offset = this.l2Offset(Math.floor(cluster / per));
+    const l1Index = Math.floor(cluster / per);
+    const l2Offset = this.l2Offset(l1Index);
     if (l2Offset === 0) return new Array<L2Entry>(n).fill(UNALLOCATED);
     const table = this.#d.cache.peek(l2Offset);
     if (!table) return undefined;
-    return decodeEntries(table.data, first, n, this.#g);
+    return decodeEntries(table.data, first, n, this.#g, this.#ownTable(l1Index));
+  }
+
+  /**
+   * Whether the L2 table of L1 index `i` is this image's alone (COPIED). In a table a snapshot
+   * shares, no entry is the image's alone either, whatever its own flag says: a write there
+   * copies the cluster (and the table) instead of changing what the snapshot keeps.
+   */
+  #ownTable(i: number): boolean {
+    return (this.#l1[i * 8]! & 0x80) !== 0;
   }
 
   /** Makes sure the L2 table of `cluster` exists and may be changed in place (allocated if missing). */
@@ -232,6 +286,8 @@ export class L2Tables {
         const shared = await cache.get(current.l2Offset);
         shared.data.copy(table.data);
         cache.release(shared);
+        // Whatever the shared table says, nothing it names is this image's alone.
+        clearCopiedFlags(table.data, this.#g.l2EntrySize);
       }
       // R1 then R2: the new table's refcount (unless refcounts are lazy), then the table itself,
       // are durable before L1 names it.
@@ -268,13 +324,20 @@ export class L2Tables {
 /** The entry of an empty cluster, the most common one: shared, so that lookups make no object for it. */
 const UNALLOCATED: L2Entry = Object.freeze({ kind: 'unallocated' });
 
-/** Entries `first` to `first + n - 1` of an L2 table. */
-function decodeEntries(data: Buffer, first: number, n: number, g: Qcow2Geometry): L2Entry[] {
+/** Clears the COPIED bit (bit 63 of an entry's first word) of every entry of an L2 table. */
+export function clearCopiedFlags(data: Buffer, entrySize: number): void {
+  for (let off = 0; off < data.length; off += entrySize) data[off]! &= 0x7f;
+}
+
+/** Entries `first` to `first + n - 1` of an L2 table; `own`: the table is the image's alone. */
+function decodeEntries(data: Buffer, first: number, n: number, g: Qcow2Geometry, own: boolean): L2Entry[] {
   const out: L2Entry[] = new Array(n);
   for (let i = 0; i < n; i++) {
     const off = (first + i) * 8;
     const empty = !g.extendedL2 && data.readUInt32BE(off) === 0 && data.readUInt32BE(off + 4) === 0;
-    out[i] = empty ? UNALLOCATED : decodeL2(data, first + i, g);
+    const entry = empty ? UNALLOCATED : decodeL2(data, first + i, g);
+    out[i] =
+      !own && (entry.kind === 'data' || entry.kind === 'zero') && entry.copied ? { ...entry, copied: false } : entry;
   }
   return out;
 }

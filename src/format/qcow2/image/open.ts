@@ -3,7 +3,7 @@
  * refcount tables, claim every metadata structure for the overlap check, open the backing image
  * through the open policy, then hand it all to assembleImage.
  */
-import type { BlockDriver, SnapshotInfo } from '../../../block/driver.js';
+import type { BlockDriver } from '../../../block/driver.js';
 import { VdiskError } from '../../../block/errors.js';
 import type { OpenContext } from '../../format.js';
 import { checkQcow2 } from '../check/check.js';
@@ -13,13 +13,12 @@ import { decodeHeader } from '../codec/header.js';
 import { decodeHeaderExtensions } from '../codec/header-extensions.js';
 import { l2OffsetAt } from '../codec/l1-entry.js';
 import { decodeReftableEntry } from '../codec/refcount-block.js';
-import type { Qcow2Snapshot } from '../codec/snapshot-table.js';
 import { assembleImage } from './assemble.js';
 import { clusterCodec } from './cluster-codec.js';
 import type { Qcow2Image } from './image.js';
 import { MetadataWriter } from './metadata-writer.js';
 import { readInFile } from './read-in-file.js';
-import { claimSnapshotL2Tables, loadSnapshots } from './snapshots.js';
+import { claimSnapshotL2Tables, loadSnapshots, snapshotView } from './snapshots.js';
 
 /** QEMU's default L2 cache: enough for 32 MiB of L2 tables or the whole image, whichever is less. */
 const DEFAULT_L2_CACHE_BYTES = 32 * 1024 * 1024;
@@ -68,10 +67,13 @@ export async function openQcow2(
   if (header.size > header.l1Size * g.l2Coverage) {
     throw new VdiskError('ECORRUPT', `The L1 table of '${name}' is too small for its virtual size`);
   }
+  const { snapshots, size: snapshotTableBytes } = await loadSnapshots(file, header);
+  // At a snapshot, its L1 table stands in for the active one (read-only, the size unchanged, as QEMU).
+  const view = context.snapshot ? snapshotView(snapshots, context.snapshot, header, readOnly) : header;
 
-  const l1 = Buffer.alloc(header.l1Size * 8);
+  const l1 = Buffer.alloc(view.l1Size * 8);
   // A table cut off by a truncated file reads as zeros past the end, as QEMU reads it.
-  await readInFile(file, header.l1TableOffset, l1);
+  await readInFile(file, view.l1TableOffset, l1);
 
   const reftableBytes = header.refcountTableClusters * clusterSize;
   const reftable = Buffer.alloc(reftableBytes);
@@ -81,10 +83,9 @@ export async function openQcow2(
 
   const writer = new MetadataWriter(file, header.clusterBits);
   writer.claim('header', 0, clusterSize);
-  writer.claim('l1', header.l1TableOffset, l1.length);
+  writer.claim('l1', view.l1TableOffset, l1.length);
   writer.claim('refcount-table', header.refcountTableOffset, reftableBytes);
   for (const block of table) if (block !== 0) writer.claim('refblock', block, clusterSize);
-  const { snapshots, size: snapshotTableBytes } = await loadSnapshots(file, header);
   if (snapshots.length > 0) writer.claim('snapshot-table', header.snapshotsOffset, snapshotTableBytes);
   for (const s of snapshots) writer.claim('snapshot-l1', s.l1TableOffset, s.l1Size * 8);
   // Only a writable image allocates clusters, and so needs to know the snapshots' own L2 tables.
@@ -93,7 +94,7 @@ export async function openQcow2(
     writer.claim('bitmap-directory', extensions.bitmaps.directoryOffset, extensions.bitmaps.directorySize);
   }
   // Every L2 table of the active L1 is metadata the overlap check protects.
-  for (let i = 0; i < header.l1Size; i++) {
+  for (let i = 0; i < view.l1Size; i++) {
     const l2 = l2OffsetAt(l1, i, g);
     if (l2 !== 0) writer.claim('l2', l2, clusterSize);
   }
@@ -114,10 +115,12 @@ export async function openQcow2(
   return assembleImage({
     file,
     backing,
-    header,
+    header: view,
     geometry: g,
     writer,
     l1,
+    snapshots,
+    snapshotTableBytes,
     refcountTable: table,
     l2CacheTables,
     codec,
@@ -125,19 +128,6 @@ export async function openQcow2(
       readOnly,
       backingName: extensions.backingFile,
       backingFormat: extensions.backingFormat,
-      snapshots: snapshots.map(snapshotInfo),
     },
   });
-}
-
-function snapshotInfo(s: Qcow2Snapshot): SnapshotInfo {
-  return {
-    id: s.id,
-    name: s.name,
-    vmStateSize: s.vmStateSize,
-    dateSec: s.dateSec,
-    dateNsec: s.dateNsec,
-    vmClockNsec: Number(s.vmClockNs),
-    icount: s.icount === undefined ? undefined : Number(s.icount),
-  };
 }

@@ -5,6 +5,7 @@
  */
 import type { BlockDriver } from '../../../block/driver.js';
 import { VdiskError } from '../../../block/errors.js';
+import type { SnapshotRef } from '../../format.js';
 import { MAX_SNAPSHOTS_SIZE } from '../codec/constants.js';
 import type { Qcow2Geometry } from '../codec/geometry.js';
 import type { Qcow2Header } from '../codec/header.js';
@@ -15,6 +16,7 @@ import {
   type SnapshotEntries,
   validateSnapshotL1,
 } from '../codec/snapshot-table.js';
+import { findSnapshot } from '../snapshot/find.js';
 import type { MetadataWriter } from './metadata-writer.js';
 
 /** Bytes of the table read at a time: more than the longest entry (40 + 1024 + 2 × 65535 bytes). */
@@ -115,4 +117,20 @@ function union(ranges: [number, number][]): [number, number][] {
     else out.push([s, e]);
   }
   return out;
+}
+
+/**
+ * The header as an image opened at a snapshot sees it: the snapshot's L1 table in the place of
+ * the active one. The virtual size stays the image's, as QEMU's snapshot loading leaves it.
+ */
+export function snapshotView(
+  snapshots: readonly Qcow2Snapshot[],
+  ref: SnapshotRef,
+  header: Qcow2Header,
+  readOnly: boolean,
+): Qcow2Header {
+  if (!readOnly) throw new VdiskError('EINVAL', 'An internal snapshot can only be opened read-only');
+  const snapshot = snapshots[findSnapshot(snapshots, ref)];
+  if (!snapshot) throw new VdiskError('ENOENT', "Failed to load snapshot: Can't find snapshot");
+  return { ...header, l1TableOffset: snapshot.l1TableOffset, l1Size: snapshot.l1Size };
 }

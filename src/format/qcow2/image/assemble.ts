@@ -10,6 +10,7 @@
  *   Mapping, GuestReader, GuestWriter, HostClusters, Deallocator, Resizer, CompressedWriter:
  *                   the request paths, stateless over the owners above
  *   HostHoles       whether block status asks the host file for holes (decided once)
+ *   Qcow2Bitmaps    the persistent dirty bitmaps: tracked while open, stored on close
  *
  * The two locks are shared: the metadata lock serialises metadata changes; the cluster locks
  * hold guest clusters for the requests that use them.
@@ -17,9 +18,11 @@
 import type { BlockDriver } from '../../../block/driver.js';
 import { Mutex } from '../../../util/mutex.js';
 import { RangeLock } from '../../../util/range-lock.js';
+import type { BitmapDirectoryEntry } from '../codec/bitmap-directory.js';
 import { INCOMPAT_CORRUPT } from '../codec/constants.js';
 import type { Qcow2Geometry } from '../codec/geometry.js';
 import type { Qcow2Header } from '../codec/header.js';
+import type { BitmapsExtension } from '../codec/header-extensions.js';
 import { Allocator } from './allocator.js';
 import { BlockStatus } from './block-status.js';
 import type { ClusterCodec } from './cluster-codec.js';
@@ -35,6 +38,7 @@ import { L2Tables } from './l2-tables.js';
 import { Mapping } from './mapping.js';
 import { MetadataCache } from './metadata-cache.js';
 import type { MetadataWriter } from './metadata-writer.js';
+import { Qcow2Bitmaps } from './qcow2-bitmaps.js';
 import { Refcounts } from './refcounts.js';
 import { Resizer } from './resizer.js';
 
@@ -56,6 +60,8 @@ export interface LoadedImage {
   l2CacheTables: number;
   /** How compressed clusters are coded. */
   codec: ClusterCodec;
+  /** The persistent bitmaps' extension and directory, checked. */
+  bitmaps: { extension: BitmapsExtension | undefined; entries: BitmapDirectoryEntry[] };
   options: Qcow2ImageOptions;
 }
 
@@ -134,6 +140,20 @@ export function assembleImage(loaded: LoadedImage): Qcow2Image {
     size: () => header.header.size,
   });
 
+  const bitmaps = new Qcow2Bitmaps(
+    {
+      file,
+      writer,
+      allocator,
+      header,
+      readOnly: loaded.options.readOnly,
+      clusterSize: geometry.clusterSize,
+      size: () => header.header.size,
+    },
+    loaded.bitmaps.extension,
+    loaded.bitmaps.entries,
+  );
+
   writer.onCorruption = async () => {
     await header.setIncompatible(INCOMPAT_CORRUPT, true).catch(() => {});
   };
@@ -151,6 +171,7 @@ export function assembleImage(loaded: LoadedImage): Qcow2Image {
       deallocator,
       resizer,
       compressed,
+      bitmaps,
       metadataLock,
       clusterLocks,
     },

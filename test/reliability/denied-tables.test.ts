@@ -107,8 +107,13 @@ async function makeBase(dir: string, clusterSize: number, kind: BaseKind): Promi
       { what: 'snapshot L1', offset: L.snapshotL1s[0]!.offset },
     );
   }
-  // Clearing the autoclear bits before the first write is vdisk's present handling of bitmaps.
-  const mayChange: [number, number][] = bitmap ? [[AUTOCLEAR_FEATURES, AUTOCLEAR_FEATURES + 8]] : [];
+  // Before the first write vdisk marks the bitmaps in use, as QEMU does on a writable open: the
+  // flags of the directory entry change, and the autoclear bit goes off and on around that.
+  const mayChange: [number, number][] = [];
+  if (bitmap) {
+    const dirOffset = targets[0]!.offset;
+    mayChange.push([AUTOCLEAR_FEATURES, AUTOCLEAR_FEATURES + 8], [dirOffset + 12, dirOffset + 16]);
+  }
   // With L2 table 0 already the image's own, discarding or zeroing data shared with the
   // snapshot changes entries and refcounts in place: no cluster to allocate.
   const allocateNothing = kind === 'snapshot-l2' ? [DISCARD, WRITE_ZEROES] : [];

@@ -119,10 +119,7 @@ export class Qcow2Bitmaps implements PersistentBitmaps {
 
   /** Adds an empty bitmap (qemu-img bitmap --add). */
   async add(name: string, granularity: number, enabled: boolean): Promise<void> {
-    await this.activate();
-    if (this.#deps.header.header.version < 3) {
-      throw new VdiskError('ENOTSUP', 'Cannot store dirty bitmaps in qcow2 v2 files');
-    }
+    // Everything is checked before the image is touched: a refused add changes nothing.
     if (name === '') throw new VdiskError('EINVAL', 'Bitmap name cannot be empty');
     if (Buffer.byteLength(name, 'utf8') > BITMAP_LIMITS.maxNameBytes) {
       throw new VdiskError('EINVAL', `Bitmap name too long: ${name}`);
@@ -130,8 +127,14 @@ export class Qcow2Bitmaps implements PersistentBitmaps {
     if (granularity < 512 || (granularity & (granularity - 1)) !== 0) {
       throw new VdiskError('EINVAL', 'Granularity must be power of 2 and at least 512');
     }
-    if (this.#live.has(name) || this.#stored.some((e) => e.name === name)) {
-      throw new VdiskError('EINVAL', `Bitmap already exists: ${name}`);
+    const names = this.#names();
+    if (names.includes(name)) throw new VdiskError('EINVAL', `Bitmap already exists: ${name}`);
+    if (this.#deps.header.header.version < 3) {
+      const where = this.#deps.file.filename ?? 'image';
+      throw new VdiskError(
+        'ENOTSUP',
+        `Can't make bitmap '${name}' persistent in '${where}': Cannot store dirty bitmaps in qcow2 v2 files`,
+      );
     }
     const bits = Math.log2(granularity);
     if (bits > BITMAP_LIMITS.maxGranularityBits) {
@@ -141,18 +144,18 @@ export class Qcow2Bitmaps implements PersistentBitmaps {
     if (bitmapTableSize(size, bits, clusterSize) * clusterSize > BITMAP_LIMITS.maxPhysBytes) {
       throw new VdiskError('EINVAL', 'Too much space will be occupied by the bitmap. Use larger granularity');
     }
-    const names = [...this.#inconsistent, ...this.#live.keys(), name];
-    if (names.length > MAX_BITMAPS) throw new VdiskError('EINVAL', 'Too many persistent bitmaps');
-    const dirBytes = names.reduce((n, s) => n + directoryEntrySize(s), 0);
+    if (names.length + 1 > MAX_BITMAPS) throw new VdiskError('EINVAL', 'Too many persistent bitmaps');
+    const dirBytes = [...names, name].reduce((n, s) => n + directoryEntrySize(s), 0);
     if (dirBytes > MAX_BITMAP_DIRECTORY_SIZE) throw new VdiskError('EINVAL', 'Bitmap directory is too large');
+    await this.activate();
     this.#live.set(name, new DirtyBitmap({ name, granularityBits: bits, clusterSize, size, enabled }));
   }
 
   /** Removes a bitmap, inconsistent ones included (qemu-img bitmap --remove). */
   async remove(name: string): Promise<void> {
+    if (!this.#names().includes(name)) throw new VdiskError('ENOENT', `Dirty bitmap '${name}' not found`);
     await this.activate();
-    if (this.#live.delete(name)) return;
-    if (!this.#inconsistent.delete(name)) throw new VdiskError('ENOENT', `Dirty bitmap '${name}' not found`);
+    if (!this.#live.delete(name)) this.#inconsistent.delete(name);
   }
 
   async clear(name: string): Promise<void> {
@@ -169,7 +172,7 @@ export class Qcow2Bitmaps implements PersistentBitmaps {
 
   /** The bitmap `name`, to be changed by an operation of qemu-img bitmap. */
   async #usable(name: string): Promise<DirtyBitmap> {
-    await this.activate();
+    if (this.#names().includes(name) && !this.#inconsistent.has(name)) await this.activate();
     const live = this.#live.get(name);
     if (live) return live;
     if (this.#inconsistent.has(name)) throw inconsistent(name);
@@ -235,6 +238,12 @@ export class Qcow2Bitmaps implements PersistentBitmaps {
     await file.flush();
     await header.setAutoclear(header.header.autoclearFeatures | AUTOCLEAR_BITMAPS);
     this.#stored = marked;
+  }
+
+  /** The names of the image's bitmaps: as stored, or as changed since activation. */
+  #names(): string[] {
+    if (!this.#active) return this.#stored.map((e) => e.name);
+    return [...this.#inconsistent, ...this.#live.keys()];
   }
 
   #fromDisk(e: BitmapDirectoryEntry): DirtyBitmap {

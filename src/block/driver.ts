@@ -129,6 +129,8 @@ export interface DirtyBitmapView {
  * kept in memory and stored in the image when it is closed.
  */
 export interface PersistentBitmaps {
+  /** False where the image cannot hold bitmaps at all (qcow2 version 2). */
+  readonly canStore: boolean;
   list(): BitmapInfo[];
   /** A bitmap to read; an unknown or inconsistent one is refused. */
   get(name: string): DirtyBitmapView;

@@ -46,6 +46,11 @@ file of that name as it was.`,
     progress: { type: 'boolean', short: 'p', help: 'show progress' },
     quiet: { type: 'boolean', short: 'q', help: 'quiet: print nothing but errors' },
     'force-share': { type: 'boolean', short: 'U', help: 'read a source another process holds, without the image lock' },
+    bitmaps: { type: 'boolean', help: 'copy the persistent dirty bitmaps too (qcow2 to qcow2)' },
+    'skip-broken-bitmaps': {
+      type: 'boolean',
+      help: 'with --bitmaps: leave out inconsistent bitmaps (with a warning) instead of failing',
+    },
   },
 };
 
@@ -81,7 +86,10 @@ export const convertCommand: CliCommand = {
       noCreate: Boolean(values['no-create']),
       forceShare: Boolean(values['force-share']),
       parallel,
+      bitmaps: Boolean(values.bitmaps),
+      skipBrokenBitmaps: Boolean(values['skip-broken-bitmaps']),
       onProgress: progress?.update,
+      onWarning: (message) => streams.err(`vdisk: warning: ${message}\n`),
     }).finally(() => progress?.finish());
     return 0;
   },

@@ -69,6 +69,10 @@ export class Qcow2Bitmaps implements PersistentBitmaps {
     this.#inconsistent = new Set(entries.filter((e) => e.flags & BITMAP_FLAG_IN_USE).map((e) => e.name));
   }
 
+  get canStore(): boolean {
+    return this.#deps.header.header.version >= 3;
+  }
+
   /** The bitmaps as the directory on disk lists them (qemu-img info). */
   list(): BitmapInfo[] {
     return this.#stored.map((e) => ({

@@ -56,6 +56,8 @@ export class Qcow2Bitmaps implements PersistentBitmaps {
   #ext: BitmapsExtension | undefined;
   /** The bitmaps in use by this image, in directory order (consistent ones only). */
   readonly #live = new Map<string, DirtyBitmap>();
+  /** Bitmaps handed out by get() before activation: they become the live ones, so readers see writes. */
+  readonly #views = new Map<string, DirtyBitmap>();
   /** Names found in use on open. */
   readonly #inconsistent: Set<string>;
   /** Marked in use on disk by this open: the bitmaps are stored on close. */
@@ -92,9 +94,14 @@ export class Qcow2Bitmaps implements PersistentBitmaps {
     const live = this.#live.get(name);
     if (live) return live;
     const e = this.#stored.find((s) => s.name === name);
-    if (!e) throw new VdiskError('ENOENT', `Dirty bitmap '${name}' not found`);
+    if (!e || !this.#names().includes(name)) throw new VdiskError('ENOENT', `Dirty bitmap '${name}' not found`);
     if (this.#inconsistent.has(name)) throw inconsistent(name);
-    return this.#fromDisk(e);
+    let view = this.#views.get(name);
+    if (!view) {
+      view = this.#fromDisk(e);
+      this.#views.set(name, view);
+    }
+    return view;
   }
 
   /**
@@ -230,7 +237,7 @@ export class Qcow2Bitmaps implements PersistentBitmaps {
     await header.setAutoclear(header.header.autoclearFeatures & keep);
     for (const e of this.#stored) {
       if (this.#inconsistent.has(e.name)) continue;
-      this.#live.set(e.name, this.#fromDisk(e));
+      this.#live.set(e.name, this.#views.get(e.name) ?? this.#fromDisk(e));
     }
     this.#active = true;
     const ext = this.#ext;

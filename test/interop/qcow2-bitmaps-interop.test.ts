@@ -119,6 +119,26 @@ describe('qcow2 persistent dirty bitmaps against QEMU', { skip }, () => {
     });
   });
 
+  it('resize keeps the bitmaps as qemu-img resize does, and is refused with an inconsistent one', async () => {
+    await withTempDir(async (dir) => {
+      const [ours, theirs] = await twins(dir);
+      await ioBoth(ours, theirs, ROUND_ONE);
+      for (const args of [['+100M'], ['--shrink', '5243392'], ['+3M']]) {
+        const r = await vdisk(['resize', ours, ...args]);
+        assert.equal(r.code, 0, r.stderr);
+        runOk('qemu-img', ['resize', theirs, ...args]);
+        await ioBoth(ours, theirs, ['write -P 9 5238784 4k']);
+        await sameAsQemu(ours, theirs);
+      }
+      await killAfter(process.execPath, [VDISK_MAIN, 'io', '-f', 'qcow2', ours], 'write 0 4k');
+      const before = await readFile(ours);
+      const r = await vdisk(['resize', ours, '+1M']);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /^vdisk: Bitmap 'b0' is inconsistent and cannot be used[^\n]*\n$/);
+      assert.ok(before.equals(await readFile(ours)));
+    });
+  });
+
   it('a read-only open and a writable open without writes leave the image as it was', async () => {
     await withTempDir(async (dir) => {
       const [ours] = await twins(dir);

@@ -58,16 +58,18 @@ export async function checkBitmapTables(
   virtualSize: number,
   claim: (offset: number, length: number) => void,
 ): Promise<void> {
-  let budget = file.length();
+  // What lies past the end of the file reads as zeros (clear chunks): only the rest is read,
+  // and all of it together may not be more than the file holds.
+  const inFile = (e: BitmapDirectoryEntry) => Math.max(0, Math.min(e.tableSize * 8, file.length() - e.tableOffset));
+  if (entries.reduce((n, e) => n + inFile(e), 0) > file.length()) {
+    throw corrupt('The bitmap tables add up to more than the image file holds');
+  }
   for (const e of entries) {
     const inUse = (e.flags & BITMAP_FLAG_IN_USE) !== 0;
     if (!inUse && e.tableSize !== bitmapTableSize(virtualSize, e.granularityBits, clusterSize)) {
       throw corrupt(`Could not read bitmap '${e.name}' from image: its table has the wrong size`);
     }
-    const bytes = e.tableSize * 8;
-    budget -= bytes;
-    if (budget < 0) throw corrupt('The bitmap tables add up to more than the image file holds');
-    claim(e.tableOffset, bytes);
+    claim(e.tableOffset, e.tableSize * 8);
     await forEachTableEntry(file, e, clusterSize, (entry) => {
       if (entry.kind === 'invalid') {
         if (inUse) return;
@@ -80,19 +82,24 @@ export async function checkBitmapTables(
 
 type TableEntry = ReturnType<typeof decodeBitmapTableEntry>;
 
-/** Calls `visit` with each entry of the bitmap's table, read in pieces. */
+/** Calls `visit` with each entry of the bitmap's table that lies in the file, read in pieces. */
 async function forEachTableEntry(
   file: BlockDriver,
   e: Pick<BitmapDirectoryEntry, 'tableOffset' | 'tableSize'>,
   clusterSize: number,
   visit: (entry: TableEntry, index: number) => void | Promise<void>,
 ): Promise<void> {
-  const piece = Buffer.alloc(Math.min(e.tableSize, TABLE_PIECE_ENTRIES) * 8);
-  for (let first = 0; first < e.tableSize; first += TABLE_PIECE_ENTRIES) {
-    const count = Math.min(TABLE_PIECE_ENTRIES, e.tableSize - first);
+  // Entries past the end of the file read as zeros: nothing to visit there.
+  const entries = Math.min(e.tableSize, Math.max(0, Math.ceil((file.length() - e.tableOffset) / 8)));
+  const piece = Buffer.alloc(Math.min(entries, TABLE_PIECE_ENTRIES) * 8);
+  for (let first = 0; first < entries; first += TABLE_PIECE_ENTRIES) {
+    const count = Math.min(TABLE_PIECE_ENTRIES, entries - first);
     const buf = piece.subarray(0, count * 8);
     await readInFile(file, e.tableOffset + first * 8, buf);
-    for (let j = 0; j < count; j++) await visit(decodeBitmapTableEntry(buf, j, clusterSize), first + j);
+    for (let j = 0; j < count; j++) {
+      const pending = visit(decodeBitmapTableEntry(buf, j, clusterSize), first + j);
+      if (pending) await pending;
+    }
   }
 }
 

@@ -195,8 +195,10 @@ export class Qcow2Bitmaps implements PersistentBitmaps {
    * Returns whether anything was written.
    */
   async store(): Promise<boolean> {
-    // An image that had no bitmaps and got none keeps its header as it is.
-    if (!this.#active || (this.#ext === undefined && this.#live.size === 0)) return false;
+    // Nothing to store when there are no bitmaps in use here and none was removed (QEMU writes
+    // nothing then either): an image with only inconsistent bitmaps keeps them as they are.
+    const removed = this.#stored.length !== this.#inconsistent.size + this.#live.size;
+    if (!this.#active || (this.#live.size === 0 && !removed)) return false;
     const deps = this.#deps;
     const entries: BitmapDirectoryEntry[] = [];
     const replaced: BitmapDirectoryEntry[] = [];

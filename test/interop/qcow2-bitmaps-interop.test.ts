@@ -73,12 +73,14 @@ async function ioBoth(ours: string, theirs: string, commands: string[]): Promise
 async function killAfter(cmd: string, args: string[], command: string): Promise<void> {
   const child: ChildProcess = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
+  let err = '';
+  child.stderr!.on('data', (chunk: Buffer) => (err += chunk.toString()));
   const reported = new Promise<void>((resolve, reject) => {
     child.stdout!.on('data', (chunk: Buffer) => {
       out += chunk.toString();
       if (out.includes('wrote')) resolve();
     });
-    child.on('exit', () => reject(new Error(`${cmd} exited before the kill: ${out}`)));
+    child.on('exit', () => reject(new Error(`${cmd} exited before the kill: ${out} ${err}`)));
   });
   child.stdin!.write(`${command}\n`);
   await reported;

@@ -90,6 +90,12 @@ describe('vdisk bitmap against qemu-img bitmap', { skip }, () => {
       runOk('qemu-io', ['-c', 'write 50M 1k', other]);
       await both(ours, theirs, ['--merge', 's', '-b', other, '-F', 'qcow2'], 'a');
       await sameMaps(ours, theirs, ['a', 'b', 'c', 'd']);
+      // vdisk info prints the bitmaps as qemu-img info does, in both layouts.
+      for (const args of [[], ['--output=json']]) {
+        const v = await vdisk(['info', ...args, ours]);
+        assert.equal(v.stdout, runOk('qemu-img', ['info', ...args, ours]));
+        assert.match(v.stdout, /granularity/);
+      }
       await both(ours, theirs, ['--remove'], 'a');
       await both(ours, theirs, ['--remove'], 'b');
       await both(ours, theirs, ['--remove'], 'c');

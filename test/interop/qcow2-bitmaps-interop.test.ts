@@ -159,6 +159,8 @@ describe('qcow2 persistent dirty bitmaps against QEMU', { skip }, () => {
       await killAfter('qemu-io', ['-f', 'qcow2', theirs], 'write -P 0x5a 2M 64k');
       const list = bitmapList(ours) as { flags: string[] }[];
       assert.ok(list.every((b) => b.flags.includes('in-use')));
+      const info = await vdisk(['info', ours]);
+      assert.equal(info.stdout, runOk('qemu-img', ['info', ours]));
       assert.deepEqual(list, bitmapList(theirs));
       for (const image of [ours, theirs]) {
         const check = run('qemu-img', ['check', image]);

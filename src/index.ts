@@ -1,7 +1,7 @@
 /**
  * vdisk's public API. Open an image with openImage() and read, write, flush and close it through
  * the returned BlockBackend; make, inspect, check, map, convert, compare, resize and serve
- * images with the functions below. Every failure is a VdiskError with a stable `code`.
+ * images, and change their persistent dirty bitmaps, with the functions below. Every failure is a VdiskError with a stable `code`.
  * docs/api.md shows them at work.
  */
 
@@ -18,9 +18,12 @@ export type {
   Alignment,
   BitmapInfo,
   BlockDriver,
+  DirtyBitmapView,
+  DirtyRun,
   DriverCapabilities,
   Extent,
   NodeDescription,
+  PersistentBitmaps,
   SnapshotInfo,
   WriteFlags,
   ZeroFlags,
@@ -34,6 +37,8 @@ export { openImage } from './engine/open.js';
 export type { FormatName, RepairMode, SnapshotRef } from './format/format.js';
 export { FORMAT_NAMES } from './format/format.js';
 export { MemoryDriver } from './io/memory.js';
+export type { BitmapAction, BitmapOptions } from './tools/bitmap.js';
+export { changeBitmap } from './tools/bitmap.js';
 export type { CheckImageOptions, CheckOutcome, CheckReport } from './tools/check.js';
 export { checkExitCode, checkImage } from './tools/check.js';
 export type { CompareOptions, CompareResult } from './tools/compare.js';

@@ -12,6 +12,7 @@ import type {
   DriverCapabilities,
   Extent,
   NodeDescription,
+  PersistentBitmaps,
   SnapshotInfo,
   ZeroFlags,
 } from './driver.js';
@@ -248,6 +249,12 @@ export class BlockBackend {
       bitmaps: own.bitmaps ?? [],
       formatSpecific: own.formatSpecific,
     };
+  }
+
+  /** The persistent dirty bitmaps of the image, when its format has them. */
+  persistentBitmaps(): PersistentBitmaps | undefined {
+    if (this.#closing) throw new VdiskError('ESHUTDOWN', 'The image is closed');
+    return this.#root.persistentBitmaps?.();
   }
 
   /** Bytes the image uses on the host, when the host says. */

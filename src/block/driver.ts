@@ -100,6 +100,46 @@ export interface BlockDriver {
   allocatedSize?(): Promise<number | undefined>;
   /** What a format node says about itself (protocol nodes need not answer). */
   describe?(): NodeDescription;
+  /** The persistent dirty bitmaps stored in the image (formats that have them: qcow2). */
+  persistentBitmaps?(): PersistentBitmaps;
+}
+
+/** A run of guest bytes that a dirty bitmap marks all dirty or all clean. */
+export interface DirtyRun {
+  offset: number;
+  length: number;
+  dirty: boolean;
+}
+
+/** One dirty bitmap's bits, as they stand. */
+export interface DirtyBitmapView {
+  readonly name: string;
+  /** Bytes of guest data one bit stands for. */
+  readonly granularity: number;
+  /** Writes set its bits (QEMU's "auto" flag). */
+  readonly enabled: boolean;
+  /** Guest bytes it covers. */
+  readonly size: number;
+  /** The run of equal bits that starts at `offset`, at most `length` bytes long. */
+  run(offset: number, length: number): Promise<DirtyRun>;
+}
+
+/**
+ * The persistent dirty bitmaps of an image, with qemu-img bitmap's operations. Changes are
+ * kept in memory and stored in the image when it is closed.
+ */
+export interface PersistentBitmaps {
+  /** False where the image cannot hold bitmaps at all (qcow2 version 2). */
+  readonly canStore: boolean;
+  list(): BitmapInfo[];
+  /** A bitmap to read; an unknown or inconsistent one is refused. */
+  get(name: string): DirtyBitmapView;
+  add(name: string, granularity: number, enabled: boolean): Promise<void>;
+  remove(name: string): Promise<void>;
+  clear(name: string): Promise<void>;
+  setEnabled(name: string, enabled: boolean): Promise<void>;
+  /** Sets in `target` every bit set in `source` (which may come from another image). */
+  merge(target: string, source: DirtyBitmapView): Promise<void>;
 }
 
 /** An internal snapshot, as qemu-img snapshot -l and info list it. */

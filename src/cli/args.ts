@@ -43,6 +43,8 @@ export interface CommandSpec {
 export interface ParsedArgs {
   values: Record<string, string | boolean | string[] | undefined>;
   positionals: string[];
+  /** The options in the order given (for commands whose options are steps: bitmap). */
+  order: string[];
 }
 
 /** Where a command prints: stdout and stderr, or anything else for tests and the JS API. */
@@ -67,6 +69,7 @@ export function parseCommandLine(spec: CommandSpec, args: readonly string[]): Pa
   const { tokens } = parseArgs({ args: [...args], options, strict: false, allowPositionals: true, tokens: true });
   const values: ParsedArgs['values'] = {};
   const positionals: string[] = [];
+  const order: string[] = [];
   const operandIndexes = new Set<number>();
   for (const token of tokens) {
     if (token.kind === 'option-terminator') continue;
@@ -83,6 +86,7 @@ export function parseCommandLine(spec: CommandSpec, args: readonly string[]): Pa
     }
     const spec = options[token.name as keyof typeof options] as OptionSpec | undefined;
     if (!spec) throw usageError(command, `unrecognized option '${token.rawName}'`);
+    order.push(token.name);
     if (spec.type === 'string') {
       if (token.value === undefined) throw usageError(command, `option '${token.rawName}' needs a value`);
       if (spec.multiple) {
@@ -97,7 +101,7 @@ export function parseCommandLine(spec: CommandSpec, args: readonly string[]): Pa
       values[token.name] = true;
     }
   }
-  return { values, positionals };
+  return { values, positionals, order };
 }
 
 /** The --output argument: human (default) or json, with qemu-img's message otherwise. */

@@ -53,6 +53,11 @@ file of that name as it was.`,
       arg: 'snapshot_param',
       help: "convert an internal snapshot of the source: 'snapshot.id=ID,snapshot.name=NAME' or an id or name",
     },
+    bitmaps: { type: 'boolean', help: 'copy the persistent dirty bitmaps too (qcow2 to qcow2)' },
+    'skip-broken-bitmaps': {
+      type: 'boolean',
+      help: 'with --bitmaps: leave out inconsistent bitmaps (with a warning) instead of failing',
+    },
   },
 };
 
@@ -90,7 +95,10 @@ export const convertCommand: CliCommand = {
       snapshot:
         values['snapshot-param'] === undefined ? undefined : parseSnapshotParam(values['snapshot-param'] as string),
       parallel,
+      bitmaps: Boolean(values.bitmaps),
+      skipBrokenBitmaps: Boolean(values['skip-broken-bitmaps']),
       onProgress: progress?.update,
+      onWarning: (message) => streams.err(`vdisk: warning: ${message}\n`),
     }).finally(() => progress?.finish());
     return 0;
   },

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { isVdiskError } from '../block/errors.js';
 import { formatNames } from '../engine/formats.js';
 import type { CliCommand, CliStreams } from './args.js';
+import { bitmapCommand } from './bitmap.js';
 import { checkCommand } from './check.js';
 import { compareCommand } from './compare.js';
 import { convertCommand } from './convert.js';
@@ -30,6 +31,7 @@ export const COMMANDS: readonly CliCommand[] = [
   compareCommand,
   resizeCommand,
   snapshotCommand,
+  bitmapCommand,
   ioCommand,
   serveCommand,
   studyCommand,

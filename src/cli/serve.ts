@@ -51,6 +51,13 @@ qemu-img, qemu-io, nbdinfo, nbdcopy and fio --ioengine=nbd take.`,
       help: 'off (default), on or unmap: turn writes of zeros into zero writes',
     },
     'allocation-depth': { type: 'boolean', short: 'A', help: 'offer the qemu:allocation-depth metadata context' },
+    bitmap: {
+      type: 'string',
+      short: 'B',
+      arg: 'NAME',
+      multiple: true,
+      help: 'offer persistent dirty bitmap NAME as the qemu:dirty-bitmap:NAME context (repeatable)',
+    },
     'confine-backing': {
       type: 'string',
       arg: 'DIR',
@@ -132,6 +139,8 @@ export const serveCommand: CliCommand = {
       discard: discard as DiscardMode,
       detectZeroes: detectZeroes as DetectZeroes,
       allocationDepth: Boolean(values['allocation-depth']),
+      // qemu-nbd keeps its -B list last first: the contexts are listed, and numbered, in that order.
+      bitmaps: [...((values.bitmap as string[] | undefined) ?? [])].reverse(),
       tlsCreds: values['tls-creds'] as string | undefined,
       tlsVerifyPeer: verifyPeer === 'on',
       handshakeTimeout: integer(values['handshake-limit'], 'handshake limit', 1, 86400) ?? 10,

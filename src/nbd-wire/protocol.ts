@@ -124,6 +124,11 @@ export const CONTEXT_BASE_ALLOCATION = 'base:allocation';
 export const CONTEXT_ALLOCATION_DEPTH = 'qemu:allocation-depth';
 export const CONTEXT_ID_BASE_ALLOCATION = 0;
 export const CONTEXT_ID_ALLOCATION_DEPTH = 1;
+/** qemu:dirty-bitmap:NAME, one per exported bitmap (qemu-nbd -B), ids from 2 in export order. */
+export const CONTEXT_DIRTY_BITMAP_PREFIX = 'qemu:dirty-bitmap:';
+export const CONTEXT_ID_FIRST_DIRTY_BITMAP = 2;
+/** qemu:dirty-bitmap status bit. */
+export const STATE_DIRTY = 1 << 0;
 
 // --- limits ---
 

@@ -3,6 +3,8 @@
  * the handshake and the sessions share (read-only, discard, detect-zeroes, allocation depth).
  */
 import type { BlockBackend } from '../block/backend.js';
+import type { DirtyBitmapView } from '../block/driver.js';
+import { VdiskError } from '../block/errors.js';
 import { MAX_PAYLOAD, TF } from '../nbd-wire/protocol.js';
 
 export type DiscardMode = 'ignore' | 'unmap';
@@ -17,6 +19,8 @@ export interface NbdExport {
   readonly flags: number;
   /** qemu:allocation-depth can be selected (qemu-nbd -A). */
   readonly allocationDepth: boolean;
+  /** The persistent dirty bitmaps exported as qemu:dirty-bitmap:NAME contexts (qemu-nbd -B). */
+  readonly bitmaps: readonly DirtyBitmapView[];
   readonly discard: DiscardMode;
   readonly detectZeroes: DetectZeroes;
   /** The NBD minimum block size for clients that ask for it: the image's request alignment. */
@@ -34,6 +38,8 @@ export interface ExportOptions {
   /** Advertise NBD_FLAG_CAN_MULTI_CONN (safe here: every connection shares one open image). */
   multiConn?: boolean;
   allocationDepth?: boolean;
+  /** Names of persistent dirty bitmaps of the image to export. */
+  bitmaps?: readonly string[];
   discard?: DiscardMode;
   detectZeroes?: DetectZeroes;
 }
@@ -58,6 +64,7 @@ export function createExport(backend: BlockBackend, options: ExportOptions = {})
     readOnly,
     flags: exportFlags(readOnly, Boolean(options.multiConn)),
     allocationDepth: Boolean(options.allocationDepth),
+    bitmaps: (options.bitmaps ?? []).map((name) => exportedBitmap(backend, name, readOnly)),
     discard: options.discard ?? 'ignore',
     detectZeroes: options.detectZeroes ?? 'off',
     // The spec caps the minimum at 64 KiB and wants a power of two.
@@ -65,4 +72,17 @@ export function createExport(backend: BlockBackend, options: ExportOptions = {})
     maximumPayload: MAX_PAYLOAD,
     alignedBuffers: alignment.memory > 1,
   };
+}
+
+/** A bitmap for -B, refused as qemu-nbd refuses it. */
+function exportedBitmap(backend: BlockBackend, name: string, readOnly: boolean): DirtyBitmapView {
+  const bitmaps = backend.persistentBitmaps();
+  const list = bitmaps?.list() ?? [];
+  if (!bitmaps || !list.some((b) => b.name === name)) throw new VdiskError('EINVAL', `Bitmap '${name}' is not found`);
+  const bitmap = bitmaps.get(name);
+  // A read-only export of an image others may write would show a bitmap that keeps changing.
+  if (readOnly && !backend.readOnly && bitmap.enabled) {
+    throw new VdiskError('EINVAL', `Enabled bitmap '${name}' incompatible with readonly export`);
+  }
+  return bitmap;
 }

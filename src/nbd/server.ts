@@ -191,6 +191,7 @@ export class NbdServer {
           structured: result.structured,
           baseAllocation: result.baseAllocation,
           allocationDepth: result.allocationDepth,
+          dirtyBitmaps: result.dirtyBitmaps,
           limits: this.#options.limits,
           budget: this.#budget,
           log: this.#options.log,

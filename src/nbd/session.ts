@@ -46,6 +46,7 @@ export interface SessionOptions {
   structured: boolean;
   baseAllocation: boolean;
   allocationDepth: boolean;
+  dirtyBitmaps?: readonly number[];
   limits?: Partial<SessionLimits>;
   /** The data budget all the server's sessions share. */
   budget?: DataBudget;
@@ -105,6 +106,7 @@ export class Session {
       replies: this.#replies,
       baseAllocation: options.baseAllocation,
       allocationDepth: options.allocationDepth,
+      dirtyBitmaps: options.dirtyBitmaps ?? [],
       disconnect: () => this.#drain(),
     };
     this.#watchdog = new StallWatchdog(this.#limits.stallTimeoutMs);

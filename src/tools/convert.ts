@@ -13,12 +13,14 @@
 import { open } from 'node:fs/promises';
 import type { BlockBackend } from '../block/backend.js';
 import type { CacheModeName } from '../block/cache-mode.js';
+import type { BitmapInfo } from '../block/driver.js';
 import { fromSystemError, VdiskError } from '../block/errors.js';
 import { openImageWithFormat } from '../engine/open.js';
 import type { FormatName, SnapshotRef } from '../format/format.js';
 import { StagedFile } from '../io/staged-file.js';
 import { isNbdUri } from '../remote/nbd/uri.js';
 import { fileName, optionsObject } from './arguments.js';
+import { bitmapsToCopy, checkBitmapTarget, copyBitmaps } from './convert-bitmaps.js';
 import { copyImage } from './convert-copy.js';
 import { onSide, sideError } from './convert-side.js';
 import { executeCreate, planCreateWithBacking } from './create.js';
@@ -46,7 +48,13 @@ export interface ConvertOptions {
   noCreate?: boolean;
   /** Requests in flight at once (qemu-img -m; default 8). */
   parallel?: number;
+  /** --bitmaps: copy the source's persistent bitmaps into the target. */
+  bitmaps?: boolean;
+  /** --skip-broken-bitmaps: leave out inconsistent bitmaps instead of failing. */
+  skipBrokenBitmaps?: boolean;
   onProgress?: (done: number, total: number) => void;
+  /** Called with each warning (a bitmap left out). */
+  onWarning?: (message: string) => void;
 }
 
 export async function convertImage(options: ConvertOptions): Promise<void> {
@@ -56,6 +64,8 @@ export async function convertImage(options: ConvertOptions): Promise<void> {
   const minSparse = o.minSparse ?? 4096;
   if (!Number.isInteger(minSparse) || minSparse < 0)
     throw new VdiskError('EINVAL', 'Invalid minimum zero buffer size for sparse output specified');
+  if (o.skipBrokenBitmaps && !o.bitmaps)
+    throw new VdiskError('EINVAL', 'Use of --skip-broken-bitmaps requires --bitmaps');
   const source = await onSide('source', async () => {
     const opened = await openImageWithFormat(o.source, {
       format: o.sourceFormat ?? 'probe',
@@ -70,16 +80,17 @@ export async function convertImage(options: ConvertOptions): Promise<void> {
     // The source's tables are read whole before anything is done to the target: a source whose
     // metadata is broken fails here, before a target is created, opened or (with -n) written.
     await onSide('source', () => walkBlockStatus(source), 'error while reading');
+    const bitmaps = o.bitmaps ? bitmapsToCopy(source, Boolean(o.skipBrokenBitmaps), o.onWarning ?? (() => {})) : [];
     const format = o.targetFormat ?? 'raw';
     if (isNbdUri(o.target)) {
       if (format !== 'raw') {
         throw new VdiskError('ENOTSUP', `vdisk writes only raw data into an NBD export, not ${format}`);
       }
-      await convertInto(source, o.target, format, { ...o, minSparse, noCreate: true });
+      await convertInto(source, o.target, format, { ...o, minSparse, bitmapList: bitmaps, noCreate: true });
       return;
     }
     if (o.noCreate) {
-      await convertInto(source, o.target, format, { ...o, minSparse });
+      await convertInto(source, o.target, format, { ...o, minSparse, bitmapList: bitmaps });
       return;
     }
     // A new target is built out of sight and named only once complete and synced: a failed
@@ -90,7 +101,7 @@ export async function convertImage(options: ConvertOptions): Promise<void> {
     const staged = await onSide('target', () => StagedFile.begin(o.target));
     try {
       await onSide('target', () => executeCreate(plan, undefined, staged));
-      await convertInto(source, o.target, format, { ...o, minSparse }, staged.opener);
+      await convertInto(source, o.target, format, { ...o, minSparse, bitmapList: bitmaps }, staged.opener);
       await onSide('target', () => staged.commit());
     } finally {
       await staged.abort();
@@ -109,7 +120,7 @@ async function convertInto(
   source: BlockBackend,
   filename: string,
   format: FormatName,
-  o: ConvertOptions & { minSparse: number },
+  o: ConvertOptions & { minSparse: number; bitmapList?: BitmapInfo[] },
   openFile?: (path: string, flags: number, mode: number) => Promise<number>,
 ): Promise<void> {
   const remote = isNbdUri(filename);
@@ -133,7 +144,9 @@ async function convertInto(
         ),
       );
     }
+    if (o.bitmaps) checkBitmapTarget(target, format);
     await copyImage(source, target, o);
+    if (o.bitmaps) await copyBitmaps(source, target, o.bitmapList ?? []);
     copied = true;
   } finally {
     // After a failure the first error is the one to report, not one from closing.

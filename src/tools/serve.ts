@@ -46,6 +46,8 @@ export interface ServeOptions {
   detectZeroes?: DetectZeroes;
   /** Offer the qemu:allocation-depth context (qemu-nbd -A). */
   allocationDepth?: boolean;
+  /** Persistent dirty bitmaps to offer as qemu:dirty-bitmap:NAME contexts (qemu-nbd -B). */
+  bitmaps?: readonly string[];
   /** A directory with ca-cert.pem, server-cert.pem and server-key.pem: TLS is then required. */
   tlsCreds?: string;
   /** Require a client certificate signed by the CA (default true, as QEMU's verify-peer). */
@@ -152,6 +154,7 @@ export async function serveImage(serveOptions: ServeOptions): Promise<ServeHandl
       // Every connection shares this one open image, so flushes are visible to all (qemu-nbd: -e > 1).
       multiConn: shared !== 1,
       allocationDepth: options.allocationDepth,
+      bitmaps: options.bitmaps,
       discard,
       detectZeroes,
     });

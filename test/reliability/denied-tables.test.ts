@@ -2,7 +2,7 @@
  * Images whose refcounts deny the image's own tables: for each structure (header, L1, L2,
  * refcount table, refcount block, snapshot table, snapshot L1, an L2 table only a snapshot
  * names, bitmap directory) the cluster that holds it is given refcount 0 and made the lowest
- * free cluster, and then every metadata write path runs against the image (new L2 table,
+ * free cluster (for bitmaps: the directory, a bitmap table and a cluster of bitmap data), and then every metadata write path runs against the image (new L2 table,
  * copy-on-write of a snapshot's L2 table and data, compressed write, discard, write-zeroes, L1
  * growth). Each must end with the write refused, the image marked corrupt, and every other byte
  * of the file unchanged: an allocator that trusted the refcount would write the new cluster over
@@ -79,8 +79,12 @@ async function makeBase(dir: string, clusterSize: number, kind: BaseKind): Promi
   };
   await ok('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', `cluster_size=${clusterSize}`, file, String(SIZE)]);
   await ok('qemu-io', ['-c', 'write -P 0x11 0 256k', '-c', 'write -P 0x22 8M 64k', file]);
+  if (bitmap) {
+    await ok('qemu-img', ['bitmap', '--add', file, 'b0']);
+    // A write that QEMU records, so the bitmap has a cluster of data as well as its table.
+    await ok('qemu-io', ['-c', 'write -P 0x44 12M 4k', file]);
+  }
   await ok('qemu-img', ['snapshot', '-c', 's1', file]);
-  if (bitmap) await ok('qemu-img', ['bitmap', '--add', file, 'b0']);
   if (kind === 'snapshot-l2') await ok('qemu-io', ['-c', 'write -P 0x33 128k 4k', file]);
   const bytes = await readFile(file);
   const L = layoutOf(bytes);
@@ -90,7 +94,15 @@ async function makeBase(dir: string, clusterSize: number, kind: BaseKind): Promi
   if (bitmap) {
     const ext = decodeHeaderExtensions(bytes.subarray(0, cs), h);
     assert.ok(ext.bitmaps, 'qemu-img bitmap --add made no bitmaps extension');
-    targets.push({ what: 'bitmap directory', offset: ext.bitmaps.directoryOffset });
+    const dir = ext.bitmaps.directoryOffset;
+    const table = Number(bytes.readBigUInt64BE(dir));
+    const data = Number(bytes.readBigUInt64BE(table) & 0x00fffffffffffe00n);
+    assert.ok(data !== 0, 'the bitmap has no data cluster');
+    targets.push(
+      { what: 'bitmap directory', offset: dir },
+      { what: 'bitmap table', offset: table },
+      { what: 'bitmap data', offset: data },
+    );
   } else if (kind === 'snapshot-l2') {
     const snapshotL1 = L.snapshotL1s[0]!.offset;
     const l2 = Number(bytes.readBigUInt64BE(snapshotL1) & 0x00fffffffffffe00n);
@@ -107,8 +119,13 @@ async function makeBase(dir: string, clusterSize: number, kind: BaseKind): Promi
       { what: 'snapshot L1', offset: L.snapshotL1s[0]!.offset },
     );
   }
-  // Clearing the autoclear bits before the first write is vdisk's present handling of bitmaps.
-  const mayChange: [number, number][] = bitmap ? [[AUTOCLEAR_FEATURES, AUTOCLEAR_FEATURES + 8]] : [];
+  // Before the first write vdisk marks the bitmaps in use, as QEMU does on a writable open: the
+  // flags of the directory entry change, and the autoclear bit goes off and on around that.
+  const mayChange: [number, number][] = [];
+  if (bitmap) {
+    const dirOffset = targets[0]!.offset;
+    mayChange.push([AUTOCLEAR_FEATURES, AUTOCLEAR_FEATURES + 8], [dirOffset + 12, dirOffset + 16]);
+  }
   // With L2 table 0 already the image's own, discarding or zeroing data shared with the
   // snapshot changes entries and refcounts in place: no cluster to allocate.
   const allocateNothing = kind === 'snapshot-l2' ? [DISCARD, WRITE_ZEROES] : [];

@@ -128,21 +128,34 @@ describe('NBD option data', () => {
   });
 
   it('selects contexts as qemu-nbd: names when setting, wildcards only when listing', () => {
-    assert.deepEqual(selectContexts([], true, true), { base: true, depth: true });
-    assert.deepEqual(selectContexts([], true, false), { base: true, depth: false });
-    assert.deepEqual(selectContexts([], false, true), { base: false, depth: false });
-    assert.deepEqual(selectContexts(['base:'], true, true), { base: true, depth: false });
-    assert.deepEqual(selectContexts(['base:'], false, true), { base: false, depth: false });
-    assert.deepEqual(selectContexts(['qemu:'], true, true), { base: false, depth: true });
-    assert.deepEqual(selectContexts(['qemu:allocation-depth'], false, false), { base: false, depth: false });
+    assert.deepEqual(selectContexts([], true, true), { base: true, depth: true, bitmaps: [] });
+    assert.deepEqual(selectContexts([], true, false), { base: true, depth: false, bitmaps: [] });
+    assert.deepEqual(selectContexts([], false, true), { base: false, depth: false, bitmaps: [] });
+    assert.deepEqual(selectContexts(['base:'], true, true), { base: true, depth: false, bitmaps: [] });
+    assert.deepEqual(selectContexts(['base:'], false, true), { base: false, depth: false, bitmaps: [] });
+    assert.deepEqual(selectContexts(['qemu:'], true, true), { base: false, depth: true, bitmaps: [] });
+    assert.deepEqual(selectContexts(['qemu:allocation-depth'], false, false), {
+      base: false,
+      depth: false,
+      bitmaps: [],
+    });
     assert.deepEqual(selectContexts(['qemu:allocation-depth', 'base:allocation'], false, true), {
       base: true,
       depth: true,
+      bitmaps: [],
     });
     assert.deepEqual(selectContexts(['x-foo:bar', 'base:other', null, 'qemu:dirty-bitmap:b'], true, true), {
       base: false,
       depth: false,
+      bitmaps: [],
     });
+    const names = ['a', 'b'];
+    assert.deepEqual(selectContexts([], true, false, names).bitmaps, [0, 1]);
+    assert.deepEqual(selectContexts(['qemu:'], true, false, names).bitmaps, [0, 1]);
+    assert.deepEqual(selectContexts(['qemu:dirty-bitmap:'], true, false, names).bitmaps, [0, 1]);
+    assert.deepEqual(selectContexts(['qemu:dirty-bitmap:'], false, false, names).bitmaps, []);
+    assert.deepEqual(selectContexts(['qemu:dirty-bitmap:b'], false, false, names).bitmaps, [1]);
+    assert.deepEqual(selectContexts(['qemu:dirty-bitmap:c', 'qemu:'], false, false, names).bitmaps, []);
   });
 
   it('cuts strings to 4096 bytes at a character boundary', () => {

@@ -22,6 +22,8 @@ export interface Connection {
   /** The metadata contexts the client selected for BLOCK_STATUS. */
   readonly baseAllocation: boolean;
   readonly allocationDepth: boolean;
+  /** Indexes of the export's dirty bitmaps selected (qemu:dirty-bitmap:NAME). */
+  readonly dirtyBitmaps: readonly number[];
   /** Reads no more requests; closes once those in flight are answered. */
   disconnect(): void;
 }

@@ -35,6 +35,8 @@ export interface Negotiated {
   /** The selected metadata contexts. */
   baseAllocation: boolean;
   allocationDepth: boolean;
+  /** Indexes of the export's dirty bitmaps selected. */
+  dirtyBitmaps: number[];
   /** The transmission flags the client was sent. */
   flags: number;
   tls: boolean;
@@ -48,6 +50,7 @@ export interface MetaSelection {
   exportName: string;
   base: boolean;
   depth: boolean;
+  bitmaps: number[];
 }
 
 /** Bytes of replies the client has not read after which it is considered hostile. */
@@ -121,6 +124,7 @@ export class Negotiation {
       structured: this.structured,
       baseAllocation: meta?.base ?? false,
       allocationDepth: meta?.depth ?? false,
+      dirtyBitmaps: meta?.bitmaps ?? [],
       flags: this.transmissionFlags(),
       tls: this.tlsActive,
     };

@@ -6,8 +6,10 @@ import { decodeMetaContextRequest, encodeMetaContextReply } from '../../nbd-wire
 import {
   CONTEXT_ALLOCATION_DEPTH,
   CONTEXT_BASE_ALLOCATION,
+  CONTEXT_DIRTY_BITMAP_PREFIX,
   CONTEXT_ID_ALLOCATION_DEPTH,
   CONTEXT_ID_BASE_ALLOCATION,
+  CONTEXT_ID_FIRST_DIRTY_BITMAP,
   OPT,
   optionName,
   REP,
@@ -42,7 +44,8 @@ export function metaContext(n: Negotiation, data: Buffer): OptionOutcome {
     return 'more';
   }
   if (req.exportName !== n.export.name) return n.refuseUnknownExport(req.exportName);
-  const selection = selectContexts(req.queries, !set, n.export.allocationDepth);
+  const names = n.export.bitmaps.map((b) => b.name);
+  const selection = selectContexts(req.queries, !set, n.export.allocationDepth, names);
   // LIST answers with id 0; SET with the ids the contexts have in BLOCK_STATUS replies.
   if (selection.base) {
     n.send(encodeMetaContextReply(option, set ? CONTEXT_ID_BASE_ALLOCATION : 0, CONTEXT_BASE_ALLOCATION));
@@ -50,24 +53,32 @@ export function metaContext(n: Negotiation, data: Buffer): OptionOutcome {
   if (selection.depth) {
     n.send(encodeMetaContextReply(option, set ? CONTEXT_ID_ALLOCATION_DEPTH : 0, CONTEXT_ALLOCATION_DEPTH));
   }
+  for (const i of selection.bitmaps) {
+    const id = set ? CONTEXT_ID_FIRST_DIRTY_BITMAP + i : 0;
+    n.send(encodeMetaContextReply(option, id, `${CONTEXT_DIRTY_BITMAP_PREFIX}${names[i]}`));
+  }
   n.reply(REP.ACK);
   if (set) n.meta = { exportName: req.exportName, ...selection };
   return 'more';
 }
 
 /**
- * The contexts a list of queries selects, as qemu-nbd reads them: "base:allocation" and
- * "qemu:allocation-depth" by name; "base:" and "qemu:" as wildcards only when listing; no
- * queries when listing means everything; anything else is ignored.
+ * The contexts a list of queries selects, as qemu-nbd reads them: "base:allocation",
+ * "qemu:allocation-depth" and "qemu:dirty-bitmap:NAME" by name; "base:", "qemu:" and
+ * "qemu:dirty-bitmap:" as wildcards only when listing; no queries when listing means
+ * everything; anything else is ignored. `bitmaps` are the indexes (in `bitmapNames`) selected.
  */
 export function selectContexts(
   queries: ReadonlyArray<string | null>,
   listing: boolean,
   depthAvailable: boolean,
-): { base: boolean; depth: boolean } {
-  if (listing && queries.length === 0) return { base: true, depth: depthAvailable };
+  bitmapNames: readonly string[] = [],
+): { base: boolean; depth: boolean; bitmaps: number[] } {
+  const all = bitmapNames.map((_, i) => i);
+  if (listing && queries.length === 0) return { base: true, depth: depthAvailable, bitmaps: all };
   let base = false;
   let depth = false;
+  const bitmaps = new Set<number>();
   for (const q of queries) {
     if (q === null) continue;
     if (q.startsWith('base:')) {
@@ -76,7 +87,12 @@ export function selectContexts(
     } else if (q.startsWith('qemu:')) {
       const leaf = q.slice(5);
       if (leaf === 'allocation-depth' || (leaf === '' && listing)) depth = depthAvailable || depth;
+      const bitmap = q.startsWith(CONTEXT_DIRTY_BITMAP_PREFIX)
+        ? q.slice(CONTEXT_DIRTY_BITMAP_PREFIX.length)
+        : undefined;
+      if ((leaf === '' || bitmap === '') && listing) for (const i of all) bitmaps.add(i);
+      else if (bitmap !== undefined) for (const i of all) if (bitmapNames[i] === bitmap) bitmaps.add(i);
     }
   }
-  return { base, depth };
+  return { base, depth, bitmaps: [...bitmaps].sort((a, b) => a - b) };
 }

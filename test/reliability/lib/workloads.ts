@@ -1,6 +1,6 @@
 /**
  * The guest workloads of the power-loss simulator. Each one exercises one of the orderings of
- * reference/semantics.md (R1-R7) on a small image, so that its crash states are many but cheap.
+ * reference/semantics.md (R1-R7; R9 in docs/architecture.md) on a small image, so that its crash states are many but cheap.
  */
 import type { Preallocation } from '../../../src/block/preallocation.js';
 import type { CrashWorkload } from './crash-sim.js';
@@ -230,6 +230,37 @@ export function concurrent(): CrashWorkload {
   };
 }
 
+/**
+ * Persistent dirty bitmaps (R9): marked in use before the first write, stored into new clusters
+ * with a new directory on close, the old ones freed. Every crash state must open (a torn
+ * in-place directory write is covered by the autoclear bit) and check clean.
+ */
+export function bitmaps(): CrashWorkload {
+  return {
+    name: 'bitmaps',
+    format: 'qcow2',
+    size: MiB,
+    options: { cluster_size: 4096 },
+    ci: { weight: 1, modes: ['writeback', 'writethrough'] },
+    setup: async (g) => {
+      const bitmaps = g.backend.persistentBitmaps()!;
+      await bitmaps.add('b0', 512, true);
+      await bitmaps.add('b1', 65536, true);
+      await bitmaps.add('off', 4096, false);
+      await g.write(0, 8 * KiB);
+    },
+    run: async (g) => {
+      await g.write(100 * KiB, 4 * KiB);
+      await g.zero(300 * KiB, 16 * KiB);
+      await g.flush();
+      await g.write(700 * KiB, 64 * KiB);
+      await g.discard(0, 8 * KiB);
+      // The bitmaps are stored by the close: its writes are crash points too.
+      await g.backend.close();
+    },
+  };
+}
+
 /** raw: the cache mode's promise alone, with FUA and write-zeroes. */
 export function raw(): CrashWorkload {
   return {
@@ -263,6 +294,7 @@ export function allWorkloads(): CrashWorkload[] {
     shrink(),
     lazyRefcounts(),
     concurrent(),
+    bitmaps(),
     raw(),
   ];
 }

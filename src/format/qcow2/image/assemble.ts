@@ -11,6 +11,7 @@
  *                   the request paths, stateless over the owners above
  *   HostHoles       whether block status asks the host file for holes (decided once)
  *   SnapshotTable, SnapshotManager: the internal snapshots and their operations
+ *   Qcow2Bitmaps    the persistent dirty bitmaps: tracked while open, stored on close
  *
  * The two locks are shared: the metadata lock serialises metadata changes; the cluster locks
  * hold guest clusters for the requests that use them.
@@ -18,9 +19,11 @@
 import type { BlockDriver } from '../../../block/driver.js';
 import { Mutex } from '../../../util/mutex.js';
 import { RangeLock } from '../../../util/range-lock.js';
+import type { BitmapDirectoryEntry } from '../codec/bitmap-directory.js';
 import { INCOMPAT_CORRUPT } from '../codec/constants.js';
 import type { Qcow2Geometry } from '../codec/geometry.js';
 import type { Qcow2Header } from '../codec/header.js';
+import type { BitmapsExtension } from '../codec/header-extensions.js';
 import type { Qcow2Snapshot } from '../codec/snapshot-table.js';
 import { SnapshotManager } from '../snapshot/manager.js';
 import { SnapshotTable } from '../snapshot/table-store.js';
@@ -39,6 +42,7 @@ import { L2Tables } from './l2-tables.js';
 import { Mapping } from './mapping.js';
 import { MetadataCache } from './metadata-cache.js';
 import type { MetadataWriter } from './metadata-writer.js';
+import { Qcow2Bitmaps } from './qcow2-bitmaps.js';
 import { Refcounts } from './refcounts.js';
 import { Resizer } from './resizer.js';
 
@@ -63,6 +67,8 @@ export interface LoadedImage {
   /** The snapshot table as loaded, and the bytes it takes in the file. */
   snapshots: Qcow2Snapshot[];
   snapshotTableBytes: number;
+  /** The persistent bitmaps' extension and directory, checked. */
+  bitmaps: { extension: BitmapsExtension | undefined; entries: BitmapDirectoryEntry[] };
   options: Qcow2ImageOptions;
 }
 
@@ -159,6 +165,19 @@ export function assembleImage(loaded: LoadedImage): Qcow2Image {
     fileLength: () => file.length(),
     beforeChange: () => image.beforeChange(),
   });
+  const bitmaps = new Qcow2Bitmaps(
+    {
+      file,
+      writer,
+      allocator,
+      header,
+      readOnly: loaded.options.readOnly,
+      clusterSize: geometry.clusterSize,
+      size: () => header.header.size,
+    },
+    loaded.bitmaps.extension,
+    loaded.bitmaps.entries,
+  );
 
   writer.onCorruption = async () => {
     await header.setIncompatible(INCOMPAT_CORRUPT, true).catch(() => {});
@@ -178,6 +197,7 @@ export function assembleImage(loaded: LoadedImage): Qcow2Image {
       resizer,
       compressed,
       snapshots,
+      bitmaps,
       metadataLock,
       clusterLocks,
     },

@@ -1,13 +1,22 @@
 /**
  * The header of an open image: HeaderStore owns the decoded fields, and every change to them
  * (dirty and corrupt bits, autoclear bits, where the L1 and refcount tables are, the size) is
- * one small write to cluster 0, durable before the field changes in memory.
+ * one small write to cluster 0, durable before the field changes in memory (the bitmaps
+ * extension rewrites the cluster).
  */
 import type { BlockDriver } from '../../../block/driver.js';
 import { writeU64 } from '../../../util/u64.js';
-import { COMPAT_LAZY_REFCOUNTS, HEADER, INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from '../codec/constants.js';
-import type { Qcow2Header } from '../codec/header.js';
+import {
+  AUTOCLEAR_BITMAPS,
+  COMPAT_LAZY_REFCOUNTS,
+  HEADER,
+  INCOMPAT_CORRUPT,
+  INCOMPAT_DIRTY,
+} from '../codec/constants.js';
+import { encodeHeaderCluster, type Qcow2Header } from '../codec/header.js';
+import { type BitmapsExtension, decodeHeaderExtensions } from '../codec/header-extensions.js';
 import type { MetadataWriter } from './metadata-writer.js';
+import { readInFile } from './read-in-file.js';
 
 export class HeaderStore {
   readonly header: Qcow2Header;
@@ -42,12 +51,43 @@ export class HeaderStore {
     this.header.incompatibleFeatures = value;
   }
 
-  /** Clears autoclear bits this implementation does not keep up to date (before the first write). */
-  async clearAutoclear(): Promise<void> {
-    if (this.header.version < 3 || this.header.autoclearFeatures === 0) return;
-    await this.#writeU64(HEADER.autoclearFeatures, 0);
+  /**
+   * Sets the autoclear bits to `value`; durable on return. Before the first write, the bits
+   * this implementation does not keep up to date are cleared this way.
+   */
+  async setAutoclear(value: number): Promise<void> {
+    if (this.header.version < 3 || this.header.autoclearFeatures === value) return;
+    await this.#writeU64(HEADER.autoclearFeatures, value);
     await this.#file.flush();
-    this.header.autoclearFeatures = 0;
+    this.header.autoclearFeatures = value;
+  }
+
+  /**
+   * Points the bitmaps extension at a new directory (or drops it, with the autoclear bitmaps
+   * bit, when there is none): cluster 0 is rewritten whole, its other extensions as they are.
+   */
+  async setBitmapsExtension(bitmaps: BitmapsExtension | undefined): Promise<void> {
+    const cluster0 = Buffer.alloc(2 ** this.header.clusterBits);
+    await readInFile(this.#file, 0, cluster0);
+    const ext = decodeHeaderExtensions(cluster0, { ...this.header, autoclearFeatures: 0 });
+    const autoclear = bitmaps
+      ? this.header.autoclearFeatures | AUTOCLEAR_BITMAPS
+      : this.header.autoclearFeatures & ~AUTOCLEAR_BITMAPS;
+    const header = { ...this.header, autoclearFeatures: autoclear };
+    const out = encodeHeaderCluster(header, {
+      backingFormat: ext.backingFormat,
+      dataFile: ext.dataFile,
+      fde: ext.fde,
+      bitmaps,
+      unknown: ext.unknown,
+      backingFile: ext.backingFile,
+      featureTable: ext.featureNames.length > 0,
+    });
+    await this.#writer.writeTable('header', 0, out);
+    await this.#file.flush();
+    this.header.autoclearFeatures = autoclear;
+    this.header.backingFileOffset = out.readUInt32BE(HEADER.backingFileOffset + 4);
+    this.header.backingFileSize = out.readUInt32BE(HEADER.backingFileSize);
   }
 
   /** Points the header at a new refcount table, offset and cluster count in one write. */

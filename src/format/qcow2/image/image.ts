@@ -9,6 +9,7 @@ import type {
   DriverCapabilities,
   Extent,
   NodeDescription,
+  PersistentBitmaps,
   ZeroFlags,
 } from '../../../block/driver.js';
 import { VdiskError } from '../../../block/errors.js';
@@ -25,6 +26,7 @@ import type { GuestReader } from './guest-reader.js';
 import type { GuestWriter } from './guest-writer.js';
 import type { HeaderStore } from './header-store.js';
 import type { L2Tables } from './l2-tables.js';
+import type { Qcow2Bitmaps } from './qcow2-bitmaps.js';
 import type { Refcounts } from './refcounts.js';
 import type { Resizer } from './resizer.js';
 
@@ -43,6 +45,7 @@ export interface Qcow2ImageDeps {
   resizer: Resizer;
   compressed: CompressedWriter;
   snapshots: SnapshotManager;
+  bitmaps: Qcow2Bitmaps;
   metadataLock: Mutex;
   clusterLocks: RangeLock;
 }
@@ -81,6 +84,7 @@ export class Qcow2Image implements BlockDriver {
           ? undefined
           : { name: this.#backingName, format: this.#backingFormat, node: this.#d.backing },
       snapshots: this.#d.snapshots.list(),
+      bitmaps: this.#d.bitmaps.list(),
       formatSpecific: this.#formatSpecific(),
     };
   }
@@ -115,13 +119,30 @@ export class Qcow2Image implements BlockDriver {
     return this.#d.reader.read(offset, buf);
   }
 
+  persistentBitmaps(): PersistentBitmaps {
+    return this.#d.bitmaps;
+  }
+
   async write(offset: number, buf: Buffer): Promise<void> {
     await this.#beforeWrite();
-    await this.#d.writer.write(offset, buf);
+    // The bits are set even when the write fails, as QEMU sets them: the range may have changed.
+    try {
+      await this.#d.writer.write(offset, buf);
+    } finally {
+      await this.#d.bitmaps.markDirty(offset, buf.length);
+    }
   }
 
   async writeZeroes(offset: number, length: number, flags: ZeroFlags = {}): Promise<void> {
     await this.#beforeWrite();
+    try {
+      await this.#zeroes(offset, length, flags);
+    } finally {
+      await this.#d.bitmaps.markDirty(offset, length);
+    }
+  }
+
+  async #zeroes(offset: number, length: number, flags: ZeroFlags): Promise<void> {
     const mode = flags.mayUnmap ? 'zero-unmap' : 'zero-keep';
     await this.#wholeClusters(offset, length, mode, async (from, len) => {
       if (flags.noFallback && !(await this.#readsAsZero(from, len))) {
@@ -137,12 +158,20 @@ export class Qcow2Image implements BlockDriver {
   async discard(offset: number, length: number): Promise<void> {
     await this.#beforeWrite();
     // Partial clusters are left alone: discard is a hint.
-    await this.#wholeClusters(offset, length, 'discard', async () => {});
+    try {
+      await this.#wholeClusters(offset, length, 'discard', async () => {});
+    } finally {
+      await this.#d.bitmaps.markDirty(offset, length);
+    }
   }
 
   async writeCompressed(offset: number, buf: Buffer): Promise<void> {
     await this.#beforeWrite();
-    await this.#d.compressed.write(offset, buf);
+    try {
+      await this.#d.compressed.write(offset, buf);
+    } finally {
+      await this.#d.bitmaps.markDirty(offset, buf.length);
+    }
   }
 
   async flush(): Promise<void> {
@@ -167,8 +196,10 @@ export class Qcow2Image implements BlockDriver {
   }
 
   async truncate(length: number, preallocation: Preallocation): Promise<void> {
+    this.#d.bitmaps.checkResizable();
     await this.#beforeWrite();
     await this.#d.resizer.resize(length, preallocation);
+    await this.#d.bitmaps.resize(length);
   }
 
   close(): Promise<void> {
@@ -188,6 +219,10 @@ export class Qcow2Image implements BlockDriver {
     data['compression-type'] = h.compressionType === 1 ? 'zstd' : 'zlib';
     if (h.version === 3) data['lazy-refcounts'] = this.#d.header.lazyRefcounts;
     data['refcount-bits'] = g.refcountBits;
+    const bitmaps = this.#d.bitmaps.list();
+    if (bitmaps.length > 0) {
+      data.bitmaps = bitmaps.map((b) => ({ name: b.name, granularity: b.granularity, flags: b.flags }));
+    }
     if (h.version === 3) {
       data.corrupt = this.#d.header.corrupt;
       data['extended-l2'] = g.extendedL2;
@@ -200,6 +235,8 @@ export class Qcow2Image implements BlockDriver {
     try {
       if (!this.readOnly) {
         await this.flush();
+        // The bitmaps go to new clusters; their refcounts, and the frees, are flushed after.
+        if (await this.#d.metadataLock.run(() => this.#d.bitmaps.store())) await this.flush();
         if (header.dirty) await header.setIncompatible(INCOMPAT_DIRTY, false);
       }
     } finally {
@@ -208,12 +245,15 @@ export class Qcow2Image implements BlockDriver {
     }
   }
 
-  /** Before the first change: clear autoclear bits we do not maintain, mark dirty for lazy refcounts (R7). */
+  /**
+   * Before the first change: mark the bitmaps in use (and clear the autoclear bits we do not
+   * maintain), mark dirty for lazy refcounts (R7).
+   */
   #beforeWrite(): Promise<void> {
     if (this.readOnly) return Promise.reject(new VdiskError('EROFS', 'The image is opened read-only'));
     this.#firstWrite ??= (async () => {
       const header = this.#d.header;
-      await header.clearAutoclear();
+      await this.#d.bitmaps.activate();
       if (header.lazyRefcounts) await header.setIncompatible(INCOMPAT_DIRTY, true);
     })();
     return this.#firstWrite;

@@ -22,6 +22,8 @@ export type MetadataKind =
   | 'snapshot-l1'
   | 'snapshot-l2'
   | 'bitmap-directory'
+  /** A bitmap table or a cluster of bitmap data. */
+  | 'bitmap'
   | 'other';
 
 const KIND_BITS: Record<MetadataKind, number> = {
@@ -35,6 +37,7 @@ const KIND_BITS: Record<MetadataKind, number> = {
   'bitmap-directory': 128,
   other: 256,
   'snapshot-l2': 512,
+  bitmap: 1024,
 };
 
 function kindsIn(bits: number): MetadataKind[] {

@@ -1,12 +1,13 @@
 /**
  * Opening a qcow2 image: read and validate the header and its extensions, load the L1 and
- * refcount tables, claim every metadata structure for the overlap check, open the backing image
+ * refcount tables, claim every metadata structure for the overlap check (bitmaps included), open the backing image
  * through the open policy, then hand it all to assembleImage.
  */
 import type { BlockDriver } from '../../../block/driver.js';
 import { VdiskError } from '../../../block/errors.js';
 import type { OpenContext } from '../../format.js';
 import { checkQcow2 } from '../check/check.js';
+import type { BitmapDirectoryEntry } from '../codec/bitmap-directory.js';
 import { INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_DIRTY } from '../codec/constants.js';
 import { geometryOf } from '../codec/geometry.js';
 import { decodeHeader } from '../codec/header.js';
@@ -14,6 +15,7 @@ import { decodeHeaderExtensions } from '../codec/header-extensions.js';
 import { l2OffsetAt } from '../codec/l1-entry.js';
 import { decodeReftableEntry } from '../codec/refcount-block.js';
 import { assembleImage } from './assemble.js';
+import { checkBitmapTables, loadBitmapDirectory } from './bitmap-storage.js';
 import { clusterCodec } from './cluster-codec.js';
 import type { Qcow2Image } from './image.js';
 import { MetadataWriter } from './metadata-writer.js';
@@ -90,8 +92,14 @@ export async function openQcow2(
   for (const s of snapshots) writer.claim('snapshot-l1', s.l1TableOffset, s.l1Size * 8);
   // Only a writable image allocates clusters, and so needs to know the snapshots' own L2 tables.
   if (!readOnly) await claimSnapshotL2Tables(file, writer, snapshots, g);
+  // The bitmaps' directory, tables and data clusters are claimed like every other table.
+  let bitmapEntries: BitmapDirectoryEntry[] = [];
   if (extensions.bitmaps) {
     writer.claim('bitmap-directory', extensions.bitmaps.directoryOffset, extensions.bitmaps.directorySize);
+    bitmapEntries = await loadBitmapDirectory(file, extensions.bitmaps, clusterSize, header.size);
+    await checkBitmapTables(file, bitmapEntries, clusterSize, header.size, (offset, length) =>
+      writer.claim('bitmap', offset, length),
+    );
   }
   // Every L2 table of the active L1 is metadata the overlap check protects.
   for (let i = 0; i < view.l1Size; i++) {
@@ -124,6 +132,7 @@ export async function openQcow2(
     refcountTable: table,
     l2CacheTables,
     codec,
+    bitmaps: { extension: extensions.bitmaps, entries: bitmapEntries },
     options: {
       readOnly,
       backingName: extensions.backingFile,

@@ -6,8 +6,10 @@
 import { readFileSync } from 'node:fs';
 import { isVdiskError } from '../block/errors.js';
 import { formatNames } from '../engine/formats.js';
+import { amendCommand } from './amend.js';
 import type { CliCommand, CliStreams } from './args.js';
 import { checkCommand } from './check.js';
+import { commitCommand } from './commit.js';
 import { compareCommand } from './compare.js';
 import { convertCommand } from './convert.js';
 import { createCommand } from './create.js';
@@ -16,6 +18,7 @@ import { commandHelp, commandSummary } from './help.js';
 import { infoCommand } from './info.js';
 import { ioCommand } from './io/command.js';
 import { mapCommand } from './map.js';
+import { rebaseCommand } from './rebase.js';
 import { resizeCommand } from './resize.js';
 import { serveCommand } from './serve.js';
 import { studyCommand } from './study.js';
@@ -28,6 +31,9 @@ export const COMMANDS: readonly CliCommand[] = [
   convertCommand,
   compareCommand,
   resizeCommand,
+  commitCommand,
+  rebaseCommand,
+  amendCommand,
   ioCommand,
   serveCommand,
   studyCommand,

@@ -1,5 +1,7 @@
 /** The qcow2 format, as the engine sees it: recognise, open, create, check. */
 import type { FormatDefinition } from '../format.js';
+import { qcow2Amender } from './amend/amend.js';
+import { setQcow2Backing } from './amend/backing.js';
 import { checkQcow2 } from './check/check.js';
 import { QCOW2_MAGIC } from './codec/constants.js';
 import { qcow2Creator } from './create/create.js';
@@ -11,4 +13,6 @@ export const qcow2Format: FormatDefinition = {
   open: (child, context) => openQcow2(child, context, { l2CacheSize: context.l2CacheSize }),
   create: qcow2Creator,
   check: checkQcow2,
+  setBacking: setQcow2Backing,
+  amend: qcow2Amender,
 };

@@ -18,6 +18,7 @@ import { commandHelp, commandSummary } from './help.js';
 import { infoCommand } from './info.js';
 import { ioCommand } from './io/command.js';
 import { mapCommand } from './map.js';
+import { measureCommand } from './measure.js';
 import { rebaseCommand } from './rebase.js';
 import { resizeCommand } from './resize.js';
 import { serveCommand } from './serve.js';
@@ -34,6 +35,7 @@ export const COMMANDS: readonly CliCommand[] = [
   commitCommand,
   rebaseCommand,
   amendCommand,
+  measureCommand,
   ioCommand,
   serveCommand,
   studyCommand,

@@ -127,4 +127,6 @@ export interface FormatDefinition {
   readonly amend?: FormatAmender;
   /** The space a new image of this format needs (qemu-img measure). */
   measure?(request: MeasureRequest): Promise<MeasureResult>;
+  /** The format can keep persistent dirty bitmaps (they count in measure). */
+  readonly persistentBitmaps?: boolean;
 }

@@ -5,6 +5,7 @@ import { setQcow2Backing } from './amend/backing.js';
 import { checkQcow2 } from './check/check.js';
 import { QCOW2_MAGIC } from './codec/constants.js';
 import { qcow2Creator } from './create/create.js';
+import { measureQcow2 } from './create/measure.js';
 import { openQcow2 } from './image/open.js';
 
 export const qcow2Format: FormatDefinition = {
@@ -15,4 +16,6 @@ export const qcow2Format: FormatDefinition = {
   check: checkQcow2,
   setBacking: setQcow2Backing,
   amend: qcow2Amender,
+  measure: measureQcow2,
+  persistentBitmaps: true,
 };

@@ -62,7 +62,7 @@ interface Qcow2CreateSettings {
   backingFormat?: string;
 }
 
-function settingsOf(request: CreateSpec): Qcow2CreateSettings {
+export function settingsOf(request: CreateSpec): Qcow2CreateSettings {
   const o = request.options;
   if (o.data_file !== undefined) throw new VdiskError('ENOTSUP', 'External data files are not supported');
   const clusterSize = Number(o.cluster_size ?? 65536);

@@ -15,6 +15,7 @@ import { formatDefinition, isFormatName } from '../../engine/formats.js';
 import { openImageFile, openImageWithFormat } from '../../engine/open.js';
 import type { FormatName } from '../../format/format.js';
 import { fileName, optionsObject } from '../arguments.js';
+import { readOrZeros, writeDifferentSectors } from '../differing-sectors.js';
 
 export interface RebaseOptions {
   format?: FormatName | 'probe';
@@ -32,7 +33,6 @@ export interface RebaseOptions {
 }
 
 const CHUNK = 1024 * 1024;
-const SECTOR = 512;
 
 export async function rebaseImage(filename: string, rebaseOptions: RebaseOptions): Promise<void> {
   fileName(filename, 'image file name');
@@ -115,26 +115,4 @@ async function copyDifferences(
     }
     onProgress?.(extent.offset + extent.length, size);
   }
-}
-
-async function readOrZeros(image: BlockBackend | undefined, offset: number, length: number): Promise<Buffer> {
-  const buf = Buffer.alloc(length);
-  const inside = image ? Math.max(0, Math.min(length, image.length - offset)) : 0;
-  if (inside > 0) await image!.readInto(offset, buf.subarray(0, inside));
-  return buf;
-}
-
-/** Writes the runs of sectors where `before` and `after` differ, with `before`'s bytes. */
-async function writeDifferentSectors(top: BlockBackend, offset: number, before: Buffer, after: Buffer): Promise<void> {
-  let run = -1;
-  for (let pos = 0; pos < before.length; pos += SECTOR) {
-    const end = Math.min(pos + SECTOR, before.length);
-    const differs = before.compare(after, pos, end, pos, end) !== 0;
-    if (differs && run < 0) run = pos;
-    if (!differs && run >= 0) {
-      await top.write(offset + run, before.subarray(run, pos));
-      run = -1;
-    }
-  }
-  if (run >= 0) await top.write(offset + run, before.subarray(run));
 }

@@ -94,3 +94,34 @@ export function infoFields(file: string): Record<string, unknown> {
 export function mapOf(file: string, dir: string): string {
   return runOk('qemu-img', ['map', '-U', '--output=json', file]).replaceAll(`${dir}/`, '');
 }
+
+interface MapEntry {
+  start: number;
+  length: number;
+  depth: number;
+  present: boolean;
+  zero: boolean;
+  data: boolean;
+  offset?: number;
+}
+
+/**
+ * What qemu-img map says each range is (depth, present, zero, data), host offsets left out and
+ * neighbours that agree merged: where two allocators put clusters in the file may differ.
+ */
+export function rangesOf(file: string): Omit<MapEntry, 'offset'>[] {
+  const map = JSON.parse(runOk('qemu-img', ['map', '-U', '--output=json', file])) as MapEntry[];
+  const out: Omit<MapEntry, 'offset'>[] = [];
+  for (const { offset: _offset, ...entry } of map) {
+    const last = out[out.length - 1];
+    const same =
+      last &&
+      last.depth === entry.depth &&
+      last.present === entry.present &&
+      last.zero === entry.zero &&
+      last.data === entry.data;
+    if (same) last.length += entry.length;
+    else out.push({ ...entry });
+  }
+  return out;
+}

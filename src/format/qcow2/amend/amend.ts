@@ -65,8 +65,9 @@ async function planAmend(file: BlockDriver, old: HeaderCluster, request: AmendRe
       );
     }
   }
-  const lazy =
-    o.lazy_refcounts === undefined ? (h.compatibleFeatures & COMPAT_LAZY_REFCOUNTS) !== 0 : Boolean(o.lazy_refcounts);
+  // A downgrade drops lazy refcounts unless they are asked for (which is refused below).
+  const current = version >= 3 && (h.compatibleFeatures & COMPAT_LAZY_REFCOUNTS) !== 0;
+  const lazy = o.lazy_refcounts === undefined ? current : Boolean(o.lazy_refcounts);
   if (lazy && version < 3) {
     throw einval('Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)');
   }

@@ -164,6 +164,16 @@ export class BlockBackend {
     });
   }
 
+  /** Drops this layer's data so every range reads from the backing file (after a commit). */
+  makeEmpty(): Promise<void> {
+    return this.#run(0, 0, true, async () => {
+      const root = this.#root;
+      if (!root.makeEmpty) throw new VdiskError('ENOTSUP', `The ${root.driverName} format cannot be emptied`);
+      await root.makeEmpty();
+      if (!this.writeCache) await root.flush();
+    });
+  }
+
   flush(): Promise<void> {
     return this.#run(0, 0, false, async () => {
       await this.#root.flush();

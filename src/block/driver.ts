@@ -93,6 +93,12 @@ export interface BlockDriver {
   /** Releases everything; pending state is written out first when writable. Idempotent. */
   close(): Promise<void>;
 
+  /**
+   * Drops everything this layer holds, so that the whole image reads from its backing file
+   * again (QEMU's bdrv_make_empty, after a commit). Formats with a backing file only.
+   */
+  makeEmpty?(): Promise<void>;
+
   /** Writes one whole cluster compressed (formats that can: qcow2). */
   writeCompressed?(offset: number, buf: Buffer): Promise<void>;
 

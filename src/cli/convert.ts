@@ -10,14 +10,16 @@ import { progressPrinter } from './progress.js';
 
 const SPEC: CommandSpec = {
   name: 'convert',
-  operands: 'filename output_filename',
+  operands: 'filename [filename2 [...]] output_filename',
   purpose: 'copy an image into any format (qemu-img convert)',
   description: `
 Copies an image into a new image of any format, as qemu-img convert does: ranges that read as
 zeros are not written, -c stores every cluster compressed (qcow2), and the target is written with
 cache=unsafe and made durable once at the end unless -t says otherwise. A new target is built in
 an unnamed file and named only when complete: a convert that fails leaves no file, or the old
-file of that name as it was.`,
+file of that name as it was. Several source images are copied one after another into one
+target. With -B the new image is an overlay of that backing file, and only what differs from it
+is written.`,
   options: {
     format: { type: 'string', short: 'f', arg: 'fmt', help: 'source format (probed when absent)' },
     'output-format': { type: 'string', short: 'O', arg: 'output_fmt', help: 'output format (default raw)' },
@@ -43,7 +45,25 @@ file of that name as it was.`,
       help: 'cache mode of the source (default writeback)',
     },
     'no-create': { type: 'boolean', short: 'n', help: 'write into an existing target instead of creating it' },
+    backing: {
+      type: 'string',
+      short: 'B',
+      arg: 'backing_file',
+      help: 'the new image is an overlay of this backing file (only what differs is written)',
+    },
+    'backing-format': {
+      type: 'string',
+      short: 'F',
+      arg: 'backing_fmt',
+      help: "the backing file's format (needed with -B)",
+    },
+    'target-is-zero': { type: 'boolean', help: 'with -n: the target reads as zeros already, zero ranges are skipped' },
     parallel: { type: 'string', short: 'm', arg: 'num', help: 'requests in flight (1 to 16, default 8)' },
+    'out-of-order': {
+      type: 'boolean',
+      short: 'W',
+      help: 'allow writes out of order (default: in the order of the image)',
+    },
     progress: { type: 'boolean', short: 'p', help: 'show progress' },
     quiet: { type: 'boolean', short: 'q', help: 'quiet: print nothing but errors' },
     'force-share': { type: 'boolean', short: 'U', help: 'read a source another process holds, without the image lock' },
@@ -69,8 +89,9 @@ export const convertCommand: CliCommand = {
       streams.out(commandHelp(SPEC));
       return 0;
     }
-    if (positionals.length !== 2) throw usageError('convert', 'Expecting one source and one target file name');
-    const [source, target] = positionals as [string, string];
+    if (positionals.length < 2) throw usageError('convert', 'Expecting a source and a target file name');
+    const sources = positionals.slice(0, -1);
+    const target = positionals[positionals.length - 1]!;
     const targetCache = values.cache === undefined ? undefined : parseCacheModeName(values.cache as string);
     const sourceCache =
       values['source-cache'] === undefined ? undefined : parseCacheModeName(values['source-cache'] as string);
@@ -81,8 +102,12 @@ export const convertCommand: CliCommand = {
     const progress = values.progress && !values.quiet ? progressPrinter(streams) : undefined;
     const outputFormat = (values['output-format'] as string | undefined) ?? 'raw';
     await convertImage({
-      source,
+      source: sources,
       target,
+      backing: values.backing as string | undefined,
+      backingFormat: values['backing-format'] as string | undefined,
+      targetIsZero: Boolean(values['target-is-zero']),
+      outOfOrder: Boolean(values['out-of-order']),
       sourceFormat: values.format === undefined ? 'probe' : formatDefinition(values.format as string).name,
       targetFormat: formatDefinition(outputFormat).name,
       options: (values.options as string[] | undefined) ?? [],

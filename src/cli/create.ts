@@ -36,6 +36,11 @@ file, or the old file of that name as it was.`,
       multiple: true,
       help: 'comma-separated name=value options ("-o help" lists them); raw: preallocation;\nqcow2: cluster_size, preallocation, compat, lazy_refcounts, refcount_bits, extended_l2, …',
     },
+    unsafe: {
+      type: 'boolean',
+      short: 'u',
+      help: 'do not open the backing file (it need not exist yet); the size must be given',
+    },
     progress: { type: 'boolean', short: 'p', help: 'show progress while preallocating' },
     quiet: { type: 'boolean', short: 'q', help: 'quiet: print nothing but errors' },
   },
@@ -63,7 +68,13 @@ export const createCommand: CliCommand = {
     if (positionals.length === 0) throw usageError('create', 'Expecting image file name');
     if (positionals.length > 2) throw usageError('create', `Unexpected argument: ${positionals[2]}`);
     const [filename, size] = positionals as [string, string | undefined];
-    const plan = await planCreateWithBacking({ filename, format, size, options: optionText });
+    const plan = await planCreateWithBacking({
+      filename,
+      format,
+      size,
+      options: optionText,
+      unsafeBacking: Boolean(values.unsafe),
+    });
     const quiet = Boolean(values.quiet);
     if (!quiet) streams.out(`${plan.summary}\n`);
     const showProgress = Boolean(values.progress) && !quiet;

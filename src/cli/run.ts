@@ -6,9 +6,11 @@
 import { readFileSync } from 'node:fs';
 import { isVdiskError } from '../block/errors.js';
 import { formatNames } from '../engine/formats.js';
+import { amendCommand } from './amend.js';
 import type { CliCommand, CliStreams } from './args.js';
 import { bitmapCommand } from './bitmap.js';
 import { checkCommand } from './check.js';
+import { commitCommand } from './commit.js';
 import { compareCommand } from './compare.js';
 import { convertCommand } from './convert.js';
 import { createCommand } from './create.js';
@@ -17,6 +19,8 @@ import { commandHelp, commandSummary } from './help.js';
 import { infoCommand } from './info.js';
 import { ioCommand } from './io/command.js';
 import { mapCommand } from './map.js';
+import { measureCommand } from './measure.js';
+import { rebaseCommand } from './rebase.js';
 import { resizeCommand } from './resize.js';
 import { serveCommand } from './serve.js';
 import { snapshotCommand } from './snapshot.js';
@@ -32,6 +36,10 @@ export const COMMANDS: readonly CliCommand[] = [
   resizeCommand,
   snapshotCommand,
   bitmapCommand,
+  commitCommand,
+  rebaseCommand,
+  amendCommand,
+  measureCommand,
   ioCommand,
   serveCommand,
   studyCommand,

@@ -53,11 +53,18 @@ export interface OpenImageOptions {
   nbd?: NbdClientOptions;
   /** Present this internal snapshot's content instead of the image's (read-only only). */
   snapshot?: SnapshotRef;
+  /**
+   * The backing image this many layers down (1: the image's own backing file) opens read-write,
+   * for commit, which writes into it; every other layer stays read-only.
+   */
+  writableBacking?: number;
 }
 
 export interface OpenedImage {
   backend: BlockBackend;
   format: FormatName;
+  /** The layer that writableBacking asked for, as a backend of its own (its node belongs to `backend`'s graph). */
+  writableBacking?: BlockBackend;
 }
 
 /** Opens an image and returns the checked entry point to it. */
@@ -76,7 +83,15 @@ export async function openImageWithFormat(
 ): Promise<OpenedImage> {
   const o = checkOptions(filename, options);
   const { driver, format } = await openNode(filename, o.format, { ...o, chain: [], openFile });
-  return { backend: new BlockBackend(driver, { writeCache: o.cache.writeCache, readOnly: o.readOnly }), format };
+  const backend = new BlockBackend(driver, { writeCache: o.cache.writeCache, readOnly: o.readOnly });
+  if (o.writableBacking === undefined) return { backend, format };
+  let node: BlockDriver | undefined = driver;
+  for (let depth = 0; depth < o.writableBacking && node; depth++) node = node.describe?.()?.backing?.node;
+  if (!node || node.readOnly) {
+    await backend.close();
+    throw new VdiskError('EINVAL', `'${filename}' has no backing image ${o.writableBacking} layers down`);
+  }
+  return { backend, format, writableBacking: new BlockBackend(node, { writeCache: o.cache.writeCache }) };
 }
 
 interface CheckedOptions {
@@ -90,6 +105,7 @@ interface CheckedOptions {
   allowBackingUris: readonly string[];
   nbd: NbdClientOptions | undefined;
   snapshot: SnapshotRef | undefined;
+  writableBacking: number | undefined;
 }
 
 /** Every option checked, with a VdiskError (EINVAL) for anything a caller could get wrong. */
@@ -127,6 +143,10 @@ function checkOptions(filename: unknown, options: unknown): CheckedOptions {
   if (!Array.isArray(allowed) || !allowed.every((u) => typeof u === 'string' && isNbdUri(u))) {
     throw new VdiskError('EINVAL', 'allowBackingUris must be a list of NBD URIs');
   }
+  const writableBacking = o.writableBacking;
+  if (writableBacking !== undefined && !(Number.isSafeInteger(writableBacking) && writableBacking > 0)) {
+    throw new VdiskError('EINVAL', `Invalid writableBacking: ${String(writableBacking)} (a depth of 1 or more)`);
+  }
   return {
     format,
     cache,
@@ -138,6 +158,7 @@ function checkOptions(filename: unknown, options: unknown): CheckedOptions {
     allowBackingUris: allowed,
     nbd: o.nbd,
     snapshot: o.snapshot,
+    writableBacking,
   };
 }
 
@@ -247,7 +268,8 @@ async function openBacking(
     throw new VdiskError('ENOTSUP', `Backing file '${name}' has format '${format}', which vdisk does not support`);
   }
   try {
-    const { driver } = await openNode(path, format ?? 'probe', { ...options, readOnly: true, openFile: undefined });
+    const readOnly = options.writableBacking !== options.chain.length;
+    const { driver } = await openNode(path, format ?? 'probe', { ...options, readOnly, openFile: undefined });
     return driver;
   } catch (err) {
     if (err instanceof VdiskError) {

@@ -40,8 +40,11 @@ export interface CreateRequest extends CreateSpec {
    * gets the name only when the image is complete) and what happens to it on failure.
    */
   openTarget(): Promise<FileDriver>;
-  /** The virtual size of the backing image `name` (relative to the new image) of `format`; it must open. */
-  backingSize(name: string, format: string): Promise<number>;
+  /**
+   * The virtual size of the backing image `name` (relative to the new image) of `format`; it
+   * must open. Absent when the backing file is not to be opened (create -u).
+   */
+  backingSize?(name: string, format: string): Promise<number>;
 }
 
 export interface FormatCreator {

@@ -4,9 +4,9 @@
  * Each format exports one definition from its folder; the engine keeps the list.
  */
 import type { CacheMode } from '../block/cache-mode.js';
-import type { BlockDriver, SnapshotInfo } from '../block/driver.js';
+import type { BitmapInfo, BlockDriver, Extent, SnapshotInfo } from '../block/driver.js';
 import type { ZstdCodec } from '../io/zstd.js';
-import type { FormatCreator } from './create-options.js';
+import type { CreateOptionDesc, CreateOptionValue, FormatCreator } from './create-options.js';
 
 export type FormatName = 'raw' | 'qcow2';
 
@@ -91,6 +91,59 @@ export interface CheckResult extends CheckCounts {
   messagesDropped: number;
 }
 
+/** A backing file as an image names it. */
+export interface BackingReference {
+  name: string;
+  format?: string;
+}
+
+export interface AmendRequest {
+  /** The image's name, for messages. */
+  filename: string;
+  /** The -o options given, checked against the amender's list and converted. */
+  options: Readonly<Record<string, CreateOptionValue>>;
+  /** --force: allow changes that may lose data the format would otherwise keep. */
+  force: boolean;
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** What `amend` can change in an image of a format (qemu-img amend). */
+export interface FormatAmender {
+  /** Every option -o accepts for amend. */
+  readonly options: readonly CreateOptionDesc[];
+  /** Creation options amend refuses with "only supported for image creation". */
+  readonly creationOnly: readonly string[];
+  /** Makes the changes in the image in `file` (opened read-write); all checks come before the first write. */
+  amend(file: BlockDriver, request: AmendRequest): Promise<void>;
+}
+
+/** What an image to be measured holds (qemu-img measure of an existing image). */
+export interface MeasureSource {
+  length: number;
+  /** The source's block status, start to end. */
+  extents(): AsyncIterable<Extent>;
+  /** Persistent bitmaps the source carries, which a converted image would carry too. */
+  bitmaps: readonly BitmapInfo[];
+  /** Whether the source's format can keep persistent bitmaps. */
+  keepsBitmaps: boolean;
+}
+
+export interface MeasureRequest {
+  /** --size, when no source is given. */
+  size?: number;
+  source?: MeasureSource;
+  /** The -o options for the new image, checked against the creator's list. */
+  options: Readonly<Record<string, CreateOptionValue>>;
+}
+
+/** qemu-img measure's figures. */
+export interface MeasureResult {
+  required: number;
+  fullyAllocated: number;
+  /** Bytes the source's bitmaps need, when both formats keep bitmaps. */
+  bitmaps?: number;
+}
+
 export interface FormatDefinition {
   readonly name: FormatName;
   /** True when an image's first bytes are this format's. */
@@ -102,4 +155,12 @@ export interface FormatDefinition {
   check?(file: BlockDriver, options: CheckOptions): Promise<CheckResult>;
   /** Internal snapshots; absent: the format has none (and opening at a snapshot is refused). */
   readonly snapshots?: SnapshotHooks;
+  /** Names another backing file (or none) in the image in `file`, durably; absent: the format has none. */
+  setBacking?(file: BlockDriver, backing: BackingReference | undefined): Promise<void>;
+  /** Changes an existing image's options (qemu-img amend); absent: the format has nothing to amend. */
+  readonly amend?: FormatAmender;
+  /** The space a new image of this format needs (qemu-img measure). */
+  measure?(request: MeasureRequest): Promise<MeasureResult>;
+  /** The format can keep persistent dirty bitmaps (they count in measure). */
+  readonly persistentBitmaps?: boolean;
 }

@@ -15,18 +15,22 @@ import type { BlockBackend } from '../block/backend.js';
 import type { CacheModeName } from '../block/cache-mode.js';
 import type { BitmapInfo } from '../block/driver.js';
 import { fromSystemError, VdiskError } from '../block/errors.js';
+import { backingPath } from '../engine/backing.js';
+import { formatDefinition } from '../engine/formats.js';
 import { openImageWithFormat } from '../engine/open.js';
 import type { FormatName, SnapshotRef } from '../format/format.js';
 import { StagedFile } from '../io/staged-file.js';
 import { isNbdUri } from '../remote/nbd/uri.js';
 import { fileName, optionsObject } from './arguments.js';
 import { bitmapsToCopy, checkBitmapTarget, copyBitmaps } from './convert-bitmaps.js';
-import { copyImage } from './convert-copy.js';
+import { copyImage, finishCompressed } from './convert-copy.js';
 import { onSide, sideError } from './convert-side.js';
+import { type ConvertSources, openSources } from './convert-sources.js';
 import { executeCreate, planCreateWithBacking } from './create.js';
 
 export interface ConvertOptions {
-  source: string;
+  /** The source image, or several, copied one after the other into the target. */
+  source: string | readonly string[];
   target: string;
   sourceFormat?: FormatName | 'probe';
   /** Output format; default raw, as qemu-img. */
@@ -52,6 +56,14 @@ export interface ConvertOptions {
   bitmaps?: boolean;
   /** --skip-broken-bitmaps: leave out inconsistent bitmaps instead of failing. */
   skipBrokenBitmaps?: boolean;
+  /** -W: writes may land out of order (default: in the order of the image, as qemu-img). */
+  outOfOrder?: boolean;
+  /** -B: the new image is an overlay of this backing file; only what differs from it is written. */
+  backing?: string;
+  /** -F: the backing file's format (needed with -B). */
+  backingFormat?: string;
+  /** --target-is-zero: with -n, the existing target reads as zeros already. */
+  targetIsZero?: boolean;
   onProgress?: (done: number, total: number) => void;
   /** Called with each warning (a bitmap left out). */
   onWarning?: (message: string) => void;
@@ -59,69 +71,126 @@ export interface ConvertOptions {
 
 export async function convertImage(options: ConvertOptions): Promise<void> {
   const o = optionsObject(options, 'convert options');
-  fileName(o.source, 'source file name');
+  const names = typeof o.source === 'string' ? [o.source] : [...(o.source ?? [])];
+  if (names.length === 0) fileName(undefined, 'source file name');
+  for (const name of names) fileName(name, 'source file name');
   fileName(o.target, 'target file name');
   const minSparse = o.minSparse ?? 4096;
   if (!Number.isInteger(minSparse) || minSparse < 0)
     throw new VdiskError('EINVAL', 'Invalid minimum zero buffer size for sparse output specified');
   if (o.skipBrokenBitmaps && !o.bitmaps)
     throw new VdiskError('EINVAL', 'Use of --skip-broken-bitmaps requires --bitmaps');
-  const source = await onSide('source', async () => {
-    const opened = await openImageWithFormat(o.source, {
-      format: o.sourceFormat ?? 'probe',
-      readOnly: true,
-      cache: o.sourceCache,
-      forceShare: o.forceShare,
-      snapshot: o.snapshot,
-    });
-    return opened.backend;
+  if (o.targetIsZero && !o.noCreate) throw new VdiskError('EINVAL', '--target-is-zero requires use of -n flag');
+  if (o.targetIsZero && o.backing !== undefined) {
+    throw new VdiskError('EINVAL', 'Cannot use --target-is-zero when the destination image has a backing file');
+  }
+  if (o.backing !== undefined && o.backingFormat === undefined) {
+    throw new VdiskError('EINVAL', 'Use of backing file requires explicit backing format');
+  }
+  if (o.snapshot !== undefined && names.length > 1) {
+    throw new VdiskError('EINVAL', 'No support for concatenating multiple snapshot');
+  }
+  const format = o.targetFormat ?? 'raw';
+  const sources = await openSources(names, {
+    format: o.sourceFormat ?? 'probe',
+    cache: o.sourceCache,
+    forceShare: o.forceShare,
+    snapshot: o.snapshot,
   });
   try {
-    // The source's tables are read whole before anything is done to the target: a source whose
-    // metadata is broken fails here, before a target is created, opened or (with -n) written.
-    await onSide('source', () => walkBlockStatus(source), 'error while reading');
-    const bitmaps = o.bitmaps ? bitmapsToCopy(source, Boolean(o.skipBrokenBitmaps), o.onWarning ?? (() => {})) : [];
-    const format = o.targetFormat ?? 'raw';
-    if (isNbdUri(o.target)) {
-      if (format !== 'raw') {
-        throw new VdiskError('ENOTSUP', `vdisk writes only raw data into an NBD export, not ${format}`);
-      }
-      await convertInto(source, o.target, format, { ...o, minSparse, bitmapList: bitmaps, noCreate: true });
-      return;
-    }
-    if (o.noCreate) {
-      await convertInto(source, o.target, format, { ...o, minSparse, bitmapList: bitmaps });
-      return;
-    }
-    // A new target is built out of sight and named only once complete and synced: a failed
-    // convert leaves no file, or the old one untouched.
-    const plan = await onSide('target', () =>
-      planCreateWithBacking({ filename: o.target, format, size: source.length, options: o.options ?? [] }),
-    );
-    const staged = await onSide('target', () => StagedFile.begin(o.target));
+    const bitmapList = o.bitmaps
+      ? bitmapsToCopy(sources.list[0]!.image, Boolean(o.skipBrokenBitmaps), o.onWarning ?? (() => {}))
+      : [];
+    const backing =
+      o.backing === undefined ? undefined : await openTargetBacking(o.target, o.backing, o.backingFormat!);
     try {
-      await onSide('target', () => executeCreate(plan, undefined, staged));
-      await convertInto(source, o.target, format, { ...o, minSparse, bitmapList: bitmaps }, staged.opener);
-      await onSide('target', () => staged.commit());
+      await convertSources(sources, format, { ...o, minSparse, bitmapList }, backing);
     } finally {
-      await staged.abort();
+      await backing?.close();
     }
   } finally {
-    await source.close();
+    await sources.close();
   }
 }
 
-async function walkBlockStatus(source: BlockBackend): Promise<void> {
-  for await (const _extent of source.extents(0, source.length));
+type Checked = ConvertOptions & { minSparse: number; bitmapList?: BitmapInfo[] };
+
+async function convertSources(
+  sources: ConvertSources,
+  format: FormatName,
+  o: Checked,
+  backing: BlockBackend | undefined,
+): Promise<void> {
+  if (isNbdUri(o.target)) {
+    if (format !== 'raw') {
+      throw new VdiskError('ENOTSUP', `vdisk writes only raw data into an NBD export, not ${format}`);
+    }
+    await convertInto(sources, o.target, format, { ...o, noCreate: true });
+    return;
+  }
+  if (o.noCreate) {
+    await convertInto(sources, o.target, format, o, undefined, backing);
+    return;
+  }
+  // A new target is built out of sight and named only once complete and synced: a failed
+  // convert leaves no file, or the old one untouched.
+  const plan = await onSide('target', () =>
+    planCreateWithBacking({
+      filename: o.target,
+      format,
+      size: sources.length,
+      options: [...creationOptions(o.options), ...backingOptions(format, o)],
+    }),
+  );
+  const staged = await onSide('target', () => StagedFile.begin(o.target));
+  try {
+    await onSide('target', () => executeCreate(plan, undefined, staged));
+    await convertInto(sources, o.target, format, o, staged.opener, backing);
+    await onSide('target', () => staged.commit());
+  } finally {
+    await staged.abort();
+  }
 }
 
-/** Copies `source` into the image `target` (opened through `openFile` when it is being built). */
+function creationOptions(options: ConvertOptions['options']): string[] {
+  if (options === undefined) return [];
+  return typeof options === 'string' ? [options] : [...options];
+}
+
+/** -B and -F as the backing_file and backing_fmt creation options, as qemu-img passes them. */
+function backingOptions(format: FormatName, o: ConvertOptions): string[] {
+  if (o.backing === undefined) return [];
+  const names = formatDefinition(format).create?.options.map((d) => d.name) ?? [];
+  if (!names.includes('backing_file')) {
+    throw sideError('target', new VdiskError('ENOTSUP', `Backing file not supported for file format '${format}'`));
+  }
+  return [`backing_file=${o.backing.replaceAll(',', ',,')}`, `backing_fmt=${o.backingFormat}`];
+}
+
+/** The backing file a new target will name (relative to the target), read to compare with. */
+async function openTargetBacking(target: string, name: string, format: string): Promise<BlockBackend> {
+  return onSide('target', async () => {
+    try {
+      const opened = await openImageWithFormat(backingPath(target, name) ?? name, {
+        format: formatDefinition(format).name,
+        readOnly: true,
+      });
+      return opened.backend;
+    } catch (err) {
+      if (!(err instanceof VdiskError)) throw err;
+      throw new VdiskError(err.code, `Could not open backing file '${name}': ${err.message}`, { cause: err });
+    }
+  });
+}
+
+/** Copies the sources into the image `filename` (opened through `openFile` when it is being built). */
 async function convertInto(
-  source: BlockBackend,
+  sources: ConvertSources,
   filename: string,
   format: FormatName,
-  o: ConvertOptions & { minSparse: number; bitmapList?: BitmapInfo[] },
+  o: Checked,
   openFile?: (path: string, flags: number, mode: number) => Promise<number>,
+  backing?: BlockBackend,
 ): Promise<void> {
   const remote = isNbdUri(filename);
   // An export's flushes go to the server: the close flushes it once, as syncFile does for a file.
@@ -135,18 +204,22 @@ async function convertInto(
     if (o.compress && !target.describe().compressedWrites) {
       throw sideError('target', new VdiskError('ENOTSUP', `Compression is not supported for the ${format} format`));
     }
-    if (target.length < source.length) {
+    if (target.length < sources.length) {
       throw sideError(
         'target',
         new VdiskError(
           'EINVAL',
-          `The target is smaller (${target.length} bytes) than the source (${source.length} bytes)`,
+          `The target is smaller (${target.length} bytes) than the source (${sources.length} bytes)`,
         ),
       );
     }
     if (o.bitmaps) checkBitmapTarget(target, format);
-    await copyImage(source, target, o);
-    if (o.bitmaps) await copyBitmaps(source, target, o.bitmapList ?? []);
+    for (const { image, at } of sources.list) {
+      const onProgress = o.onProgress && ((done: number) => o.onProgress!(at + done, sources.length));
+      await copyImage(image, target, { ...o, at, backing, outOfOrder: o.outOfOrder, onProgress });
+    }
+    if (o.compress) await finishCompressed(target);
+    if (o.bitmaps) await copyBitmaps(sources.list[0]!.image, target, o.bitmapList ?? []);
     copied = true;
   } finally {
     // After a failure the first error is the one to report, not one from closing.

@@ -25,6 +25,8 @@ export interface CreateImageOptions {
   options?: string | readonly string[] | Readonly<Record<string, CreateOptionValue>>;
   /** Called while a long preallocation runs, with bytes done and bytes in total. */
   onProgress?: ProgressCallback;
+  /** -u: the backing file is not opened (it may not exist yet); the size must then be given. */
+  unsafeBacking?: boolean;
 }
 
 /** A checked creation request: what will be made, and qemu-img's line announcing it. */
@@ -37,6 +39,8 @@ export interface CreatePlan {
   /** "Formatting 'x.img', fmt=raw size=1048576 preallocation=off", as qemu-img create prints it. */
   summary: string;
   creator: FormatCreator;
+  /** The backing file is not to be opened (create -u). */
+  unsafeBacking: boolean;
 }
 
 /** Prefixes a message with the image name, as qemu-img does for errors inside bdrv_img_create. */
@@ -91,7 +95,15 @@ export function planCreate(request: CreateImageOptions): CreatePlan {
     creator.validate?.({ filename, size: finalSize, options });
     const described = formatOptionSummary(creator.options, resolved);
     const summary = `Formatting '${filename}', fmt=${format}${described ? ` ${described}` : ''}`;
-    return { filename, format, size: finalSize, options, summary, creator };
+    return {
+      filename,
+      format,
+      size: finalSize,
+      options,
+      summary,
+      creator,
+      unsafeBacking: Boolean(request.unsafeBacking),
+    };
   } catch (err) {
     throw aboutFile(filename, err);
   }
@@ -103,7 +115,7 @@ export function planCreate(request: CreateImageOptions): CreatePlan {
  */
 export async function planCreateWithBacking(request: CreateImageOptions): Promise<CreatePlan> {
   optionsObject(request, 'create options');
-  if (request.size !== undefined) return planCreate(request);
+  if (request.size !== undefined || request.unsafeBacking) return planCreate(request);
   const format = request.format ?? 'raw';
   const creator = creatorOf(request.filename, format);
   let backing: { file: string; format: string } | undefined;
@@ -163,7 +175,7 @@ export async function executeCreate(plan: CreatePlan, onProgress?: ProgressCallb
       onProgress,
       openTarget: () =>
         FileDriver.open({ filename: plan.filename, cache: cacheMode('writeback'), readOnly: false, openImpl: opener }),
-      backingSize: (name, format) => backingImageSize(plan.filename, name, format),
+      backingSize: plan.unsafeBacking ? undefined : (name, format) => backingImageSize(plan.filename, name, format),
     });
     if (!into) await staged.commit();
   } catch (err) {
@@ -173,13 +185,13 @@ export async function executeCreate(plan: CreatePlan, onProgress?: ProgressCallb
 }
 
 /** What createImage made. */
-export type CreatedImage = Omit<CreatePlan, 'creator'>;
+export type CreatedImage = Omit<CreatePlan, 'creator' | 'unsafeBacking'>;
 
 /** Creates an image: checks the request, then makes it. Returns what was made. */
 export async function createImage(request: CreateImageOptions): Promise<CreatedImage> {
   const plan = await planCreateWithBacking(request);
   await executeCreate(plan, request.onProgress);
-  const { creator: _creator, ...made } = plan;
+  const { creator: _creator, unsafeBacking: _unsafe, ...made } = plan;
   return made;
 }
 

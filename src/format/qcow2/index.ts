@@ -1,8 +1,11 @@
 /** The qcow2 format, as the engine sees it: recognise, open, create, check, snapshots. */
 import type { FormatDefinition } from '../format.js';
+import { qcow2Amender } from './amend/amend.js';
+import { setQcow2Backing } from './amend/backing.js';
 import { checkQcow2 } from './check/check.js';
 import { QCOW2_MAGIC } from './codec/constants.js';
 import { qcow2Creator } from './create/create.js';
+import { measureQcow2 } from './create/measure.js';
 import { openQcow2 } from './image/open.js';
 import { qcow2SnapshotHooks } from './snapshot/hooks.js';
 
@@ -13,4 +16,8 @@ export const qcow2Format: FormatDefinition = {
   create: qcow2Creator,
   check: checkQcow2,
   snapshots: qcow2SnapshotHooks,
+  setBacking: setQcow2Backing,
+  amend: qcow2Amender,
+  measure: measureQcow2,
+  persistentBitmaps: true,
 };

@@ -2,10 +2,12 @@
 import type { FormatDefinition } from '../format.js';
 import { rawCreator } from './create.js';
 import { RawDriver } from './driver.js';
+import { measureRaw } from './measure.js';
 
 export const rawFormat: FormatDefinition = {
   name: 'raw',
   probe: () => true,
   open: async (child) => new RawDriver(child),
   create: rawCreator,
+  measure: measureRaw,
 };

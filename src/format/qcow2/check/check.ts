@@ -37,6 +37,7 @@ import { countBitmaps } from './bitmaps.js';
 import { CheckAbort, CheckContext, zeroCounts } from './context.js';
 import { MetadataWalk } from './metadata-walk.js';
 import { rebuildRefcountStructure } from './rebuild-refcounts.js';
+import type { ReferenceCounts } from './reference-counts.js';
 import { checkOflagCopied, checkRefblocks, compareRefcounts, resolveRealigns } from './repair.js';
 import { StoredRefcounts } from './stored-refcounts.js';
 
@@ -301,4 +302,55 @@ async function markClean(ctx: CheckContext): Promise<void> {
     ctx.ioFailure(err, 'Could not clear the dirty and corrupt bits');
   }
   h.incompatibleFeatures = value;
+}
+
+/** Every reference an image's metadata makes, as check counts them, and where its refcount structure lies. */
+export interface ReferenceCensus {
+  refs: ReferenceCounts;
+  /** Host offsets of the refcount table's clusters and of every refcount block. */
+  refcountStructure: number[];
+}
+
+/**
+ * Counts the references of a consistent image without changing anything (for a new refcount
+ * structure); an image with corruptions or check errors is refused.
+ */
+export async function countReferences(file: BlockDriver): Promise<ReferenceCensus> {
+  const cluster0 = Buffer.alloc(2 ** peekClusterBits(await readHead(file)));
+  await file.read(0, cluster0.subarray(0, Math.min(cluster0.length, file.length())));
+  const header = decodeHeader(cluster0);
+  const extensions = decodeHeaderExtensions(cluster0, header);
+  const ctx = new CheckContext({
+    file,
+    header,
+    geometry: geometryOf(header),
+    repair: undefined,
+    hasBacking: extensions.backingFile !== undefined,
+    log: () => {},
+  });
+  try {
+    const layout = await readSnapshotTable(ctx, extensions);
+    const reftable = await ctx.readAt(layout.reftableOffset, layout.reftableClusters * ctx.cs);
+    const stored = new StoredRefcounts(ctx, reftable);
+    claimMetadata(ctx, layout, stored);
+    const { rebuild } = await calculate(ctx, layout, stored);
+    const cmp = await compareRefcounts(ctx, stored, { leaks: false, errors: false });
+    if (rebuild || cmp.rebuild || ctx.res.corruptions > 0 || ctx.res.checkErrors > 0) throw new CheckAbort('');
+    const refcountStructure: number[] = [];
+    for (let i = 0; i < layout.reftableClusters; i++) refcountStructure.push(layout.reftableOffset + i * ctx.cs);
+    for (let i = 0; i < stored.entries; i++) {
+      const p = stored.pointer(i);
+      if (p.kind === 'block') refcountStructure.push(p.offset);
+    }
+    return { refs: ctx.refs, refcountStructure };
+  } catch (err) {
+    if (!(err instanceof CheckAbort)) throw err;
+    throw new VdiskError('ECORRUPT', 'The image has errors; repair it first (vdisk check -r all)');
+  }
+}
+
+async function readHead(file: BlockDriver): Promise<Buffer> {
+  const head = Buffer.alloc(Math.min(file.length(), 4096));
+  await file.read(0, head);
+  return head;
 }

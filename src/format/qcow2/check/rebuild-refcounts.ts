@@ -24,7 +24,20 @@ export interface RebuiltTable {
   table: Buffer;
 }
 
-export async function rebuildRefcountStructure(ctx: CheckContext): Promise<RebuiltTable> {
+/** What a rebuild needs: the counts, the file, and the width of the blocks to write. */
+export type RebuildInput = Pick<CheckContext, 'refs' | 'cs' | 'file' | 'writeSync'> & {
+  g: Pick<CheckContext['g'], 'refcountBlockEntries'>;
+};
+
+/**
+ * Writes a new refcount structure for the counts in `ctx.refs` after the end of the file, then
+ * switches the header to it: by default the table's offset and size; `switchTo` may write more
+ * with them in the same sector (a new refcount width).
+ */
+export async function rebuildRefcountStructure(
+  ctx: RebuildInput,
+  switchTo?: (offset: number, clusters: number) => Promise<void>,
+): Promise<RebuiltTable> {
   const refs = ctx.refs;
   const cs = ctx.cs;
   const perBlock = ctx.g.refcountBlockEntries;
@@ -93,6 +106,10 @@ export async function rebuildRefcountStructure(ctx: CheckContext): Promise<Rebui
   });
   await ctx.file.write(offset, table);
   await ctx.file.flush();
+  if (switchTo) {
+    await switchTo(offset, clusters);
+    return { offset, clusters, table };
+  }
   const pointer = Buffer.alloc(12);
   writeU64(pointer, 0, offset, 'refcount table offset');
   pointer.writeUInt32BE(clusters, 8);

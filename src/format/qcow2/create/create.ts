@@ -62,7 +62,7 @@ interface Qcow2CreateSettings {
   backingFormat?: string;
 }
 
-function settingsOf(request: CreateSpec): Qcow2CreateSettings {
+export function settingsOf(request: CreateSpec): Qcow2CreateSettings {
   const o = request.options;
   if (o.data_file !== undefined) throw new VdiskError('ENOTSUP', 'External data files are not supported');
   const clusterSize = Number(o.cluster_size ?? 65536);
@@ -123,8 +123,8 @@ function layoutOf(size: number, s: Qcow2CreateSettings): CreateLayout {
 async function createQcow2(request: CreateRequest): Promise<void> {
   const s = settingsOf(request);
   let size = request.size;
-  if (s.backingFile !== undefined) {
-    // The backing image must open (and gives the size when none was asked for).
+  if (s.backingFile !== undefined && request.backingSize) {
+    // The backing image must open (and gives the size when none was asked for), unless -u.
     const fromBacking = await request.backingSize(s.backingFile, s.backingFormat!).catch((err) => {
       throw new VdiskError(err.code ?? 'EIO', `${err.message}\nCould not open backing image.`, { cause: err });
     });

@@ -71,7 +71,7 @@ export interface CreateLayout {
 }
 
 /** Validates the options as qcow2_co_create does and fills in QEMU's defaults. */
-function normalize(opts: CreateLayoutOptions): Required<CreateLayoutOptions> {
+export function normalize(opts: CreateLayoutOptions): Required<CreateLayoutOptions> {
   const version = opts.version ?? 3;
   const clusterBits = opts.clusterBits ?? 16;
   const refcountOrder = opts.refcountOrder ?? 4;

@@ -6,6 +6,8 @@ import type { DetectZeroes, DiscardMode } from '../nbd/export.js';
 import { serveImage } from '../tools/serve.js';
 import { type CliCommand, type CommandSpec, oneFilename, parseCommandLine, usageError } from './args.js';
 import { commandHelp } from './help.js';
+import { detachOutput, forkServer, isForkedServer, removePidFile, writePidFile } from './serve-daemon.js';
+import { tlsChoice, tlsObjects } from './serve-object.js';
 
 const SPEC: CommandSpec = {
   name: 'serve',
@@ -20,6 +22,11 @@ qemu-img, qemu-io, nbdinfo, nbdcopy and fio --ioengine=nbd take.`,
     cache: { type: 'string', arg: 'MODE', help: 'none, writeback (default), writethrough, directsync, unsafe' },
     nocache: { type: 'boolean', short: 'n', help: 'short for --cache=none' },
     'read-only': { type: 'boolean', short: 'r', help: 'export read-only' },
+    snapshot: {
+      type: 'boolean',
+      short: 's',
+      help: 'serve a temporary qcow2 overlay over the image: writes go to it and are\ndiscarded at exit; the image is not modified',
+    },
     'force-share': {
       type: 'boolean',
       short: 'U',
@@ -55,10 +62,16 @@ qemu-img, qemu-io, nbdinfo, nbdcopy and fio --ioengine=nbd take.`,
       multiple: true,
       help: 'with --confine-backing: an NBD URI the backing chain may still name (repeatable)',
     },
+    object: {
+      type: 'string',
+      arg: 'OBJECTDEF',
+      multiple: true,
+      help: 'tls-creds-x509,id=ID,dir=DIR,endpoint=server[,verify-peer=on|off]: TLS\ncredentials for --tls-creds ID, as qemu-nbd takes them (repeatable)',
+    },
     'tls-creds': {
       type: 'string',
-      arg: 'DIR',
-      help: 'require TLS; DIR holds ca-cert.pem, server-cert.pem, server-key.pem',
+      arg: 'ID',
+      help: 'require TLS with the credentials of --object ID; without --object, ID may be a\ndirectory holding ca-cert.pem, server-cert.pem, server-key.pem',
     },
     'tls-verify-peer': {
       type: 'string',
@@ -72,6 +85,8 @@ qemu-img, qemu-io, nbdinfo, nbdcopy and fio --ioengine=nbd take.`,
       hidden: true,
       help: 'seconds a client has to finish the handshake (default 10)',
     },
+    fork: { type: 'boolean', help: 'run the server in the background; return once it listens' },
+    'pid-file': { type: 'string', arg: 'PATH', help: "write the server's process id to PATH (removed when it exits)" },
     verbose: { type: 'boolean', short: 'v', help: 'report dropped clients and failed handshakes on stderr' },
   },
   notes: `
@@ -104,13 +119,26 @@ export const serveCommand: CliCommand = {
     if (verifyPeer !== 'on' && verifyPeer !== 'off') {
       throw usageError('serve', `Invalid --tls-verify-peer value: ${verifyPeer} (use on or off)`);
     }
+    const tls = tlsChoice(
+      values['tls-creds'] as string | undefined,
+      tlsObjects((values.object as string[] | undefined) ?? []),
+      verifyPeer === 'on',
+    );
+    if (values.fork) return forkServer(args, streams);
+    const forked = isForkedServer();
+    let detached = false;
+    const say = (text: string) => {
+      if (!detached) streams.err(text);
+    };
     const verbose = Boolean(values.verbose);
+    const pidFile = values['pid-file'] as string | undefined;
     const handle = await serveImage({
       filename,
       format: format === undefined ? 'probe' : formatDefinition(format).name,
       cache: values.nocache ? 'none' : parseCacheModeName((values.cache as string | undefined) ?? 'writeback'),
       readOnly: Boolean(values['read-only']),
       forceShare: Boolean(values['force-share']),
+      snapshot: Boolean(values.snapshot),
       confineBacking: values['confine-backing'] as string | undefined,
       allowBackingUris: (values['allow-backing-uri'] as string[] | undefined) ?? [],
       socket: values.socket as string | undefined,
@@ -123,23 +151,32 @@ export const serveCommand: CliCommand = {
       discard: discard as DiscardMode,
       detectZeroes: detectZeroes as DetectZeroes,
       allocationDepth: Boolean(values['allocation-depth']),
-      tlsCreds: values['tls-creds'] as string | undefined,
-      tlsVerifyPeer: verifyPeer === 'on',
+      tlsCreds: tls?.dir,
+      tlsVerifyPeer: tls?.verifyPeer,
       handshakeTimeout: integer(values['handshake-limit'], 'handshake limit', 1, 86400) ?? 10,
-      log: verbose ? (message) => streams.err(`vdisk serve: ${message}\n`) : undefined,
+      log: verbose ? (message) => say(`vdisk serve: ${message}\n`) : undefined,
     });
     let signals = 0;
     const stop = (signal: NodeJS.Signals) => {
       signals++;
       if (signals > 1) {
         // A second signal: the user does not want to wait for clients.
-        streams.err(`vdisk serve: ${signal} again, exiting without waiting\n`);
-        process.exit(1);
+        say(`vdisk serve: ${signal} again, exiting without waiting\n`);
+        if (pidFile !== undefined) void removePidFile(pidFile).finally(() => process.exit(1));
+        else process.exit(1);
       }
       handle.close().catch(() => {});
     };
     process.on('SIGINT', stop);
     process.on('SIGTERM', stop);
+    if (pidFile !== undefined) {
+      try {
+        await writePidFile(pidFile);
+      } catch (err) {
+        await handle.close().catch(() => {});
+        throw err;
+      }
+    }
     // Only now: a client or test that sees the URI may signal at once.
     if (handle.probedRaw) {
       streams.err(
@@ -147,12 +184,17 @@ export const serveCommand: CliCommand = {
       );
     }
     streams.out(`vdisk serve: listening on ${handle.uri}\n`);
+    if (forked) {
+      detachOutput();
+      detached = true;
+    }
 
     try {
       await handle.closed;
     } finally {
       process.off('SIGINT', stop);
       process.off('SIGTERM', stop);
+      if (pidFile !== undefined) await removePidFile(pidFile);
     }
     return 0;
   },

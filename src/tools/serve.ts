@@ -13,6 +13,7 @@ import { type ListenAddress, NbdServer } from '../nbd/server.js';
 import type { SessionLimits } from '../nbd/session.js';
 import { loadTlsCredentials } from '../nbd/tls.js';
 import { fileName, optionsObject } from './arguments.js';
+import { createSnapshotOverlay } from './serve-snapshot.js';
 
 export interface ServeOptions {
   filename: string;
@@ -44,6 +45,11 @@ export interface ServeOptions {
   detectZeroes?: DetectZeroes;
   /** Offer the qemu:allocation-depth context (qemu-nbd -A). */
   allocationDepth?: boolean;
+  /**
+   * Serve a temporary qcow2 overlay over the image (qemu-nbd -s): writes go to the overlay,
+   * which is discarded when the server stops; the image is never modified.
+   */
+  snapshot?: boolean;
   /** A directory with ca-cert.pem, server-cert.pem and server-key.pem: TLS is then required. */
   tlsCreds?: string;
   /** Require a client certificate signed by the CA (default true, as QEMU's verify-peer). */
@@ -57,7 +63,7 @@ export interface ServeOptions {
 }
 
 export interface ServeHandle {
-  /** An NBD URI for the export (nbd+unix:///name?socket=… or nbd://host:port/name). */
+  /** An NBD URI for the export (nbd+unix:///name?socket=… or nbd://host:port/name; nbds… with TLS). */
   readonly uri: string;
   readonly address: ListenAddress;
   readonly format: FormatName;
@@ -107,14 +113,24 @@ export async function serveImage(serveOptions: ServeOptions): Promise<ServeHandl
       : undefined;
   const cache = parseCacheMode(options.cache ?? 'writeback');
   const requested = options.format ?? 'probe';
-  const { backend, format } = await openImageWithFormat(options.filename, {
-    format: requested,
-    cache,
-    readOnly: Boolean(options.readOnly),
-    forceShare: options.forceShare,
-    confineBacking: options.confineBacking,
-    allowBackingUris: options.allowBackingUris,
-  });
+  const overlay = options.snapshot
+    ? await createSnapshotOverlay(options.filename, requested, { forceShare: options.forceShare })
+    : undefined;
+  let opened: Awaited<ReturnType<typeof openImageWithFormat>>;
+  try {
+    opened = await openImageWithFormat(overlay?.filename ?? options.filename, {
+      format: overlay ? 'qcow2' : requested,
+      cache,
+      readOnly: Boolean(options.readOnly),
+      forceShare: overlay ? false : options.forceShare,
+      confineBacking: options.confineBacking,
+      allowBackingUris: options.allowBackingUris,
+    });
+  } finally {
+    // Open (or failed): its name goes now, and the data with the server.
+    await overlay?.remove();
+  }
+  const { backend, format } = opened;
 
   let server: NbdServer | undefined;
   let resolveClosed!: () => void;
@@ -168,7 +184,7 @@ export async function serveImage(serveOptions: ServeOptions): Promise<ServeHandl
       options.socket !== undefined ? { socket: options.socket } : { host: options.bind ?? '0.0.0.0', port },
     );
     return {
-      uri: nbdUri(address, exportName),
+      uri: nbdUri(address, exportName, tls !== undefined),
       address,
       format,
       probedRaw: requested === 'probe' && format === 'raw' && !exp.readOnly,
@@ -183,11 +199,12 @@ export async function serveImage(serveOptions: ServeOptions): Promise<ServeHandl
   }
 }
 
-/** The NBD URI (as libnbd and QEMU read it) of an export at an address. */
-export function nbdUri(address: ListenAddress, exportName: string): string {
+/** The NBD URI (as libnbd and QEMU read it) of an export at an address; nbds… when TLS is required. */
+export function nbdUri(address: ListenAddress, exportName: string, tls = false): string {
   const name = encodeURIComponent(exportName).replace(/%2F/g, '/');
+  const scheme = tls ? 'nbds' : 'nbd';
   if ('socket' in address)
-    return `nbd+unix:///${name}?socket=${encodeURIComponent(address.socket).replace(/%2F/g, '/')}`;
+    return `${scheme}+unix:///${name}?socket=${encodeURIComponent(address.socket).replace(/%2F/g, '/')}`;
   const host = address.host.includes(':') ? `[${address.host}]` : address.host;
-  return `nbd://${host}:${address.port}/${name}`;
+  return `${scheme}://${host}:${address.port}/${name}`;
 }

@@ -11,6 +11,7 @@ import { checkCommand } from './check.js';
 import { compareCommand } from './compare.js';
 import { convertCommand } from './convert.js';
 import { createCommand } from './create.js';
+import { ddCommand } from './dd.js';
 import { demoCommand } from './demo.js';
 import { commandHelp, commandSummary } from './help.js';
 import { infoCommand } from './info.js';
@@ -26,6 +27,7 @@ export const COMMANDS: readonly CliCommand[] = [
   checkCommand,
   mapCommand,
   convertCommand,
+  ddCommand,
   compareCommand,
   resizeCommand,
   ioCommand,

@@ -2,9 +2,10 @@
 import { VdiskError } from '../block/errors.js';
 import { formatDefinition } from '../engine/formats.js';
 import { ddImage, MAX_DD_BLOCK_SIZE } from '../tools/dd.js';
-import { INT64_MAX, strtosz } from '../tools/size.js';
+import { INT64_MAX } from '../tools/size.js';
 import { type CliCommand, type CommandSpec, parseCommandLine } from './args.js';
 import { commandHelp } from './help.js';
+import { sizeArgument } from './numbers.js';
 
 const SPEC: CommandSpec = {
   name: 'dd',
@@ -27,22 +28,6 @@ suffixes k, M, G, T, P, E), count=N and skip=N blocks (suffixes too). A skip pas
 the input makes an empty output, with a warning, as in qemu-img.`,
 };
 
-function ddNumber(name: string, text: string): bigint {
-  const parsed = strtosz(text);
-  if (!parsed.ok && parsed.error === 'invalid') {
-    throw new VdiskError(
-      'EINVAL',
-      `Invalid ${name} specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.`,
-    );
-  }
-  const max = name === 'bs' ? BigInt(MAX_DD_BLOCK_SIZE) : INT64_MAX;
-  const min = name === 'bs' ? 1n : 0n;
-  if (!parsed.ok || parsed.value < min || parsed.value > max) {
-    throw new VdiskError('EINVAL', `Invalid ${name} specified. Must be between ${min} and ${max}.`);
-  }
-  return parsed.value;
-}
-
 interface Operands {
   input?: string;
   output?: string;
@@ -61,7 +46,13 @@ function parseOperands(positionals: readonly string[]): Operands {
     if (eq < 0) throw new VdiskError('EINVAL', `unrecognized operand ${key}`);
     if (key === 'if') operands.input = value;
     else if (key === 'of') operands.output = value;
-    else if (key === 'bs' || key === 'count' || key === 'skip') operands[key] = ddNumber(key, value);
+    else if (key === 'bs' || key === 'count' || key === 'skip')
+      operands[key] = sizeArgument(
+        key,
+        value,
+        key === 'bs' ? 1n : 0n,
+        key === 'bs' ? BigInt(MAX_DD_BLOCK_SIZE) : INT64_MAX,
+      );
     else throw new VdiskError('EINVAL', `unrecognized operand ${key}`);
   }
   return operands;

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { isVdiskError } from '../block/errors.js';
 import { formatNames } from '../engine/formats.js';
 import type { CliCommand, CliStreams } from './args.js';
+import { benchCommand } from './bench.js';
 import { checkCommand } from './check.js';
 import { compareCommand } from './compare.js';
 import { convertCommand } from './convert.js';
@@ -32,6 +33,7 @@ export const COMMANDS: readonly CliCommand[] = [
   resizeCommand,
   ioCommand,
   serveCommand,
+  benchCommand,
   studyCommand,
   demoCommand,
 ];

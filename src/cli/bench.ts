@@ -6,7 +6,6 @@ import { benchHeader, benchImage } from '../tools/bench.js';
 import { INT64_MAX } from '../tools/size.js';
 import { formatFixed } from '../util/printf.js';
 import { type CliCommand, type CommandSpec, oneFilename, parseCommandLine } from './args.js';
-import { commandHelp } from './help.js';
 import { parseAio } from './io/open-options.js';
 import { INT_MAX, sizeArgument } from './numbers.js';
 
@@ -103,10 +102,6 @@ export const benchCommand: CliCommand = {
   spec: SPEC,
   async run(args, streams) {
     const { values, positionals } = parseCommandLine(SPEC, args);
-    if (values.help) {
-      streams.out(commandHelp(SPEC));
-      return 0;
-    }
     const options = {
       count: count(values.count, 'request count', 0),
       depth: count(values.depth, 'queue depth', 1),

@@ -4,7 +4,6 @@ import { formatDefinition } from '../engine/formats.js';
 import { convertImage } from '../tools/convert.js';
 import { parseSize } from '../tools/size.js';
 import { type CliCommand, type CommandSpec, parseCommandLine, usageError } from './args.js';
-import { commandHelp } from './help.js';
 import { progressPrinter } from './progress.js';
 
 const SPEC: CommandSpec = {
@@ -53,10 +52,6 @@ export const convertCommand: CliCommand = {
   spec: SPEC,
   async run(args, streams) {
     const { values, positionals } = parseCommandLine(SPEC, args);
-    if (values.help) {
-      streams.out(commandHelp(SPEC));
-      return 0;
-    }
     if (positionals.length !== 2) throw usageError('convert', 'Expecting one source and one target file name');
     const [source, target] = positionals as [string, string];
     const targetCache = values.cache === undefined ? undefined : parseCacheModeName(values.cache as string);

@@ -4,7 +4,6 @@ import { formatDefinition } from '../engine/formats.js';
 import { ddImage, MAX_DD_BLOCK_SIZE } from '../tools/dd.js';
 import { INT64_MAX } from '../tools/size.js';
 import { type CliCommand, type CommandSpec, parseCommandLine } from './args.js';
-import { commandHelp } from './help.js';
 import { sizeArgument } from './numbers.js';
 
 const SPEC: CommandSpec = {
@@ -62,10 +61,6 @@ export const ddCommand: CliCommand = {
   spec: SPEC,
   async run(args, streams) {
     const { values, positionals } = parseCommandLine(SPEC, args);
-    if (values.help) {
-      streams.out(commandHelp(SPEC));
-      return 0;
-    }
     const operands = parseOperands(positionals);
     if (!operands.input || !operands.output) {
       throw new VdiskError('EINVAL', 'Must specify both input and output files');

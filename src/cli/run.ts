@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { isVdiskError } from '../block/errors.js';
 import { formatNames } from '../engine/formats.js';
-import type { CliCommand, CliStreams } from './args.js';
+import { type CliCommand, type CliStreams, parseCommandLine } from './args.js';
 import { benchCommand } from './bench.js';
 import { checkCommand } from './check.js';
 import { compareCommand } from './compare.js';
@@ -63,7 +63,8 @@ ${lines}
   vdisk --version          the version
 
 Sizes take the suffixes k, M, G, T, P, E (powers of 1024). Formats: ${formatNames().join(', ')}.
-Errors are one line on stderr and exit status 1; set VDISK_DEBUG=1 for stack traces.
+Errors are one line on stderr and exit status 1 (check, compare and io say more in their --help);
+set VDISK_DEBUG=1 for stack traces.
 `;
 }
 
@@ -97,6 +98,11 @@ export async function runCli(argv: readonly string[], streams: CliStreams = stdi
     if (!command) {
       streams.err(`vdisk: Command not found: ${name} (see 'vdisk --help')\n`);
       return 1;
+    }
+    // Every command's help comes from its spec, whatever else the command line says.
+    if (parseCommandLine(command.spec, rest).values.help) {
+      streams.out(commandHelp(command.spec));
+      return 0;
     }
     return await command.run(rest, streams);
   } catch (err) {

@@ -5,7 +5,6 @@ import { formatDefinition } from '../engine/formats.js';
 import type { DetectZeroes, DiscardMode } from '../nbd/export.js';
 import { serveImage } from '../tools/serve.js';
 import { type CliCommand, type CommandSpec, oneFilename, parseCommandLine, usageError } from './args.js';
-import { commandHelp } from './help.js';
 import { detachOutput, forkServer, isForkedServer, removePidFile, writePidFile } from './serve-daemon.js';
 import { tlsChoice, tlsObjects } from './serve-object.js';
 
@@ -76,13 +75,11 @@ qemu-img, qemu-io, nbdinfo, nbdcopy and fio --ioengine=nbd take.`,
     'tls-verify-peer': {
       type: 'string',
       arg: 'on|off',
-      hidden: true,
       help: 'require a client certificate signed by the CA (default on)',
     },
     'handshake-limit': {
       type: 'string',
       arg: 'N',
-      hidden: true,
       help: 'seconds a client has to finish the handshake (default 10)',
     },
     fork: { type: 'boolean', help: 'run the server in the background; return once it listens' },
@@ -98,10 +95,6 @@ export const serveCommand: CliCommand = {
   spec: SPEC,
   async run(args, streams) {
     const { values, positionals } = parseCommandLine(SPEC, args);
-    if (values.help) {
-      streams.out(commandHelp(SPEC));
-      return 0;
-    }
     const filename = oneFilename('serve', positionals);
     const format = values.format as string | undefined;
     if (values['force-share'] && !values['read-only']) {

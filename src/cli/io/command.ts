@@ -1,8 +1,7 @@
 /** `vdisk io`: qemu-io's arguments; the commands themselves are session.ts and commands-*.ts. */
 import readline from 'node:readline';
 import { type CliCommand, type CommandSpec, parseCommandLine, usageError } from '../args.js';
-import { commandHelp } from '../help.js';
-import { ioOpenRequest } from './open-options.js';
+import { IO_DEFAULT_CACHE, ioOpenRequest } from './open-options.js';
 import { IoSession } from './session.js';
 
 const SPEC: CommandSpec = {
@@ -31,7 +30,7 @@ are read from standard input, one per line. Without a file name, the first comma
       type: 'string',
       short: 't',
       arg: 'cache',
-      help: 'none, writeback, writethrough (the default, as in qemu-io), directsync, unsafe',
+      help: `none, writeback, writethrough, directsync, unsafe (default ${IO_DEFAULT_CACHE}, as in qemu-io)`,
     },
     nocache: { type: 'boolean', short: 'n', help: 'short for -t none' },
     discard: {
@@ -69,17 +68,16 @@ Offsets and lengths take the suffixes k, M, G, T, P, E.
 
 -i: vdisk's file I/O runs on libuv's thread pool whatever -i says ('threads' is what it does);
 libuv uses io_uring for it when Node starts with UV_USE_IO_URING=1 in the environment.`,
-  exitStatus: '0 every command succeeded, 1 a command failed or the image could not be opened',
+  exitStatus: [
+    [0, 'every command succeeded (aio requests count once submitted, as in qemu-io)'],
+    [1, 'a command failed or the image could not be opened'],
+  ],
 };
 
 export const ioCommand: CliCommand = {
   spec: SPEC,
   async run(args, streams) {
     const { values, positionals } = parseCommandLine(SPEC, args);
-    if (values.help) {
-      streams.out(commandHelp(SPEC));
-      return 0;
-    }
     if (positionals.length > 1) throw usageError('io', 'Expecting at most one image file name');
     const request = ioOpenRequest({
       format: values.format as string | undefined,

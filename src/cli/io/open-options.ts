@@ -8,6 +8,9 @@ import { VdiskError } from '../../block/errors.js';
 import { formatDefinition } from '../../engine/formats.js';
 import { openImageWithFormat } from '../../engine/open.js';
 
+/** qemu-io's default cache mode: every write is durable before it is reported. */
+export const IO_DEFAULT_CACHE = 'writethrough';
+
 /** qemu-io's AIO back ends; vdisk runs every one on libuv's file I/O (see `vdisk io --help`). */
 export const AIO_MODES = ['threads', 'native', 'io_uring'] as const;
 export type AioMode = (typeof AIO_MODES)[number];
@@ -54,7 +57,7 @@ export function parseAio(text: string, cache: CacheMode): AioMode {
 
 /** Checks the options as qemu-io does; the default cache is writethrough, as in qemu-io. */
 export function ioOpenRequest(text: IoOpenText): IoOpenRequest {
-  const cache = text.nocache ? cacheMode('none') : parseCacheMode(text.cache ?? 'writethrough');
+  const cache = text.nocache ? cacheMode('none') : parseCacheMode(text.cache ?? IO_DEFAULT_CACHE);
   return {
     format: text.format === undefined ? undefined : formatDefinition(text.format).name,
     cache,

@@ -1,6 +1,6 @@
 /**
- * qemu-nbd's --fork and --pid-file. --fork starts `vdisk serve` again, without --fork, in its
- * own session with its output piped to this process: its error messages are passed on, and
+ * qemu-nbd's --fork and --pid-file. --fork starts `vdisk serve` again with the same arguments,
+ * marked in its environment as the forked server (which then ignores --fork), in its own session with its output piped to this process: its error messages are passed on, and
  * this process exits once the server prints that it listens (status 0), or with the server's
  * status if it fails first. From then on the server writes nothing (qemu-nbd's daemon sends
  * its output to /dev/null).
@@ -28,7 +28,7 @@ export function detachOutput(): void {
 
 export function forkServer(args: readonly string[], streams: CliStreams): Promise<number> {
   const main = fileURLToPath(new URL('./main.js', import.meta.url));
-  const child = spawn(process.execPath, [main, 'serve', ...args.filter((arg) => arg !== '--fork')], {
+  const child = spawn(process.execPath, [main, 'serve', ...args], {
     detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, [DAEMON_ENV]: '1' },

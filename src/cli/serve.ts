@@ -117,8 +117,8 @@ export const serveCommand: CliCommand = {
       tlsObjects((values.object as string[] | undefined) ?? []),
       verifyPeer === 'on',
     );
-    if (values.fork) return forkServer(args, streams);
     const forked = isForkedServer();
+    if (values.fork && !forked) return forkServer(args, streams);
     let detached = false;
     const say = (text: string) => {
       if (!detached) streams.err(text);

@@ -3,7 +3,6 @@ import { amendImage, amendOptionHelp } from '../tools/amend.js';
 import { hasHelpOption, joinOptionLists } from '../tools/options.js';
 import { type CliCommand, type CommandSpec, oneFilename, parseCommandLine } from './args.js';
 import { formatOption } from './format-option.js';
-import { commandHelp } from './help.js';
 import { progressPrinter } from './progress.js';
 
 const SPEC: CommandSpec = {
@@ -35,10 +34,6 @@ export const amendCommand: CliCommand = {
   spec: SPEC,
   async run(args, streams) {
     const { values, positionals } = parseCommandLine(SPEC, args);
-    if (values.help) {
-      streams.out(commandHelp(SPEC));
-      return 0;
-    }
     const lists = (values.options as string[] | undefined) ?? [];
     const text = joinOptionLists(lists);
     if (text !== '' && hasHelpOption(text)) {

@@ -15,8 +15,6 @@ export interface OptionSpec {
   arg?: string;
   /** One line (or a few) for the command's option list. */
   help: string;
-  /** Listed with the options but left out of the usage line (rarely needed). */
-  hidden?: boolean;
 }
 
 export type OptionSpecs = Record<string, OptionSpec>;
@@ -36,9 +34,14 @@ export interface CommandSpec {
   options: OptionSpecs;
   /** Text after the option list (commands, workloads). */
   notes?: string;
-  /** The exit status and what it means; default: 0 success, 1 failure. */
-  exitStatus?: string;
+  /** Each exit status and what it means; default: 0 success, 1 failure (DEFAULT_EXIT_STATUS). */
+  exitStatus?: ReadonlyArray<readonly [number, string]>;
 }
+
+export const DEFAULT_EXIT_STATUS: ReadonlyArray<readonly [number, string]> = [
+  [0, 'success'],
+  [1, 'failure (one line on stderr says why)'],
+];
 
 export interface ParsedArgs {
   values: Record<string, string | boolean | string[] | undefined>;

@@ -4,7 +4,6 @@ import { formatDefinition } from '../engine/formats.js';
 import { type BitmapAction, changeBitmap } from '../tools/bitmap.js';
 import { parseSize } from '../tools/size.js';
 import { type CliCommand, type CommandSpec, parseCommandLine } from './args.js';
-import { commandHelp } from './help.js';
 
 const SPEC: CommandSpec = {
   name: 'bitmap',
@@ -32,7 +31,10 @@ vdisk convert --bitmaps).`,
     'source-format': { type: 'string', short: 'F', arg: 'SOURCE_FMT', help: 'the format of SOURCE_FILE' },
     format: { type: 'string', short: 'f', arg: 'fmt', help: 'image format; without it the format is probed' },
   },
-  exitStatus: '0 every operation succeeded, 1 an operation failed or the image could not be opened',
+  exitStatus: [
+    [0, 'every operation succeeded'],
+    [1, 'an operation failed or the image could not be opened'],
+  ],
 };
 
 const OPERATIONS = new Set(['add', 'remove', 'clear', 'enable', 'disable', 'merge']);
@@ -48,12 +50,8 @@ function granularityOf(value: unknown): number | undefined {
 
 export const bitmapCommand: CliCommand = {
   spec: SPEC,
-  async run(args, streams) {
+  async run(args) {
     const { values, positionals, order } = parseCommandLine(SPEC, args);
-    if (values.help) {
-      streams.out(commandHelp(SPEC));
-      return 0;
-    }
     const sourceFile = values['source-file'] as string | undefined;
     const sourceFormat = values['source-format'] as string | undefined;
     const merges = order.includes('merge');

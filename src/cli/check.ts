@@ -3,7 +3,6 @@ import { VdiskError } from '../block/errors.js';
 import { formatDefinition } from '../engine/formats.js';
 import { checkExitCode, checkImage } from '../tools/check.js';
 import { type CliCommand, type CommandSpec, oneFilename, outputFormat, parseCommandLine } from './args.js';
-import { commandHelp } from './help.js';
 import { formatCheckHuman, formatCheckJson, formatRepairedHuman } from './render/check.js';
 
 const SPEC: CommandSpec = {
@@ -34,18 +33,19 @@ an image you care about.`,
       help: 'check an image another process holds, without the image lock (not with -r)',
     },
   },
-  exitStatus:
-    '0 no errors, 1 the check could not be completed, 2 the image is corrupted,\n3 leaked clusters only, 63 the format has no checks (raw)',
+  exitStatus: [
+    [0, 'no errors'],
+    [1, 'the check could not be completed'],
+    [2, 'the image is corrupted'],
+    [3, 'leaked clusters only'],
+    [63, 'the format has no checks (raw)'],
+  ],
 };
 
 export const checkCommand: CliCommand = {
   spec: SPEC,
   async run(args, streams) {
     const { values, positionals } = parseCommandLine(SPEC, args);
-    if (values.help) {
-      streams.out(commandHelp(SPEC));
-      return 0;
-    }
     const repair = values.repair as string | undefined;
     if (repair !== undefined && repair !== 'leaks' && repair !== 'all') {
       throw new VdiskError('EINVAL', `Unknown option value for -r (expecting 'leaks' or 'all'): ${repair}`);

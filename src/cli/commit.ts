@@ -3,7 +3,6 @@ import { parseCacheModeName } from '../block/cache-mode.js';
 import { commitImage } from '../tools/chain/commit.js';
 import { type CliCommand, type CommandSpec, oneFilename, parseCommandLine } from './args.js';
 import { formatOption } from './format-option.js';
-import { commandHelp } from './help.js';
 import { progressPrinter } from './progress.js';
 
 const SPEC: CommandSpec = {
@@ -36,10 +35,6 @@ export const commitCommand: CliCommand = {
   spec: SPEC,
   async run(args, streams) {
     const { values, positionals } = parseCommandLine(SPEC, args);
-    if (values.help) {
-      streams.out(commandHelp(SPEC));
-      return 0;
-    }
     const filename = oneFilename('commit', positionals);
     const quiet = Boolean(values.quiet);
     const progress = values.progress && !quiet ? progressPrinter(streams) : undefined;

@@ -4,7 +4,6 @@ import { isVdiskError } from '../block/errors.js';
 import { formatDefinition } from '../engine/formats.js';
 import { compareImages } from '../tools/compare.js';
 import { type CliCommand, type CommandSpec, parseCommandLine, usageError } from './args.js';
-import { commandHelp } from './help.js';
 import { progressPrinter } from './progress.js';
 import { describeCompare } from './render/compare.js';
 
@@ -29,17 +28,17 @@ named. Ranges both images report as zeros are not read.`,
     quiet: { type: 'boolean', short: 'q', help: 'quiet: print nothing, only set the exit status' },
     'force-share': { type: 'boolean', short: 'U', help: 'read images another process holds, without the image lock' },
   },
-  exitStatus: '0 identical, 1 different, 2 an image could not be opened or read',
+  exitStatus: [
+    [0, 'identical'],
+    [1, 'different'],
+    [2, 'an image could not be opened or read'],
+  ],
 };
 
 export const compareCommand: CliCommand = {
   spec: SPEC,
   async run(args, streams) {
     const { values, positionals } = parseCommandLine(SPEC, args);
-    if (values.help) {
-      streams.out(commandHelp(SPEC));
-      return 0;
-    }
     if (positionals.length !== 2) throw usageError('compare', 'Expecting two image file names');
     const fmt = (v: unknown) => (v === undefined ? 'probe' : formatDefinition(v as string).name);
     const progress = values.progress && !values.quiet ? progressPrinter(streams) : undefined;

@@ -5,7 +5,6 @@ import { convertImage } from '../tools/convert.js';
 import { parseSize } from '../tools/size.js';
 import { parseSnapshotParam } from '../tools/snapshot-param.js';
 import { type CliCommand, type CommandSpec, parseCommandLine, usageError } from './args.js';
-import { commandHelp } from './help.js';
 import { progressPrinter } from './progress.js';
 
 const SPEC: CommandSpec = {
@@ -85,10 +84,6 @@ export const convertCommand: CliCommand = {
   spec: SPEC,
   async run(args, streams) {
     const { values, positionals } = parseCommandLine(SPEC, args);
-    if (values.help) {
-      streams.out(commandHelp(SPEC));
-      return 0;
-    }
     if (positionals.length < 2) throw usageError('convert', 'Expecting a source and a target file name');
     const sources = positionals.slice(0, -1);
     const target = positionals[positionals.length - 1]!;

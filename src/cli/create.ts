@@ -3,7 +3,6 @@ import { createOptionHelp, executeCreate, planCreateWithBacking } from '../tools
 import { hasHelpOption, joinOptionLists } from '../tools/options.js';
 import { formatFixed } from '../util/printf.js';
 import { type CliCommand, type CommandSpec, parseCommandLine, usageError } from './args.js';
-import { commandHelp } from './help.js';
 
 const SPEC: CommandSpec = {
   name: 'create',
@@ -50,10 +49,6 @@ export const createCommand: CliCommand = {
   spec: SPEC,
   async run(args, streams) {
     const { values, positionals } = parseCommandLine(SPEC, args);
-    if (values.help) {
-      streams.out(commandHelp(SPEC));
-      return 0;
-    }
     const format = (values.format as string | undefined) ?? 'raw';
     const optionLists = [...((values.options as string[] | undefined) ?? [])];
     // -b and -F are spellings of the backing_file and backing_fmt options, as in qemu-img.

@@ -2,7 +2,6 @@
 import { parsePreallocation } from '../block/preallocation.js';
 import { type CliCommand, type CommandSpec, parseCommandLine, usageError } from './args.js';
 import { runDemo } from './demo-walk.js';
-import { commandHelp } from './help.js';
 
 const SPEC: CommandSpec = {
   name: 'demo',
@@ -23,10 +22,6 @@ export const demoCommand: CliCommand = {
   spec: SPEC,
   async run(args, streams) {
     const { values, positionals } = parseCommandLine(SPEC, args);
-    if (values.help) {
-      streams.out(commandHelp(SPEC));
-      return 0;
-    }
     if (positionals.length > 0) throw usageError('demo', `Unexpected argument: ${positionals[0]}`);
     const prealloc = values.prealloc === undefined ? undefined : parsePreallocation(values.prealloc as string);
     await runDemo({

@@ -1,5 +1,5 @@
 /** A command's help text and its line in `vdisk --help`, made from its CommandSpec. */
-import type { CommandSpec, OptionSpec } from './args.js';
+import { type CommandSpec, DEFAULT_EXIT_STATUS, type OptionSpec } from './args.js';
 
 const WIDTH = 100;
 
@@ -10,9 +10,7 @@ function optionName(name: string, o: OptionSpec): string {
 
 /** The options and operands of the usage line, wrapped under the command name. */
 export function usageLine(spec: CommandSpec): string {
-  const words = Object.entries(spec.options)
-    .filter(([, o]) => !o.hidden)
-    .map(([name, o]) => `[${optionName(name, o)}]${o.multiple ? '...' : ''}`);
+  const words = Object.entries(spec.options).map(([name, o]) => `[${optionName(name, o)}]${o.multiple ? '...' : ''}`);
   words.push(spec.operands);
   const head = `usage: vdisk ${spec.name} `;
   const lines: string[] = [];
@@ -49,7 +47,10 @@ function optionList(spec: CommandSpec): string {
 export function commandHelp(spec: CommandSpec): string {
   let text = `${usageLine(spec)}\n\n${spec.description.trim()}\n\n${optionList(spec)}\n`;
   if (spec.notes) text += `\n${spec.notes.trim()}\n`;
-  text += `\nExit status: ${spec.exitStatus ?? '0 success, 1 failure (one line on stderr says why)'}.\n`;
+  const status = (spec.exitStatus ?? DEFAULT_EXIT_STATUS).map(
+    ([code, meaning]) => `  ${String(code).padEnd(3)} ${meaning}`,
+  );
+  text += `\nExit status:\n${status.join('\n')}\n`;
   return text;
 }
 

@@ -2,7 +2,6 @@
 import { formatDefinition } from '../engine/formats.js';
 import { imageChainInfo, imageInfo } from '../tools/info.js';
 import { type CliCommand, type CommandSpec, oneFilename, outputFormat, parseCommandLine } from './args.js';
-import { commandHelp } from './help.js';
 import { formatChainJson, formatInfoHuman, formatInfoJson } from './render/info.js';
 
 const SPEC: CommandSpec = {
@@ -28,10 +27,6 @@ export const infoCommand: CliCommand = {
   spec: SPEC,
   async run(args, streams) {
     const { values, positionals } = parseCommandLine(SPEC, args);
-    if (values.help) {
-      streams.out(commandHelp(SPEC));
-      return 0;
-    }
     const output = outputFormat(values.output);
     const filename = oneFilename('info', positionals);
     const format = values.format as string | undefined;

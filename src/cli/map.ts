@@ -4,7 +4,6 @@ import { formatDefinition } from '../engine/formats.js';
 import { mapImage } from '../tools/map.js';
 import { parseSize } from '../tools/size.js';
 import { type CliCommand, type CommandSpec, oneFilename, outputFormat, parseCommandLine } from './args.js';
-import { commandHelp } from './help.js';
 import { formatMapHuman, formatMapJson } from './render/map.js';
 
 const SPEC: CommandSpec = {
@@ -31,10 +30,6 @@ export const mapCommand: CliCommand = {
   spec: SPEC,
   async run(args, streams) {
     const { values, positionals } = parseCommandLine(SPEC, args);
-    if (values.help) {
-      streams.out(commandHelp(SPEC));
-      return 0;
-    }
     const output = outputFormat(values.output);
     const start =
       values['start-offset'] === undefined ? undefined : parseSize(values['start-offset'] as string, 'start offset');

@@ -2,7 +2,6 @@
 import { measureImage } from '../tools/measure.js';
 import { type CliCommand, type CommandSpec, outputFormat, parseCommandLine, usageError } from './args.js';
 import { formatOption } from './format-option.js';
-import { commandHelp } from './help.js';
 import { toQemuJson } from './render/qemu-json.js';
 
 const SPEC: CommandSpec = {
@@ -36,10 +35,6 @@ export const measureCommand: CliCommand = {
   spec: SPEC,
   async run(args, streams) {
     const { values, positionals } = parseCommandLine(SPEC, args);
-    if (values.help) {
-      streams.out(commandHelp(SPEC));
-      return 0;
-    }
     const output = outputFormat(values.output);
     if (positionals.length > 1) throw usageError('measure', 'Expecting one image file name');
     const result = await measureImage({

@@ -3,7 +3,6 @@ import { parseCacheModeName } from '../block/cache-mode.js';
 import { rebaseImage } from '../tools/chain/rebase.js';
 import { type CliCommand, type CommandSpec, oneFilename, parseCommandLine, usageError } from './args.js';
 import { formatOption } from './format-option.js';
-import { commandHelp } from './help.js';
 import { progressPrinter } from './progress.js';
 
 const SPEC: CommandSpec = {
@@ -43,10 +42,6 @@ export const rebaseCommand: CliCommand = {
   spec: SPEC,
   async run(args, streams) {
     const { values, positionals } = parseCommandLine(SPEC, args);
-    if (values.help) {
-      streams.out(commandHelp(SPEC));
-      return 0;
-    }
     const filename = oneFilename('rebase', positionals);
     const backing = values.backing as string | undefined;
     if (backing === undefined && !values.unsafe) {

@@ -3,7 +3,6 @@ import { parsePreallocation } from '../block/preallocation.js';
 import { formatDefinition } from '../engine/formats.js';
 import { resizeImage } from '../tools/resize.js';
 import { type CliCommand, type CommandSpec, parseCommandLine, usageError } from './args.js';
-import { commandHelp } from './help.js';
 
 const SPEC: CommandSpec = {
   name: 'resize',
@@ -29,10 +28,6 @@ export const resizeCommand: CliCommand = {
   spec: SPEC,
   async run(args, streams) {
     const { values, positionals } = parseCommandLine(SPEC, args);
-    if (values.help) {
-      streams.out(commandHelp(SPEC));
-      return 0;
-    }
     if (positionals.length !== 2) throw usageError('resize', 'Expecting a file name and a size');
     const [filename, size] = positionals as [string, string];
     const format = values.format as string | undefined;

@@ -7,13 +7,15 @@ import { readFileSync } from 'node:fs';
 import { isVdiskError } from '../block/errors.js';
 import { formatNames } from '../engine/formats.js';
 import { amendCommand } from './amend.js';
-import type { CliCommand, CliStreams } from './args.js';
+import { type CliCommand, type CliStreams, parseCommandLine } from './args.js';
+import { benchCommand } from './bench.js';
 import { bitmapCommand } from './bitmap.js';
 import { checkCommand } from './check.js';
 import { commitCommand } from './commit.js';
 import { compareCommand } from './compare.js';
 import { convertCommand } from './convert.js';
 import { createCommand } from './create.js';
+import { ddCommand } from './dd.js';
 import { demoCommand } from './demo.js';
 import { commandHelp, commandSummary } from './help.js';
 import { infoCommand } from './info.js';
@@ -32,6 +34,7 @@ export const COMMANDS: readonly CliCommand[] = [
   checkCommand,
   mapCommand,
   convertCommand,
+  ddCommand,
   compareCommand,
   resizeCommand,
   snapshotCommand,
@@ -42,6 +45,7 @@ export const COMMANDS: readonly CliCommand[] = [
   measureCommand,
   ioCommand,
   serveCommand,
+  benchCommand,
   studyCommand,
   demoCommand,
 ];
@@ -71,7 +75,8 @@ ${lines}
   vdisk --version          the version
 
 Sizes take the suffixes k, M, G, T, P, E (powers of 1024). Formats: ${formatNames().join(', ')}.
-Errors are one line on stderr and exit status 1; set VDISK_DEBUG=1 for stack traces.
+Errors are one line on stderr and exit status 1 (check, compare and io say more in their --help);
+set VDISK_DEBUG=1 for stack traces.
 `;
 }
 
@@ -105,6 +110,11 @@ export async function runCli(argv: readonly string[], streams: CliStreams = stdi
     if (!command) {
       streams.err(`vdisk: Command not found: ${name} (see 'vdisk --help')\n`);
       return 1;
+    }
+    // Every command's help comes from its spec, whatever else the command line says.
+    if (parseCommandLine(command.spec, rest).values.help) {
+      streams.out(commandHelp(command.spec));
+      return 0;
     }
     return await command.run(rest, streams);
   } catch (err) {

@@ -6,7 +6,8 @@ import type { DetectZeroes, DiscardMode } from '../nbd/export.js';
 import { serveImage } from '../tools/serve.js';
 import { parseSnapshotParam } from '../tools/snapshot-param.js';
 import { type CliCommand, type CommandSpec, oneFilename, parseCommandLine, usageError } from './args.js';
-import { commandHelp } from './help.js';
+import { detachOutput, forkServer, isForkedServer, removePidFile, writePidFile } from './serve-daemon.js';
+import { tlsChoice, tlsObjects } from './serve-object.js';
 
 const SPEC: CommandSpec = {
   name: 'serve',
@@ -26,6 +27,11 @@ qemu-img, qemu-io, nbdinfo, nbdcopy and fio --ioengine=nbd take.`,
       short: 'l',
       arg: 'SNAPSHOT_PARAM',
       help: "export an internal snapshot, read-only: 'snapshot.id=ID,snapshot.name=NAME' or an id or name",
+    },
+    snapshot: {
+      type: 'boolean',
+      short: 's',
+      help: 'serve a temporary qcow2 overlay over the image: writes go to it and are\ndiscarded at exit; the image is not modified',
     },
     'force-share': {
       type: 'boolean',
@@ -69,23 +75,29 @@ qemu-img, qemu-io, nbdinfo, nbdcopy and fio --ioengine=nbd take.`,
       multiple: true,
       help: 'with --confine-backing: an NBD URI the backing chain may still name (repeatable)',
     },
+    object: {
+      type: 'string',
+      arg: 'OBJECTDEF',
+      multiple: true,
+      help: 'tls-creds-x509,id=ID,dir=DIR,endpoint=server[,verify-peer=on|off]: TLS\ncredentials for --tls-creds ID, as qemu-nbd takes them (repeatable)',
+    },
     'tls-creds': {
       type: 'string',
-      arg: 'DIR',
-      help: 'require TLS; DIR holds ca-cert.pem, server-cert.pem, server-key.pem',
+      arg: 'ID',
+      help: 'require TLS with the credentials of --object ID; without --object, ID may be a\ndirectory holding ca-cert.pem, server-cert.pem, server-key.pem',
     },
     'tls-verify-peer': {
       type: 'string',
       arg: 'on|off',
-      hidden: true,
       help: 'require a client certificate signed by the CA (default on)',
     },
     'handshake-limit': {
       type: 'string',
       arg: 'N',
-      hidden: true,
       help: 'seconds a client has to finish the handshake (default 10)',
     },
+    fork: { type: 'boolean', help: 'run the server in the background; return once it listens' },
+    'pid-file': { type: 'string', arg: 'PATH', help: "write the server's process id to PATH (removed when it exits)" },
     verbose: { type: 'boolean', short: 'v', help: 'report dropped clients and failed handshakes on stderr' },
   },
   notes: `
@@ -97,10 +109,6 @@ export const serveCommand: CliCommand = {
   spec: SPEC,
   async run(args, streams) {
     const { values, positionals } = parseCommandLine(SPEC, args);
-    if (values.help) {
-      streams.out(commandHelp(SPEC));
-      return 0;
-    }
     const filename = oneFilename('serve', positionals);
     const format = values.format as string | undefined;
     if (values['force-share'] && !values['read-only'] && values['load-snapshot'] === undefined) {
@@ -118,7 +126,19 @@ export const serveCommand: CliCommand = {
     if (verifyPeer !== 'on' && verifyPeer !== 'off') {
       throw usageError('serve', `Invalid --tls-verify-peer value: ${verifyPeer} (use on or off)`);
     }
+    const tls = tlsChoice(
+      values['tls-creds'] as string | undefined,
+      tlsObjects((values.object as string[] | undefined) ?? []),
+      verifyPeer === 'on',
+    );
+    const forked = isForkedServer();
+    if (values.fork && !forked) return forkServer(args, streams);
+    let detached = false;
+    const say = (text: string) => {
+      if (!detached) streams.err(text);
+    };
     const verbose = Boolean(values.verbose);
+    const pidFile = values['pid-file'] as string | undefined;
     const handle = await serveImage({
       filename,
       format: format === undefined ? 'probe' : formatDefinition(format).name,
@@ -127,6 +147,7 @@ export const serveCommand: CliCommand = {
       snapshot:
         values['load-snapshot'] === undefined ? undefined : parseSnapshotParam(values['load-snapshot'] as string),
       forceShare: Boolean(values['force-share']),
+      temporaryOverlay: Boolean(values.snapshot),
       confineBacking: values['confine-backing'] as string | undefined,
       allowBackingUris: (values['allow-backing-uri'] as string[] | undefined) ?? [],
       socket: values.socket as string | undefined,
@@ -141,23 +162,32 @@ export const serveCommand: CliCommand = {
       allocationDepth: Boolean(values['allocation-depth']),
       // qemu-nbd keeps its -B list last first: the contexts are listed, and numbered, in that order.
       bitmaps: [...((values.bitmap as string[] | undefined) ?? [])].reverse(),
-      tlsCreds: values['tls-creds'] as string | undefined,
-      tlsVerifyPeer: verifyPeer === 'on',
+      tlsCreds: tls?.dir,
+      tlsVerifyPeer: tls?.verifyPeer,
       handshakeTimeout: integer(values['handshake-limit'], 'handshake limit', 1, 86400) ?? 10,
-      log: verbose ? (message) => streams.err(`vdisk serve: ${message}\n`) : undefined,
+      log: verbose ? (message) => say(`vdisk serve: ${message}\n`) : undefined,
     });
     let signals = 0;
     const stop = (signal: NodeJS.Signals) => {
       signals++;
       if (signals > 1) {
         // A second signal: the user does not want to wait for clients.
-        streams.err(`vdisk serve: ${signal} again, exiting without waiting\n`);
-        process.exit(1);
+        say(`vdisk serve: ${signal} again, exiting without waiting\n`);
+        if (pidFile !== undefined) void removePidFile(pidFile).finally(() => process.exit(1));
+        else process.exit(1);
       }
       handle.close().catch(() => {});
     };
     process.on('SIGINT', stop);
     process.on('SIGTERM', stop);
+    if (pidFile !== undefined) {
+      try {
+        await writePidFile(pidFile);
+      } catch (err) {
+        await handle.close().catch(() => {});
+        throw err;
+      }
+    }
     // Only now: a client or test that sees the URI may signal at once.
     if (handle.probedRaw) {
       streams.err(
@@ -165,12 +195,17 @@ export const serveCommand: CliCommand = {
       );
     }
     streams.out(`vdisk serve: listening on ${handle.uri}\n`);
+    if (forked) {
+      detachOutput();
+      detached = true;
+    }
 
     try {
       await handle.closed;
     } finally {
       process.off('SIGINT', stop);
       process.off('SIGTERM', stop);
+      if (pidFile !== undefined) await removePidFile(pidFile);
     }
     return 0;
   },

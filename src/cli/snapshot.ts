@@ -3,7 +3,6 @@ import { VdiskError } from '../block/errors.js';
 import { formatDefinition } from '../engine/formats.js';
 import { applySnapshot, createSnapshot, deleteSnapshot, listSnapshots } from '../tools/snapshot.js';
 import { type CliCommand, type CommandSpec, oneFilename, parseCommandLine, usageError } from './args.js';
-import { commandHelp } from './help.js';
 import { formatSnapshotList } from './render/snapshots.js';
 
 const SPEC: CommandSpec = {
@@ -35,17 +34,16 @@ interrupted by a crash leaves the image as it was before or after, with leaked c
       help: 'list the snapshots of an image another process holds (only with -l)',
     },
   },
-  exitStatus: '0 success, 1 failure (one line on stderr says why: no such snapshot, a format without snapshots)',
+  exitStatus: [
+    [0, 'success'],
+    [1, 'failure (one line on stderr says why: no such snapshot, a format without snapshots)'],
+  ],
 };
 
 export const snapshotCommand: CliCommand = {
   spec: SPEC,
   async run(args, streams) {
     const { values, positionals } = parseCommandLine(SPEC, args);
-    if (values.help) {
-      streams.out(commandHelp(SPEC));
-      return 0;
-    }
     const actions = (['list', 'create', 'apply', 'delete'] as const).filter((a) => values[a] !== undefined);
     if (actions.length > 1) throw usageError('snapshot', "Cannot mix '-l', '-a', '-c', '-d'");
     const filename = oneFilename('snapshot', positionals);

@@ -24,7 +24,6 @@ import { checkServerStudy, runServerStudy } from '../tools/study/server-study.js
 import { formatTable } from '../tools/study/table.js';
 import { WORKLOAD_NAMES, WORKLOADS } from '../tools/study/workloads.js';
 import { type CliCommand, type CliStreams, type CommandSpec, parseCommandLine, usageError } from './args.js';
-import { commandHelp } from './help.js';
 import { progressBar } from './progress.js';
 
 const SPEC: CommandSpec = {
@@ -83,7 +82,7 @@ the two engines in one file), to see whether a ranking repeats.`,
       type: 'boolean',
       help: "print Spearman's ρ between the rankings in the study files A.json and B.json; measure nothing",
     },
-    smoke: { type: 'boolean', hidden: true, help: 'tiny, seconds-long run whose numbers mean nothing (for tests)' },
+    smoke: { type: 'boolean', help: 'tiny, seconds-long run whose numbers mean nothing (for tests)' },
   },
   notes: `Workloads:\n${WORKLOADS.map((w) => `  ${w.name.padEnd(11)} ${w.title}`).join('\n')}`,
 };
@@ -108,10 +107,6 @@ export const studyCommand: CliCommand = {
   spec: SPEC,
   async run(args, streams) {
     const { values, positionals } = parseCommandLine(SPEC, args);
-    if (values.help) {
-      streams.out(commandHelp(SPEC));
-      return 0;
-    }
     if (values.compare) return compare(values, positionals, streams);
     if (positionals.length > 0) throw usageError('study', `Unexpected argument: ${positionals[0]}`);
     if ([values.quick, values.full, values.smoke].filter(Boolean).length > 1) {

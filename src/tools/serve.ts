@@ -13,6 +13,7 @@ import { type ListenAddress, NbdServer } from '../nbd/server.js';
 import type { SessionLimits } from '../nbd/session.js';
 import { loadTlsCredentials } from '../nbd/tls.js';
 import { fileName, optionsObject } from './arguments.js';
+import { createSnapshotOverlay } from './serve-snapshot.js';
 
 export interface ServeOptions {
   filename: string;
@@ -48,6 +49,11 @@ export interface ServeOptions {
   allocationDepth?: boolean;
   /** Persistent dirty bitmaps to offer as qemu:dirty-bitmap:NAME contexts (qemu-nbd -B). */
   bitmaps?: readonly string[];
+  /**
+   * Serve a temporary qcow2 overlay over the image (qemu-nbd -s): writes go to the overlay,
+   * which is discarded when the server stops; the image is never modified.
+   */
+  temporaryOverlay?: boolean;
   /** A directory with ca-cert.pem, server-cert.pem and server-key.pem: TLS is then required. */
   tlsCreds?: string;
   /** Require a client certificate signed by the CA (default true, as QEMU's verify-peer). */
@@ -61,7 +67,7 @@ export interface ServeOptions {
 }
 
 export interface ServeHandle {
-  /** An NBD URI for the export (nbd+unix:///name?socket=… or nbd://host:port/name). */
+  /** An NBD URI for the export (nbd+unix:///name?socket=… or nbd://host:port/name; nbds… with TLS). */
   readonly uri: string;
   readonly address: ListenAddress;
   readonly format: FormatName;
@@ -111,16 +117,29 @@ export async function serveImage(serveOptions: ServeOptions): Promise<ServeHandl
       : undefined;
   const cache = parseCacheMode(options.cache ?? 'writeback');
   const requested = options.format ?? 'probe';
-  const { backend, format } = await openImageWithFormat(options.filename, {
-    format: requested,
-    cache,
-    // A snapshot is exported read-only, as qemu-nbd -l implies -r.
-    readOnly: Boolean(options.readOnly) || options.snapshot !== undefined,
-    forceShare: options.forceShare,
-    snapshot: options.snapshot,
-    confineBacking: options.confineBacking,
-    allowBackingUris: options.allowBackingUris,
-  });
+  if (options.temporaryOverlay && options.snapshot !== undefined) {
+    throw new VdiskError('EINVAL', 'A temporary overlay (-s) and an internal snapshot (-l) cannot be served together');
+  }
+  const overlay = options.temporaryOverlay
+    ? await createSnapshotOverlay(options.filename, requested, { forceShare: options.forceShare })
+    : undefined;
+  let opened: Awaited<ReturnType<typeof openImageWithFormat>>;
+  try {
+    opened = await openImageWithFormat(overlay?.filename ?? options.filename, {
+      format: overlay ? 'qcow2' : requested,
+      cache,
+      // A snapshot is exported read-only, as qemu-nbd -l implies -r.
+      readOnly: Boolean(options.readOnly) || options.snapshot !== undefined,
+      forceShare: overlay ? false : options.forceShare,
+      snapshot: options.snapshot,
+      confineBacking: options.confineBacking,
+      allowBackingUris: options.allowBackingUris,
+    });
+  } finally {
+    // Open (or failed): its name goes now, and the data with the server.
+    await overlay?.remove();
+  }
+  const { backend, format } = opened;
 
   let server: NbdServer | undefined;
   let resolveClosed!: () => void;
@@ -175,7 +194,7 @@ export async function serveImage(serveOptions: ServeOptions): Promise<ServeHandl
       options.socket !== undefined ? { socket: options.socket } : { host: options.bind ?? '0.0.0.0', port },
     );
     return {
-      uri: nbdUri(address, exportName),
+      uri: nbdUri(address, exportName, tls !== undefined),
       address,
       format,
       probedRaw: requested === 'probe' && format === 'raw' && !exp.readOnly,
@@ -190,11 +209,12 @@ export async function serveImage(serveOptions: ServeOptions): Promise<ServeHandl
   }
 }
 
-/** The NBD URI (as libnbd and QEMU read it) of an export at an address. */
-export function nbdUri(address: ListenAddress, exportName: string): string {
+/** The NBD URI (as libnbd and QEMU read it) of an export at an address; nbds… when TLS is required. */
+export function nbdUri(address: ListenAddress, exportName: string, tls = false): string {
   const name = encodeURIComponent(exportName).replace(/%2F/g, '/');
+  const scheme = tls ? 'nbds' : 'nbd';
   if ('socket' in address)
-    return `nbd+unix:///${name}?socket=${encodeURIComponent(address.socket).replace(/%2F/g, '/')}`;
+    return `${scheme}+unix:///${name}?socket=${encodeURIComponent(address.socket).replace(/%2F/g, '/')}`;
   const host = address.host.includes(':') ? `[${address.host}]` : address.host;
-  return `nbd://${host}:${address.port}/${name}`;
+  return `${scheme}://${host}:${address.port}/${name}`;
 }

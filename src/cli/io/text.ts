@@ -126,3 +126,25 @@ export async function timed(op: () => Promise<void>): Promise<number> {
   await op();
   return Number(process.hrtime.bigint() - t0) / 1e9;
 }
+
+/** qemu-io's create_iovec: the lengths of a vectored request; each and their sum fit one request. */
+export function vectorLengths(texts: readonly string[]): number[] {
+  let total = 0;
+  return texts.map((text) => {
+    const length = cvtnum(text);
+    if (length > MAX_REQUEST_BYTES) {
+      throw new CommandError(`Argument '${text}' exceeds maximum size ${MAX_REQUEST_BYTES}`);
+    }
+    total += length;
+    if (total > MAX_REQUEST_BYTES) {
+      throw new CommandError(`The total number of bytes exceed the maximum size ${MAX_REQUEST_BYTES}`);
+    }
+    return length;
+  });
+}
+
+/** qemu-io's pattern check: the line to print when `buf` is not all `pattern`, else undefined. */
+export function patternMismatch(buf: Buffer, pattern: number | undefined, offset: number): string | undefined {
+  if (pattern === undefined || buf.equals(Buffer.alloc(buf.length, pattern))) return undefined;
+  return `Pattern verification failed at offset ${offset}, ${buf.length} bytes\n`;
+}

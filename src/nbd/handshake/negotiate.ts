@@ -49,7 +49,14 @@ export async function negotiate(
   for (;;) {
     const data = await readOption(n);
     const outcome = await answerOption(n, data);
-    if (outcome === 'aborted') return undefined;
+    if (outcome === 'aborted') {
+      if (n.socket !== socket) {
+        // Under TLS the plain socket hears nothing more of the client: it closes with the TLS one.
+        n.socket.once('close', () => socket.destroy());
+        n.socket.end();
+      }
+      return undefined;
+    }
     if (outcome !== 'more') return outcome;
   }
 }

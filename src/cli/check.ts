@@ -4,6 +4,7 @@ import { formatDefinition } from '../engine/formats.js';
 import { checkExitCode, checkImage } from '../tools/check.js';
 import { type CliCommand, type CommandSpec, oneFilename, outputFormat, parseCommandLine } from './args.js';
 import { commandHelp } from './help.js';
+import { NBD_CLIENT_OPTIONS, nbdClientOptions } from './nbd-options.js';
 import { formatCheckHuman, formatCheckJson, formatRepairedHuman } from './render/check.js';
 
 const SPEC: CommandSpec = {
@@ -33,6 +34,7 @@ an image you care about.`,
       short: 'U',
       help: 'check an image another process holds, without the image lock (not with -r)',
     },
+    ...NBD_CLIENT_OPTIONS,
   },
   exitStatus:
     '0 no errors, 1 the check could not be completed, 2 the image is corrupted,\n3 leaked clusters only, 63 the format has no checks (raw)',
@@ -58,6 +60,7 @@ export const checkCommand: CliCommand = {
       format: format === undefined ? 'probe' : formatDefinition(format).name,
       repair,
       forceShare: Boolean(values['force-share']),
+      nbd: nbdClientOptions('check', values),
       onMessage: (line) => streams.err(`${line}\n`),
     });
     if (outcome.unsupported) {

@@ -5,6 +5,7 @@ import { convertImage } from '../tools/convert.js';
 import { parseSize } from '../tools/size.js';
 import { type CliCommand, type CommandSpec, parseCommandLine, usageError } from './args.js';
 import { commandHelp } from './help.js';
+import { NBD_CLIENT_OPTIONS, nbdClientOptions } from './nbd-options.js';
 import { progressPrinter } from './progress.js';
 
 const SPEC: CommandSpec = {
@@ -46,6 +47,7 @@ file of that name as it was.`,
     progress: { type: 'boolean', short: 'p', help: 'show progress' },
     quiet: { type: 'boolean', short: 'q', help: 'quiet: print nothing but errors' },
     'force-share': { type: 'boolean', short: 'U', help: 'read a source another process holds, without the image lock' },
+    ...NBD_CLIENT_OPTIONS,
   },
 };
 
@@ -80,6 +82,7 @@ export const convertCommand: CliCommand = {
       sourceCache,
       noCreate: Boolean(values['no-create']),
       forceShare: Boolean(values['force-share']),
+      nbd: nbdClientOptions('convert', values),
       parallel,
       onProgress: progress?.update,
     }).finally(() => progress?.finish());

@@ -4,6 +4,7 @@ import { hasHelpOption, joinOptionLists } from '../tools/options.js';
 import { formatFixed } from '../util/printf.js';
 import { type CliCommand, type CommandSpec, parseCommandLine, usageError } from './args.js';
 import { commandHelp } from './help.js';
+import { NBD_CLIENT_OPTIONS, nbdClientOptions } from './nbd-options.js';
 
 const SPEC: CommandSpec = {
   name: 'create',
@@ -38,6 +39,7 @@ file, or the old file of that name as it was.`,
     },
     progress: { type: 'boolean', short: 'p', help: 'show progress while preallocating' },
     quiet: { type: 'boolean', short: 'q', help: 'quiet: print nothing but errors' },
+    ...NBD_CLIENT_OPTIONS,
   },
 };
 
@@ -63,7 +65,8 @@ export const createCommand: CliCommand = {
     if (positionals.length === 0) throw usageError('create', 'Expecting image file name');
     if (positionals.length > 2) throw usageError('create', `Unexpected argument: ${positionals[2]}`);
     const [filename, size] = positionals as [string, string | undefined];
-    const plan = await planCreateWithBacking({ filename, format, size, options: optionText });
+    const nbd = nbdClientOptions('create', values);
+    const plan = await planCreateWithBacking({ filename, format, size, options: optionText, ...(nbd ? { nbd } : {}) });
     const quiet = Boolean(values.quiet);
     if (!quiet) streams.out(`${plan.summary}\n`);
     const showProgress = Boolean(values.progress) && !quiet;

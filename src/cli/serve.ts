@@ -6,6 +6,7 @@ import type { DetectZeroes, DiscardMode } from '../nbd/export.js';
 import { serveImage } from '../tools/serve.js';
 import { type CliCommand, type CommandSpec, oneFilename, parseCommandLine, usageError } from './args.js';
 import { commandHelp } from './help.js';
+import { NBD_CLIENT_OPTIONS, nbdClientOptions } from './nbd-options.js';
 
 const SPEC: CommandSpec = {
   name: 'serve',
@@ -73,6 +74,7 @@ qemu-img, qemu-io, nbdinfo, nbdcopy and fio --ioengine=nbd take.`,
       help: 'seconds a client has to finish the handshake (default 10)',
     },
     verbose: { type: 'boolean', short: 'v', help: 'report dropped clients and failed handshakes on stderr' },
+    ...NBD_CLIENT_OPTIONS,
   },
   notes: `
 File I/O runs on libuv's thread pool; to use io_uring instead, start with UV_USE_IO_URING=1 in
@@ -111,6 +113,7 @@ export const serveCommand: CliCommand = {
       cache: values.nocache ? 'none' : parseCacheModeName((values.cache as string | undefined) ?? 'writeback'),
       readOnly: Boolean(values['read-only']),
       forceShare: Boolean(values['force-share']),
+      nbd: nbdClientOptions('serve', values),
       confineBacking: values['confine-backing'] as string | undefined,
       allowBackingUris: (values['allow-backing-uri'] as string[] | undefined) ?? [],
       socket: values.socket as string | undefined,

@@ -17,6 +17,7 @@ import { fromSystemError, VdiskError } from '../block/errors.js';
 import { openImageWithFormat } from '../engine/open.js';
 import type { FormatName } from '../format/format.js';
 import { StagedFile } from '../io/staged-file.js';
+import type { NbdClientOptions } from '../remote/nbd/client-options.js';
 import { isNbdUri } from '../remote/nbd/uri.js';
 import { fileName, optionsObject } from './arguments.js';
 import { copyImage } from './convert-copy.js';
@@ -44,6 +45,8 @@ export interface ConvertOptions {
   noCreate?: boolean;
   /** Requests in flight at once (qemu-img -m; default 8). */
   parallel?: number;
+  /** Settings for the NBD client, for every NBD URI the call opens. */
+  nbd?: NbdClientOptions;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -60,6 +63,7 @@ export async function convertImage(options: ConvertOptions): Promise<void> {
       readOnly: true,
       cache: o.sourceCache,
       forceShare: o.forceShare,
+      nbd: o.nbd,
     });
     return opened.backend;
   });
@@ -113,7 +117,7 @@ async function convertInto(
   // An export's flushes go to the server: the close flushes it once, as syncFile does for a file.
   const cache = o.targetCache ?? (remote ? 'writeback' : 'unsafe');
   const target = await onSide('target', async () => {
-    const opened = await openImageWithFormat(filename, { format, cache }, openFile);
+    const opened = await openImageWithFormat(filename, { format, cache, nbd: o.nbd }, openFile);
     return opened.backend;
   });
   let copied = false;

@@ -11,6 +11,7 @@ import { openImage } from '../engine/open.js';
 import type { CreateOptionValue, FormatCreator, ProgressCallback } from '../format/create-options.js';
 import { FileDriver } from '../io/file.js';
 import { StagedFile } from '../io/staged-file.js';
+import type { NbdClientOptions } from '../remote/nbd/client-options.js';
 import { optionsObject } from './arguments.js';
 import { formatOptionHelp, formatOptionSummary, joinOptionLists, resolveOptions } from './options.js';
 import { parseSize } from './size.js';
@@ -25,6 +26,8 @@ export interface CreateImageOptions {
   options?: string | readonly string[] | Readonly<Record<string, CreateOptionValue>>;
   /** Called while a long preallocation runs, with bytes done and bytes in total. */
   onProgress?: ProgressCallback;
+  /** Settings for the NBD client, when the backing file is an NBD URI. */
+  nbd?: NbdClientOptions;
 }
 
 /** A checked creation request: what will be made, and qemu-img's line announcing it. */
@@ -37,6 +40,8 @@ export interface CreatePlan {
   /** "Formatting 'x.img', fmt=raw size=1048576 preallocation=off", as qemu-img create prints it. */
   summary: string;
   creator: FormatCreator;
+  /** Settings for the NBD client, when the backing file is an NBD URI (opened again to create). */
+  nbd?: NbdClientOptions;
 }
 
 /** Prefixes a message with the image name, as qemu-img does for errors inside bdrv_img_create. */
@@ -91,7 +96,15 @@ export function planCreate(request: CreateImageOptions): CreatePlan {
     creator.validate?.({ filename, size: finalSize, options });
     const described = formatOptionSummary(creator.options, resolved);
     const summary = `Formatting '${filename}', fmt=${format}${described ? ` ${described}` : ''}`;
-    return { filename, format, size: finalSize, options, summary, creator };
+    return {
+      filename,
+      format,
+      size: finalSize,
+      options,
+      summary,
+      creator,
+      ...(request.nbd ? { nbd: request.nbd } : {}),
+    };
   } catch (err) {
     throw aboutFile(filename, err);
   }
@@ -120,7 +133,7 @@ export async function planCreateWithBacking(request: CreateImageOptions): Promis
   }
   let size: number;
   try {
-    size = await backingImageSize(request.filename, backing.file, backing.format);
+    size = await backingImageSize(request.filename, backing.file, backing.format, request.nbd);
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     const code = err instanceof VdiskError ? err.code : 'EIO';
@@ -136,9 +149,14 @@ export async function planCreateWithBacking(request: CreateImageOptions): Promis
  * The virtual size of the backing image a new image names (relative to the new image), opened
  * read-only and shared, as qemu-img create opens it.
  */
-async function backingImageSize(newImage: string, name: string, format: string): Promise<number> {
+async function backingImageSize(
+  newImage: string,
+  name: string,
+  format: string,
+  nbd?: NbdClientOptions,
+): Promise<number> {
   if (!isFormatName(format)) throw new VdiskError('ENOTSUP', `Backing format '${format}' is not supported`);
-  const image = await openImage(backingPath(newImage, name) ?? name, { format, readOnly: true, forceShare: true });
+  const image = await openImage(backingPath(newImage, name) ?? name, { format, readOnly: true, forceShare: true, nbd });
   try {
     return image.length;
   } finally {
@@ -163,7 +181,7 @@ export async function executeCreate(plan: CreatePlan, onProgress?: ProgressCallb
       onProgress,
       openTarget: () =>
         FileDriver.open({ filename: plan.filename, cache: cacheMode('writeback'), readOnly: false, openImpl: opener }),
-      backingSize: (name, format) => backingImageSize(plan.filename, name, format),
+      backingSize: (name, format) => backingImageSize(plan.filename, name, format, plan.nbd),
     });
     if (!into) await staged.commit();
   } catch (err) {
@@ -173,13 +191,13 @@ export async function executeCreate(plan: CreatePlan, onProgress?: ProgressCallb
 }
 
 /** What createImage made. */
-export type CreatedImage = Omit<CreatePlan, 'creator'>;
+export type CreatedImage = Omit<CreatePlan, 'creator' | 'nbd'>;
 
 /** Creates an image: checks the request, then makes it. Returns what was made. */
 export async function createImage(request: CreateImageOptions): Promise<CreatedImage> {
   const plan = await planCreateWithBacking(request);
   await executeCreate(plan, request.onProgress);
-  const { creator: _creator, ...made } = plan;
+  const { creator: _creator, nbd: _nbd, ...made } = plan;
   return made;
 }
 

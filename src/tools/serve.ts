@@ -12,6 +12,7 @@ import { createExport, type DetectZeroes, type DiscardMode } from '../nbd/export
 import { type ListenAddress, NbdServer } from '../nbd/server.js';
 import type { SessionLimits } from '../nbd/session.js';
 import { loadTlsCredentials } from '../nbd/tls.js';
+import type { NbdClientOptions } from '../remote/nbd/client-options.js';
 import { fileName, optionsObject } from './arguments.js';
 
 export interface ServeOptions {
@@ -54,6 +55,8 @@ export interface ServeOptions {
   /** Request and reply data all clients together may make the server hold (default 256 MiB). */
   maxBufferedBytes?: number;
   log?: (message: string) => void;
+  /** Settings for the NBD client, when the image's backing file is an NBD URI. */
+  nbd?: NbdClientOptions;
 }
 
 export interface ServeHandle {
@@ -114,6 +117,7 @@ export async function serveImage(serveOptions: ServeOptions): Promise<ServeHandl
     forceShare: options.forceShare,
     confineBacking: options.confineBacking,
     allowBackingUris: options.allowBackingUris,
+    nbd: options.nbd,
   });
 
   let server: NbdServer | undefined;

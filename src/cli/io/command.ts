@@ -5,6 +5,7 @@ import { formatDefinition } from '../../engine/formats.js';
 import { openImageWithFormat } from '../../engine/open.js';
 import { type CliCommand, type CommandSpec, oneFilename, parseCommandLine } from '../args.js';
 import { commandHelp } from '../help.js';
+import { NBD_CLIENT_OPTIONS, nbdClientOptions } from '../nbd-options.js';
 import { IoSession } from './session.js';
 
 const SPEC: CommandSpec = {
@@ -41,6 +42,7 @@ are read from standard input, one per line.`,
       short: 'U',
       help: 'read an image another process holds, without the image lock (only with -r)',
     },
+    ...NBD_CLIENT_OPTIONS,
   },
   notes: `
 Commands:
@@ -72,6 +74,7 @@ export const ioCommand: CliCommand = {
       cache,
       readOnly: Boolean(values['read-only']),
       forceShare: Boolean(values['force-share']),
+      nbd: nbdClientOptions('io', values),
     });
     const probed = format === undefined;
     if (probed && opened === 'raw') {

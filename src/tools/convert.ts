@@ -72,14 +72,24 @@ export async function convertImage(options: ConvertOptions): Promise<void> {
     // metadata is broken fails here, before a target is created, opened or (with -n) written.
     await onSide('source', () => walkBlockStatus(source), 'error while reading');
     const format = o.targetFormat ?? 'raw';
-    if (isNbdUri(o.target)) {
-      if (format !== 'raw') {
-        throw new VdiskError('ENOTSUP', `vdisk writes only raw data into an NBD export, not ${format}`);
-      }
+    const remote = isNbdUri(o.target);
+    // Raw data in an export is the export itself: it is written in place, its zero runs zeroed.
+    if (o.noCreate || (remote && format === 'raw')) {
       await convertInto(source, o.target, format, { ...o, minSparse, noCreate: true });
       return;
     }
-    if (o.noCreate) {
+    if (remote) {
+      // Any other format is made inside the export first (qemu-img's simple create), then filled.
+      const plan = await onSide('target', () =>
+        planCreateWithBacking({
+          filename: o.target,
+          format,
+          size: source.length,
+          options: o.options ?? [],
+          nbd: o.nbd,
+        }),
+      );
+      await onSide('target', () => executeCreate(plan));
       await convertInto(source, o.target, format, { ...o, minSparse });
       return;
     }

@@ -8,11 +8,13 @@ import { VdiskError } from '../block/errors.js';
 import { backingPath } from '../engine/backing.js';
 import { formatDefinition, isFormatName } from '../engine/formats.js';
 import { openImage } from '../engine/open.js';
-import type { CreateOptionValue, FormatCreator, ProgressCallback } from '../format/create-options.js';
+import type { CreateOptionValue, CreateTarget, FormatCreator, ProgressCallback } from '../format/create-options.js';
 import { FileDriver } from '../io/file.js';
 import { StagedFile } from '../io/staged-file.js';
 import type { NbdClientOptions } from '../remote/nbd/client-options.js';
+import { isNbdUri } from '../remote/nbd/uri.js';
 import { optionsObject } from './arguments.js';
+import { openExportTarget } from './export-target.js';
 import { formatOptionHelp, formatOptionSummary, joinOptionLists, resolveOptions } from './options.js';
 import { parseSize } from './size.js';
 
@@ -170,24 +172,51 @@ async function backingImageSize(
  * image goes into a staged file the caller commits (convert writes the data first).
  */
 export async function executeCreate(plan: CreatePlan, onProgress?: ProgressCallback, into?: StagedFile): Promise<void> {
+  if (isNbdUri(plan.filename)) return createInExport(plan, onProgress);
   let staged = into;
   try {
     staged ??= await StagedFile.begin(plan.filename);
     const opener = staged.opener;
-    await plan.creator.create({
-      filename: plan.filename,
-      size: plan.size,
-      options: plan.options,
-      onProgress,
-      openTarget: () =>
+    await plan.creator.create(
+      creation(plan, onProgress, () =>
         FileDriver.open({ filename: plan.filename, cache: cacheMode('writeback'), readOnly: false, openImpl: opener }),
-      backingSize: (name, format) => backingImageSize(plan.filename, name, format, plan.nbd),
-    });
+      ),
+    );
     if (!into) await staged.commit();
   } catch (err) {
     if (!into) await staged?.abort();
     throw aboutFile(plan.filename, err);
   }
+}
+
+/**
+ * An image made inside an existing NBD export (export-target.ts). There is no file to build out
+ * of sight: what can be refused is refused before the export is opened.
+ */
+async function createInExport(plan: CreatePlan, onProgress?: ProgressCallback): Promise<void> {
+  try {
+    const preallocation = plan.options.preallocation;
+    if (preallocation !== undefined && preallocation !== 'off') {
+      throw new VdiskError(
+        'ENOTSUP',
+        `Preallocation mode '${String(preallocation)}' is not supported inside an NBD export`,
+      );
+    }
+    await plan.creator.create(creation(plan, onProgress, () => openExportTarget(plan.filename, plan.nbd)));
+  } catch (err) {
+    throw aboutFile(plan.filename, err);
+  }
+}
+
+function creation(plan: CreatePlan, onProgress: ProgressCallback | undefined, openTarget: () => Promise<CreateTarget>) {
+  return {
+    filename: plan.filename,
+    size: plan.size,
+    options: plan.options,
+    onProgress,
+    openTarget,
+    backingSize: (name: string, format: string) => backingImageSize(plan.filename, name, format, plan.nbd),
+  };
 }
 
 /** What createImage made. */

@@ -45,6 +45,7 @@ export class BlockAligner {
 
   /** Runs an aligned request that changes data (zero write, trim) sharing its blocks with aligned writes. */
   async shared(offset: number, length: number, op: () => Promise<void>): Promise<void> {
+    if (this.#minimum === 1) return op();
     const release = await this.#blocks.acquire(offset, offset + length, 'shared');
     try {
       await op();
@@ -62,6 +63,8 @@ export class BlockAligner {
   }
 
   async write(offset: number, buf: Buffer, flags: number): Promise<void> {
+    // Without a minimum every write is aligned, and there is nothing to serialise against.
+    if (this.#minimum === 1) return this.#ops.write(offset, buf, flags);
     const start = this.down(offset);
     const end = this.up(offset + buf.length);
     const aligned = this.aligned(offset, buf.length);

@@ -10,7 +10,7 @@
  * Cold reads start each repetition with the image's pages dropped from the host page cache (the
  * caller's `evict`, after a flush), so they measure the storage; warm reads start with the data
  * read into it once, untimed, so they measure what the cache mode's host caching gives. Warm
- * reads are not ranked, so one repetition of each does.
+ * reads are not scored, so one repetition of each does.
  */
 import type { BlockBackend } from '../../block/backend.js';
 import { execute, type Measurement, medianMeasurement } from './execute.js';

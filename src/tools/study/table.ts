@@ -30,7 +30,7 @@ export function tableLegend(run: Pick<StudyRun, 'engine' | 'evictedReads' | 'wor
     );
   }
   if (run.workloads.some((n) => workload(n).pageCache === 'warm')) {
-    lines.push('warm        read again with the data in the host page cache (RAM); reported, not in the score');
+    lines.push('warm        read again with the data in the host page cache (RAM); reported, not scored');
   }
   return lines.length > 0 ? `${lines.join('\n')}\n` : '';
 }

@@ -88,7 +88,7 @@ export interface Workload {
   /**
    * Reads only: cold reads start with the image's pages dropped from the host page cache (what a
    * guest waits for at the storage), warm ones with the data read into it first (what a host
-   * cache gives a guest re-reading). Warm reads are reported, not ranked: a guest caches its own.
+   * cache gives a guest re-reading). Warm reads are reported, not scored: a guest caches its own.
    */
   pageCache?: 'cold' | 'warm';
   /** The figure that ranks it: MiB/s for large requests, IOPS for 4 KiB ones. */
@@ -282,7 +282,7 @@ export const WORKLOADS: readonly Workload[] = [
     title: 'Sequential read 1 MiB',
     description:
       'The same reads again at once: what the host page cache kept (cache modes without O_DIRECT) is read from ' +
-      'RAM. Reported, not ranked.',
+      'RAM. Reported, not scored.',
     writes: false,
     phase: 'read',
     pageCache: 'warm',
@@ -307,7 +307,7 @@ export const WORKLOADS: readonly Workload[] = [
     name: 'rand-read-warm',
     title: 'Random read 4 KiB',
     description:
-      'The same lookups with the written data read into the host page cache first (untimed). Reported, not ranked.',
+      'The same lookups with the written data read into the host page cache first (untimed). Reported, not scored.',
     writes: false,
     phase: 'read',
     pageCache: 'warm',

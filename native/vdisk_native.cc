@@ -293,6 +293,21 @@ Napi::Value ReadCached(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(n));
 }
 
+// posix_fadvise(POSIX_FADV_DONTNEED) over [offset, offset+length) (length 0: to the end): the
+// file's clean pages leave the page cache, so the next read waits for the storage. Node has no
+// fadvise. Dirty pages stay; the caller syncs first.
+Napi::Value FadviseDontNeed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  off_t offset, length;
+  if (!GetFd(info, 0, &fd) || !GetOffset(info, 1, &offset) || !GetOffset(info, 2, &length)) {
+    return ThrowType(env, "fadviseDontNeed(fd, offset, length): bad arguments");
+  }
+  int err = posix_fadvise(fd, offset, length, POSIX_FADV_DONTNEED);
+  if (err != 0) return ThrowSystem(env, err, "posix_fadvise");
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("fallocate", Napi::Function::New(env, Fallocate, "fallocate"));
   exports.Set("fallocateNow", Napi::Function::New(env, FallocateNow, "fallocateNow"));
@@ -303,6 +318,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("testLock", Napi::Function::New(env, TestLock, "testLock"));
   exports.Set("linkFd", Napi::Function::New(env, LinkFd, "linkFd"));
   exports.Set("readCached", Napi::Function::New(env, ReadCached, "readCached"));
+  exports.Set("fadviseDontNeed", Napi::Function::New(env, FadviseDontNeed, "fadviseDontNeed"));
   exports.Set("O_TMPFILE", Napi::Number::New(env, O_TMPFILE));
   exports.Set("FALLOC_FL_KEEP_SIZE", Napi::Number::New(env, FALLOC_FL_KEEP_SIZE));
   exports.Set("FALLOC_FL_PUNCH_HOLE", Napi::Number::New(env, FALLOC_FL_PUNCH_HOLE));

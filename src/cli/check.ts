@@ -3,6 +3,7 @@ import { VdiskError } from '../block/errors.js';
 import { formatDefinition } from '../engine/formats.js';
 import { checkExitCode, checkImage } from '../tools/check.js';
 import { type CliCommand, type CommandSpec, oneFilename, outputFormat, parseCommandLine } from './args.js';
+import { NBD_CLIENT_OPTIONS, nbdClientOptions } from './nbd-options.js';
 import { formatCheckHuman, formatCheckJson, formatRepairedHuman } from './render/check.js';
 
 const SPEC: CommandSpec = {
@@ -32,6 +33,7 @@ an image you care about.`,
       short: 'U',
       help: 'check an image another process holds, without the image lock (not with -r)',
     },
+    ...NBD_CLIENT_OPTIONS,
   },
   exitStatus: [
     [0, 'no errors'],
@@ -58,6 +60,7 @@ export const checkCommand: CliCommand = {
       format: format === undefined ? 'probe' : formatDefinition(format).name,
       repair,
       forceShare: Boolean(values['force-share']),
+      nbd: nbdClientOptions('check', values),
       onMessage: (line) => streams.err(`${line}\n`),
     });
     if (outcome.unsupported) {

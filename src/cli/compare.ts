@@ -4,6 +4,7 @@ import { isVdiskError } from '../block/errors.js';
 import { formatDefinition } from '../engine/formats.js';
 import { compareImages } from '../tools/compare.js';
 import { type CliCommand, type CommandSpec, parseCommandLine, usageError } from './args.js';
+import { NBD_CLIENT_OPTIONS, nbdClientOptions } from './nbd-options.js';
 import { progressPrinter } from './progress.js';
 import { describeCompare } from './render/compare.js';
 
@@ -27,6 +28,7 @@ named. Ranges both images report as zeros are not read.`,
     progress: { type: 'boolean', short: 'p', help: 'show progress' },
     quiet: { type: 'boolean', short: 'q', help: 'quiet: print nothing, only set the exit status' },
     'force-share': { type: 'boolean', short: 'U', help: 'read images another process holds, without the image lock' },
+    ...NBD_CLIENT_OPTIONS,
   },
   exitStatus: [
     [0, 'identical'],
@@ -49,6 +51,7 @@ export const compareCommand: CliCommand = {
         strict: Boolean(values.strict),
         cache: values.cache === undefined ? undefined : parseCacheModeName(values.cache as string),
         forceShare: Boolean(values['force-share']),
+        nbd: nbdClientOptions('compare', values),
         onProgress: progress?.update,
       });
       progress?.finish();

@@ -5,6 +5,7 @@ import { convertImage } from '../tools/convert.js';
 import { parseSize } from '../tools/size.js';
 import { parseSnapshotParam } from '../tools/snapshot-param.js';
 import { type CliCommand, type CommandSpec, parseCommandLine, usageError } from './args.js';
+import { NBD_CLIENT_OPTIONS, nbdClientOptions } from './nbd-options.js';
 import { progressPrinter } from './progress.js';
 
 const SPEC: CommandSpec = {
@@ -77,6 +78,7 @@ is written.`,
       type: 'boolean',
       help: 'with --bitmaps: leave out inconsistent bitmaps (with a warning) instead of failing',
     },
+    ...NBD_CLIENT_OPTIONS,
   },
 };
 
@@ -114,6 +116,7 @@ export const convertCommand: CliCommand = {
       forceShare: Boolean(values['force-share']),
       snapshot:
         values['snapshot-param'] === undefined ? undefined : parseSnapshotParam(values['snapshot-param'] as string),
+      nbd: nbdClientOptions('convert', values),
       parallel,
       bitmaps: Boolean(values.bitmaps),
       skipBrokenBitmaps: Boolean(values['skip-broken-bitmaps']),

@@ -3,6 +3,7 @@ import { createOptionHelp, executeCreate, planCreateWithBacking } from '../tools
 import { hasHelpOption, joinOptionLists } from '../tools/options.js';
 import { formatFixed } from '../util/printf.js';
 import { type CliCommand, type CommandSpec, parseCommandLine, usageError } from './args.js';
+import { NBD_CLIENT_OPTIONS, nbdClientOptions } from './nbd-options.js';
 
 const SPEC: CommandSpec = {
   name: 'create',
@@ -42,6 +43,7 @@ file, or the old file of that name as it was.`,
     },
     progress: { type: 'boolean', short: 'p', help: 'show progress while preallocating' },
     quiet: { type: 'boolean', short: 'q', help: 'quiet: print nothing but errors' },
+    ...NBD_CLIENT_OPTIONS,
   },
 };
 
@@ -63,12 +65,14 @@ export const createCommand: CliCommand = {
     if (positionals.length === 0) throw usageError('create', 'Expecting image file name');
     if (positionals.length > 2) throw usageError('create', `Unexpected argument: ${positionals[2]}`);
     const [filename, size] = positionals as [string, string | undefined];
+    const nbd = nbdClientOptions('create', values);
     const plan = await planCreateWithBacking({
       filename,
       format,
       size,
       options: optionText,
       unsafeBacking: Boolean(values.unsafe),
+      ...(nbd ? { nbd } : {}),
     });
     const quiet = Boolean(values.quiet);
     if (!quiet) streams.out(`${plan.summary}\n`);

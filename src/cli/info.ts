@@ -2,6 +2,7 @@
 import { formatDefinition } from '../engine/formats.js';
 import { imageChainInfo, imageInfo } from '../tools/info.js';
 import { type CliCommand, type CommandSpec, oneFilename, outputFormat, parseCommandLine } from './args.js';
+import { NBD_CLIENT_OPTIONS, nbdClientOptions } from './nbd-options.js';
 import { formatChainJson, formatInfoHuman, formatInfoJson } from './render/info.js';
 
 const SPEC: CommandSpec = {
@@ -20,6 +21,7 @@ qemu-img info does. The image is opened read-only; its backing file need not exi
     },
     'backing-chain': { type: 'boolean', help: 'also report every image down the backing chain' },
     'force-share': { type: 'boolean', short: 'U', help: 'read an image another process holds, without the image lock' },
+    ...NBD_CLIENT_OPTIONS,
   },
 };
 
@@ -33,6 +35,7 @@ export const infoCommand: CliCommand = {
     const options = {
       format: format === undefined ? ('probe' as const) : formatDefinition(format).name,
       forceShare: Boolean(values['force-share']),
+      nbd: nbdClientOptions('info', values),
     };
     if (values['backing-chain']) {
       const chain = await imageChainInfo(filename, options);

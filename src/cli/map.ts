@@ -4,6 +4,7 @@ import { formatDefinition } from '../engine/formats.js';
 import { mapImage } from '../tools/map.js';
 import { parseSize } from '../tools/size.js';
 import { type CliCommand, type CommandSpec, oneFilename, outputFormat, parseCommandLine } from './args.js';
+import { NBD_CLIENT_OPTIONS, nbdClientOptions } from './nbd-options.js';
 import { formatMapHuman, formatMapJson } from './render/map.js';
 
 const SPEC: CommandSpec = {
@@ -23,6 +24,7 @@ in the host file, as qemu-img map does. The image is opened read-only.`,
     'start-offset': { type: 'string', arg: 'OFFSET', help: 'start at this guest offset' },
     'max-length': { type: 'string', arg: 'LEN', help: 'report at most this many bytes' },
     'force-share': { type: 'boolean', short: 'U', help: 'read an image another process holds, without the image lock' },
+    ...NBD_CLIENT_OPTIONS,
   },
 };
 
@@ -42,6 +44,7 @@ export const mapCommand: CliCommand = {
       length,
       format: format === undefined ? 'probe' : formatDefinition(format).name,
       forceShare: Boolean(values['force-share']),
+      nbd: nbdClientOptions('map', values),
     });
     streams.out(output === 'json' ? formatMapJson(entries) : formatMapHuman(entries));
     return 0;

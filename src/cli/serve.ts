@@ -6,6 +6,7 @@ import type { DetectZeroes, DiscardMode } from '../nbd/export.js';
 import { serveImage } from '../tools/serve.js';
 import { parseSnapshotParam } from '../tools/snapshot-param.js';
 import { type CliCommand, type CommandSpec, oneFilename, parseCommandLine, usageError } from './args.js';
+import { NBD_CLIENT_OPTIONS, nbdClientOptions } from './nbd-options.js';
 import { detachOutput, forkServer, isForkedServer, removePidFile, writePidFile } from './serve-daemon.js';
 import { tlsChoice, tlsObjects } from './serve-object.js';
 
@@ -99,6 +100,7 @@ qemu-img, qemu-io, nbdinfo, nbdcopy and fio --ioengine=nbd take.`,
     fork: { type: 'boolean', help: 'run the server in the background; return once it listens' },
     'pid-file': { type: 'string', arg: 'PATH', help: "write the server's process id to PATH (removed when it exits)" },
     verbose: { type: 'boolean', short: 'v', help: 'report dropped clients and failed handshakes on stderr' },
+    ...NBD_CLIENT_OPTIONS,
   },
   notes: `
 File I/O runs on libuv's thread pool; to use io_uring instead, start with UV_USE_IO_URING=1 in
@@ -148,6 +150,7 @@ export const serveCommand: CliCommand = {
         values['load-snapshot'] === undefined ? undefined : parseSnapshotParam(values['load-snapshot'] as string),
       forceShare: Boolean(values['force-share']),
       temporaryOverlay: Boolean(values.snapshot),
+      nbd: nbdClientOptions('serve', values),
       confineBacking: values['confine-backing'] as string | undefined,
       allowBackingUris: (values['allow-backing-uri'] as string[] | undefined) ?? [],
       socket: values.socket as string | undefined,

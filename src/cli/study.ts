@@ -21,8 +21,8 @@ import { type StudyReport, studyReport, writeJsonReport } from '../tools/study/r
 import type { StudyEngine, StudyRun } from '../tools/study/results.js';
 import { runStudy, type StudyProgress } from '../tools/study/runner.js';
 import { checkServerStudy, runServerStudy } from '../tools/study/server-study.js';
-import { formatTable } from '../tools/study/table.js';
-import { WORKLOAD_NAMES, WORKLOADS } from '../tools/study/workloads.js';
+import { formatTable, tableLegend } from '../tools/study/table.js';
+import { WORKLOAD_NAMES, WORKLOADS, workloadTitle } from '../tools/study/workloads.js';
 import { type CliCommand, type CliStreams, type CommandSpec, parseCommandLine, usageError } from './args.js';
 import { progressBar } from './progress.js';
 
@@ -84,7 +84,7 @@ the two engines in one file), to see whether a ranking repeats.`,
     },
     smoke: { type: 'boolean', help: 'tiny, seconds-long run whose numbers mean nothing (for tests)' },
   },
-  notes: `Workloads:\n${WORKLOADS.map((w) => `  ${w.name.padEnd(11)} ${w.title}`).join('\n')}`,
+  notes: `Workloads:\n${WORKLOADS.map((w) => `  ${w.name.padEnd(14)} ${workloadTitle(w.name)}`).join('\n')}`,
 };
 
 /** Options that choose the matrix, which an NBD study (one export, its server's settings) does not have. */
@@ -257,7 +257,7 @@ async function writeReports(files: { json: string; html: string }, doc: StudyDoc
 
 /** One engine's table, recommendation and circumstances. */
 function printRun(streams: CliStreams, report: StudyReport): void {
-  streams.out(`\n${formatTable(report)}\n`);
+  streams.out(`\n${formatTable(report)}${tableLegend(report)}\n`);
   for (const paragraph of report.recommendation.text) streams.out(`${paragraph}\n\n`);
   const fs = report.filesystem;
   const where = fs

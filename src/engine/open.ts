@@ -176,7 +176,7 @@ interface NodeOptions extends CheckedOptions {
  */
 export async function openImageFile(
   filename: string,
-  options: Pick<OpenImageOptions, 'format' | 'readOnly' | 'forceShare'> = {},
+  options: Pick<OpenImageOptions, 'format' | 'readOnly' | 'forceShare' | 'nbd'> = {},
 ): Promise<{ file: BlockDriver; format: FormatName }> {
   const o = checkOptions(filename, options);
   return openFileNode(filename, o.format, { ...o, chain: [] });

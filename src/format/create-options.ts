@@ -3,7 +3,8 @@
  * that makes a new image. The option list is data, so the generic parser (src/tools/options.ts)
  * validates, prints help and prints the "Formatting …" line for every format alike.
  */
-import type { FileDriver } from '../io/file.js';
+import type { BlockDriver } from '../block/driver.js';
+import type { Preallocation } from '../block/preallocation.js';
 
 /** QEMU's option types: QEMU_OPT_STRING, _BOOL, _NUMBER, _SIZE. */
 export type CreateOptionType = 'str' | 'bool' | 'num' | 'size';
@@ -33,13 +34,26 @@ export interface CreateSpec {
   options: Readonly<Record<string, CreateOptionValue>>;
 }
 
+/**
+ * What a creator writes a new image into: a host file (the file driver), or an existing export
+ * of a fixed size (an NBD export), which truncate cannot shrink or grow.
+ */
+export interface CreateTarget extends BlockDriver {
+  /** truncate, reporting (bytes done, bytes total) as 'full' preallocation writes zeros. */
+  truncateWithProgress(
+    length: number,
+    preallocation: Preallocation,
+    onProgress?: (done: number, total: number) => void,
+  ): Promise<void>;
+}
+
 export interface CreateRequest extends CreateSpec {
   onProgress?: ProgressCallback;
   /**
    * Opens the file the image goes into. The caller decides where that is (an unnamed file that
    * gets the name only when the image is complete) and what happens to it on failure.
    */
-  openTarget(): Promise<FileDriver>;
+  openTarget(): Promise<CreateTarget>;
   /**
    * The virtual size of the backing image `name` (relative to the new image) of `format`; it
    * must open. Absent when the backing file is not to be opened (create -u).

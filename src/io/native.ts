@@ -38,6 +38,8 @@ export interface NativeHelpers {
    * file), or -1 when the read would wait for the disk. Throws EOPNOTSUPP where unsupported.
    */
   readCached(fd: number, buf: Buffer, at: number, length: number, position: number): number;
+  /** posix_fadvise(POSIX_FADV_DONTNEED): drops the range's clean pages from the page cache (length 0: to the end). */
+  fadviseDontNeed(fd: number, offset: number, length: number): void;
   /** One zstd frame of `plain` (default level), or null when it needs more than `capacity` bytes. */
   zstdCompress(plain: Buffer, capacity: number): Buffer | null;
   /** The first `size` bytes `stored` inflates to; throws when the stream does not end exactly there. */

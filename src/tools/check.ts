@@ -10,6 +10,7 @@ import { VdiskError } from '../block/errors.js';
 import { formatDefinition } from '../engine/formats.js';
 import { openImageFile } from '../engine/open.js';
 import type { CheckCounts, CheckResult, FormatName, RepairMode } from '../format/format.js';
+import type { NbdClientOptions } from '../remote/nbd/client-options.js';
 import { fileName, optionsObject } from './arguments.js';
 
 /** One check's findings: qemu-img's ImageCheck. */
@@ -25,6 +26,8 @@ export interface CheckImageOptions {
   repair?: RepairMode;
   /** Read an image another process holds writable (qemu-img's -U; not with repair). */
   forceShare?: boolean;
+  /** Settings for the NBD client, for every NBD URI the call opens. */
+  nbd?: NbdClientOptions;
   /** Each message of the check, as it is found (qemu-img prints them on stderr). */
   onMessage?: (line: string) => void;
 }
@@ -68,6 +71,7 @@ export async function checkImage(filename: string, checkOptions?: CheckImageOpti
     format: options.format,
     readOnly: options.repair === undefined,
     forceShare: options.forceShare,
+    nbd: options.nbd,
   });
   try {
     const checkFormat = formatDefinition(format).check;

@@ -6,6 +6,7 @@
 import type { BlockBackend } from '../block/backend.js';
 import type { CacheModeName } from '../block/cache-mode.js';
 import type { FormatName } from '../format/format.js';
+import type { NbdClientOptions } from '../remote/nbd/client-options.js';
 import { type ImageSource, withImage } from './image-source.js';
 
 export interface CompareOptions {
@@ -15,6 +16,8 @@ export interface CompareOptions {
   cache?: CacheModeName;
   /** Read images another process holds writable (qemu-img's -U). */
   forceShare?: boolean;
+  /** Settings for the NBD client, for every NBD URI the call opens. */
+  nbd?: NbdClientOptions;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -34,6 +37,7 @@ export function compareImages(a: ImageSource, b: ImageSource, options: CompareOp
     readOnly: true,
     cache: options.cache,
     forceShare: options.forceShare,
+    nbd: options.nbd,
   });
   return withImage(a, open(options.formatA), (left) =>
     withImage(b, open(options.formatB), (right) => compareBackends(left, right, options)),

@@ -8,6 +8,7 @@ import type { CacheModeName } from '../block/cache-mode.js';
 import { VdiskError } from '../block/errors.js';
 import { openImageWithFormat } from '../engine/open.js';
 import type { FormatName, SnapshotRef } from '../format/format.js';
+import type { NbdClientOptions } from '../remote/nbd/client-options.js';
 import { onSide } from './convert-side.js';
 
 export interface ConvertSource {
@@ -25,7 +26,13 @@ export interface ConvertSources {
 
 export async function openSources(
   names: readonly string[],
-  options: { format: FormatName | 'probe'; cache?: CacheModeName; forceShare?: boolean; snapshot?: SnapshotRef },
+  options: {
+    format: FormatName | 'probe';
+    cache?: CacheModeName;
+    forceShare?: boolean;
+    snapshot?: SnapshotRef;
+    nbd?: NbdClientOptions;
+  },
 ): Promise<ConvertSources> {
   if (names.length === 0) throw new VdiskError('EINVAL', 'Expecting a source file name');
   const list: ConvertSource[] = [];
@@ -42,6 +49,7 @@ export async function openSources(
           cache: options.cache,
           forceShare: options.forceShare,
           snapshot: options.snapshot,
+          nbd: options.nbd,
         }),
       );
       list.push({ image: backend, at: length });

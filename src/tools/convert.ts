@@ -20,6 +20,7 @@ import { formatDefinition } from '../engine/formats.js';
 import { openImageWithFormat } from '../engine/open.js';
 import type { FormatName, SnapshotRef } from '../format/format.js';
 import { StagedFile } from '../io/staged-file.js';
+import type { NbdClientOptions } from '../remote/nbd/client-options.js';
 import { isNbdUri } from '../remote/nbd/uri.js';
 import { fileName, optionsObject } from './arguments.js';
 import { bitmapsToCopy, checkBitmapTarget, copyBitmaps } from './convert-bitmaps.js';
@@ -64,6 +65,8 @@ export interface ConvertOptions {
   backingFormat?: string;
   /** --target-is-zero: with -n, the existing target reads as zeros already. */
   targetIsZero?: boolean;
+  /** Settings for the NBD client, for every NBD URI the call opens. */
+  nbd?: NbdClientOptions;
   onProgress?: (done: number, total: number) => void;
   /** Called with each warning (a bitmap left out). */
   onWarning?: (message: string) => void;
@@ -96,6 +99,7 @@ export async function convertImage(options: ConvertOptions): Promise<void> {
     cache: o.sourceCache,
     forceShare: o.forceShare,
     snapshot: o.snapshot,
+    nbd: o.nbd,
   });
   try {
     const bitmapList = o.bitmaps
@@ -121,14 +125,24 @@ async function convertSources(
   o: Checked,
   backing: BlockBackend | undefined,
 ): Promise<void> {
-  if (isNbdUri(o.target)) {
-    if (format !== 'raw') {
-      throw new VdiskError('ENOTSUP', `vdisk writes only raw data into an NBD export, not ${format}`);
-    }
-    await convertInto(sources, o.target, format, { ...o, noCreate: true });
+  const remote = isNbdUri(o.target);
+  // Raw data in an export is the export itself: it is written in place, its zero runs zeroed.
+  if (o.noCreate || (remote && format === 'raw')) {
+    await convertInto(sources, o.target, format, remote ? { ...o, noCreate: true } : o, undefined, backing);
     return;
   }
-  if (o.noCreate) {
+  if (remote) {
+    // Any other format is made inside the export first (qemu-img's simple create), then filled.
+    const plan = await onSide('target', () =>
+      planCreateWithBacking({
+        filename: o.target,
+        format,
+        size: sources.length,
+        options: [...creationOptions(o.options), ...backingOptions(format, o)],
+        nbd: o.nbd,
+      }),
+    );
+    await onSide('target', () => executeCreate(plan));
     await convertInto(sources, o.target, format, o, undefined, backing);
     return;
   }
@@ -196,7 +210,7 @@ async function convertInto(
   // An export's flushes go to the server: the close flushes it once, as syncFile does for a file.
   const cache = o.targetCache ?? (remote ? 'writeback' : 'unsafe');
   const target = await onSide('target', async () => {
-    const opened = await openImageWithFormat(filename, { format, cache }, openFile);
+    const opened = await openImageWithFormat(filename, { format, cache, nbd: o.nbd }, openFile);
     return opened.backend;
   });
   let copied = false;

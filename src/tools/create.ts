@@ -8,10 +8,13 @@ import { VdiskError } from '../block/errors.js';
 import { backingPath } from '../engine/backing.js';
 import { formatDefinition, isFormatName } from '../engine/formats.js';
 import { openImage } from '../engine/open.js';
-import type { CreateOptionValue, FormatCreator, ProgressCallback } from '../format/create-options.js';
+import type { CreateOptionValue, CreateTarget, FormatCreator, ProgressCallback } from '../format/create-options.js';
 import { FileDriver } from '../io/file.js';
 import { StagedFile } from '../io/staged-file.js';
+import type { NbdClientOptions } from '../remote/nbd/client-options.js';
+import { isNbdUri } from '../remote/nbd/uri.js';
 import { optionsObject } from './arguments.js';
+import { openExportTarget } from './export-target.js';
 import { formatOptionHelp, formatOptionSummary, joinOptionLists, resolveOptions } from './options.js';
 import { parseSize } from './size.js';
 
@@ -27,6 +30,8 @@ export interface CreateImageOptions {
   onProgress?: ProgressCallback;
   /** -u: the backing file is not opened (it may not exist yet); the size must then be given. */
   unsafeBacking?: boolean;
+  /** Settings for the NBD client, when the backing file is an NBD URI. */
+  nbd?: NbdClientOptions;
 }
 
 /** A checked creation request: what will be made, and qemu-img's line announcing it. */
@@ -41,6 +46,8 @@ export interface CreatePlan {
   creator: FormatCreator;
   /** The backing file is not to be opened (create -u). */
   unsafeBacking: boolean;
+  /** Settings for the NBD client, when the backing file is an NBD URI (opened again to create). */
+  nbd?: NbdClientOptions;
 }
 
 /** Prefixes a message with the image name, as qemu-img does for errors inside bdrv_img_create. */
@@ -103,6 +110,7 @@ export function planCreate(request: CreateImageOptions): CreatePlan {
       summary,
       creator,
       unsafeBacking: Boolean(request.unsafeBacking),
+      ...(request.nbd ? { nbd: request.nbd } : {}),
     };
   } catch (err) {
     throw aboutFile(filename, err);
@@ -132,7 +140,7 @@ export async function planCreateWithBacking(request: CreateImageOptions): Promis
   }
   let size: number;
   try {
-    size = await backingImageSize(request.filename, backing.file, backing.format);
+    size = await backingImageSize(request.filename, backing.file, backing.format, request.nbd);
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     const code = err instanceof VdiskError ? err.code : 'EIO';
@@ -148,9 +156,14 @@ export async function planCreateWithBacking(request: CreateImageOptions): Promis
  * The virtual size of the backing image a new image names (relative to the new image), opened
  * read-only and shared, as qemu-img create opens it.
  */
-async function backingImageSize(newImage: string, name: string, format: string): Promise<number> {
+async function backingImageSize(
+  newImage: string,
+  name: string,
+  format: string,
+  nbd?: NbdClientOptions,
+): Promise<number> {
   if (!isFormatName(format)) throw new VdiskError('ENOTSUP', `Backing format '${format}' is not supported`);
-  const image = await openImage(backingPath(newImage, name) ?? name, { format, readOnly: true, forceShare: true });
+  const image = await openImage(backingPath(newImage, name) ?? name, { format, readOnly: true, forceShare: true, nbd });
   try {
     return image.length;
   } finally {
@@ -164,19 +177,16 @@ async function backingImageSize(newImage: string, name: string, format: string):
  * image goes into a staged file the caller commits (convert writes the data first).
  */
 export async function executeCreate(plan: CreatePlan, onProgress?: ProgressCallback, into?: StagedFile): Promise<void> {
+  if (isNbdUri(plan.filename)) return createInExport(plan, onProgress);
   let staged = into;
   try {
     staged ??= await StagedFile.begin(plan.filename);
     const opener = staged.opener;
-    await plan.creator.create({
-      filename: plan.filename,
-      size: plan.size,
-      options: plan.options,
-      onProgress,
-      openTarget: () =>
+    await plan.creator.create(
+      creation(plan, onProgress, () =>
         FileDriver.open({ filename: plan.filename, cache: cacheMode('writeback'), readOnly: false, openImpl: opener }),
-      backingSize: plan.unsafeBacking ? undefined : (name, format) => backingImageSize(plan.filename, name, format),
-    });
+      ),
+    );
     if (!into) await staged.commit();
   } catch (err) {
     if (!into) await staged?.abort();
@@ -184,14 +194,46 @@ export async function executeCreate(plan: CreatePlan, onProgress?: ProgressCallb
   }
 }
 
+/**
+ * An image made inside an existing NBD export (export-target.ts). There is no file to build out
+ * of sight: what can be refused is refused before the export is opened.
+ */
+async function createInExport(plan: CreatePlan, onProgress?: ProgressCallback): Promise<void> {
+  try {
+    const preallocation = plan.options.preallocation;
+    if (preallocation !== undefined && preallocation !== 'off') {
+      throw new VdiskError(
+        'ENOTSUP',
+        `Preallocation mode '${String(preallocation)}' is not supported inside an NBD export`,
+      );
+    }
+    await plan.creator.create(creation(plan, onProgress, () => openExportTarget(plan.filename, plan.nbd)));
+  } catch (err) {
+    throw aboutFile(plan.filename, err);
+  }
+}
+
+function creation(plan: CreatePlan, onProgress: ProgressCallback | undefined, openTarget: () => Promise<CreateTarget>) {
+  return {
+    filename: plan.filename,
+    size: plan.size,
+    options: plan.options,
+    onProgress,
+    openTarget,
+    backingSize: plan.unsafeBacking
+      ? undefined
+      : (name: string, format: string) => backingImageSize(plan.filename, name, format, plan.nbd),
+  };
+}
+
 /** What createImage made. */
-export type CreatedImage = Omit<CreatePlan, 'creator' | 'unsafeBacking'>;
+export type CreatedImage = Omit<CreatePlan, 'creator' | 'unsafeBacking' | 'nbd'>;
 
 /** Creates an image: checks the request, then makes it. Returns what was made. */
 export async function createImage(request: CreateImageOptions): Promise<CreatedImage> {
   const plan = await planCreateWithBacking(request);
   await executeCreate(plan, request.onProgress);
-  const { creator: _creator, unsafeBacking: _unsafe, ...made } = plan;
+  const { creator: _creator, unsafeBacking: _unsafe, nbd: _nbd, ...made } = plan;
   return made;
 }
 

@@ -7,6 +7,7 @@ import type { SnapshotInfo } from '../block/driver.js';
 import { backingPath, chainKey, nextInChain } from '../engine/backing.js';
 import { isFormatName } from '../engine/formats.js';
 import type { FormatName } from '../format/format.js';
+import type { NbdClientOptions } from '../remote/nbd/client-options.js';
 import { isNbdUri } from '../remote/nbd/uri.js';
 import { type ImageSource, withImage } from './image-source.js';
 
@@ -36,13 +37,15 @@ export interface ImageInfoOptions {
   format?: FormatName | 'probe';
   /** Read an image another process holds writable (qemu-img's -U). */
   forceShare?: boolean;
+  /** Settings for the NBD client, for every NBD URI the call opens. */
+  nbd?: NbdClientOptions;
 }
 
 /** Reports on an image: a path (opened read-only, its backing chain left closed) or an open image. */
 export async function imageInfo(image: ImageSource, options: ImageInfoOptions = {}): Promise<ImageInfo> {
   return withImage(
     image,
-    { format: options.format, readOnly: true, forceShare: options.forceShare, backing: false },
+    { format: options.format, readOnly: true, forceShare: options.forceShare, backing: false, nbd: options.nbd },
     async (backend, filename, format) => {
       const d = backend.describe();
       const backing = d.backingChain[0];

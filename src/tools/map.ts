@@ -7,6 +7,7 @@ import type { BlockBackend } from '../block/backend.js';
 import type { Extent } from '../block/driver.js';
 import { VdiskError } from '../block/errors.js';
 import type { FormatName } from '../format/format.js';
+import type { NbdClientOptions } from '../remote/nbd/client-options.js';
 import { type ImageSource, withImage } from './image-source.js';
 
 export interface MapEntry {
@@ -33,6 +34,8 @@ export interface MapOptions {
   format?: FormatName | 'probe';
   /** For a path: read an image another process holds writable (qemu-img's -U). */
   forceShare?: boolean;
+  /** Settings for the NBD client, for every NBD URI the call opens. */
+  nbd?: NbdClientOptions;
 }
 
 const PROBE_LIMIT = 1 << 30;
@@ -77,8 +80,10 @@ function mergeable(curr: MapEntry, next: MapEntry): boolean {
  * A path is opened read-only with its backing chain.
  */
 export function mapImage(image: ImageSource, options: MapOptions = {}): Promise<MapEntry[]> {
-  return withImage(image, { format: options.format, readOnly: true, forceShare: options.forceShare }, (backend) =>
-    mapBackend(backend, options),
+  return withImage(
+    image,
+    { format: options.format, readOnly: true, forceShare: options.forceShare, nbd: options.nbd },
+    (backend) => mapBackend(backend, options),
   );
 }
 

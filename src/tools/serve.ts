@@ -12,6 +12,7 @@ import { createExport, type DetectZeroes, type DiscardMode } from '../nbd/export
 import { type ListenAddress, NbdServer } from '../nbd/server.js';
 import type { SessionLimits } from '../nbd/session.js';
 import { loadTlsCredentials } from '../nbd/tls.js';
+import type { NbdClientOptions } from '../remote/nbd/client-options.js';
 import { fileName, optionsObject } from './arguments.js';
 import { createSnapshotOverlay } from './serve-snapshot.js';
 
@@ -64,6 +65,8 @@ export interface ServeOptions {
   /** Request and reply data all clients together may make the server hold (default 256 MiB). */
   maxBufferedBytes?: number;
   log?: (message: string) => void;
+  /** Settings for the NBD client, when the image's backing file is an NBD URI. */
+  nbd?: NbdClientOptions;
 }
 
 export interface ServeHandle {
@@ -134,6 +137,7 @@ export async function serveImage(serveOptions: ServeOptions): Promise<ServeHandl
       snapshot: options.snapshot,
       confineBacking: options.confineBacking,
       allowBackingUris: options.allowBackingUris,
+      nbd: options.nbd,
     });
   } finally {
     // Open (or failed): its name goes now, and the data with the server.

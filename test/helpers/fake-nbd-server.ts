@@ -8,7 +8,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { encodeInfoExport, encodeMetaContextReply, encodeOptionReply } from '../../src/nbd-wire/handshake-codec.js';
+import {
+  encodeInfoBlockSize,
+  encodeInfoExport,
+  encodeMetaContextReply,
+  encodeOptionReply,
+} from '../../src/nbd-wire/handshake-codec.js';
 import { ByteQueue } from '../../src/nbd-wire/input.js';
 import {
   CHUNK,
@@ -51,6 +56,8 @@ export interface FakeScript {
   baseAllocation?: boolean;
   /** Context id given to base:allocation (default 1). */
   contextId?: number;
+  /** NBD_INFO_BLOCK_SIZE sent with GO (minimum, preferred, maximum), as given: valid or not. */
+  blockSizes?: { minimum: number; preferred: number; maximum: number };
   /** Answers an option in place of the correct handshake when it returns true. */
   answerOption?: (option: number, connection: FakeConnection) => boolean;
   /** Replaces the whole handshake: the script talks to the fresh socket itself. */
@@ -165,6 +172,7 @@ function handshakeStep(script: FakeScript, c: FakeConnection, queue: ByteQueue, 
         break;
       case OPT.GO:
         c.send(encodeInfoExport(option, size, flags));
+        if (script.blockSizes) c.send(encodeInfoBlockSize(option, script.blockSizes));
         c.send(encodeOptionReply(option, REP.ACK));
         return true;
       case OPT.EXPORT_NAME: {

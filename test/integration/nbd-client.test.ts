@@ -288,3 +288,77 @@ describe('the NBD client', () => {
     });
   });
 });
+
+describe('the NBD client and a server minimum block size', () => {
+  it('sends a 4 KiB-minimum server only aligned requests, the data landing as written', async () => {
+    const size = 1 * MiB;
+    const stored = Buffer.alloc(size);
+    const server = await startFakeServer({
+      size,
+      structured: false,
+      blockSizes: { minimum: 4096, preferred: 65536, maximum: 65536 },
+      onRequest: (r, c) => {
+        if (r.type === CMD.READ) c.send(simpleReply(r.cookie, 0, stored.subarray(r.offset, r.offset + r.length)));
+        else {
+          if (r.type === CMD.WRITE) r.payload!.copy(stored, r.offset);
+          if (r.type === CMD.WRITE_ZEROES) stored.fill(0, r.offset, r.offset + r.length);
+          c.send(simpleReply(r.cookie));
+        }
+      },
+    });
+    try {
+      const driver = await NbdDriver.open(server.uri);
+      assert.equal(driver.alignment.request, 4096);
+      const model = Buffer.alloc(size);
+      const writes: Array<[number, Buffer]> = [
+        [100, randomBytes(5000)],
+        [70000, randomBytes(200000)],
+        [4096, randomBytes(4096)],
+      ];
+      for (const [offset, data] of writes) {
+        await driver.write(offset, data);
+        data.copy(model, offset);
+      }
+      await driver.writeZeroes(3000, 9000);
+      model.fill(0, 3000, 12000);
+      await driver.discard(10, 100); // partial blocks: nothing to trim
+      const back = Buffer.alloc(300001);
+      await driver.read(99, back);
+      assert.deepEqual(back, model.subarray(99, 99 + back.length));
+      await driver.close();
+      assert.deepEqual(stored, model);
+      const sent = server.requests.filter((r) => r.type !== CMD.DISC && r.type !== CMD.FLUSH);
+      assert.ok(sent.length > 0);
+      for (const r of sent) {
+        assert.equal(r.offset % 4096, 0, `request ${r.type} at ${r.offset}`);
+        assert.equal(r.length % 4096, 0, `request ${r.type} of ${r.length}`);
+        assert.ok(r.length <= 65536, `request ${r.type} of ${r.length} above the maximum`);
+      }
+      assert.equal(
+        sent.some((r) => r.type === CMD.TRIM),
+        false,
+      );
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('refuses block sizes the protocol does not allow, with one clear error', async () => {
+    for (const blockSizes of [
+      { minimum: 3, preferred: 4096, maximum: 65536 },
+      { minimum: 4096, preferred: 512, maximum: 65536 },
+      { minimum: 4096, preferred: 4096, maximum: 6000 },
+    ]) {
+      const server = await startFakeServer({ blockSizes });
+      try {
+        await assert.rejects(
+          NbdDriver.open(server.uri),
+          (err: unknown) =>
+            err instanceof VdiskError && err.code === 'EPROTO' && /invalid block sizes/.test(err.message),
+        );
+      } finally {
+        await server.close();
+      }
+    }
+  });
+});

@@ -55,7 +55,7 @@ describe('the study engines', () => {
       const { r, json, html, report: doc } = await studyInto(dir, [...args, '--engine', 'both', ...selection]);
       assert.deepEqual((await readdir(dir)).sort(), ['images', 'study.html', 'study.json'], 'one JSON, one HTML');
       assert.equal(doc.tool, 'vdisk study');
-      assert.equal(doc.schema, 2);
+      assert.equal(doc.schema, 3);
       assert.deepEqual(
         doc.engines.map((e: { engine: string }) => e.engine),
         ['vdisk', 'qemu'],

@@ -34,6 +34,9 @@ interface El {
   getBoundingClientRect(): { width: number; height: number };
   getBBox(): { height: number };
   textContent: string | null;
+  parentElement: El | null;
+  scrollWidth: number;
+  clientWidth: number;
 }
 declare const getComputedStyle: (el: El) => { display: string; fill: string; fillOpacity: string };
 
@@ -155,6 +158,26 @@ describe('vdisk study HTML report', { skip: missing }, () => {
         assert.deepEqual([...new Set(await shown())], ['linear']);
         await page.click('#log-scale');
         assert.deepEqual([...new Set(await shown())], ['log']);
+
+        // The ranking fits a 1400 px page: no sideways scrolling; cold and warm reads say which they are.
+        const fit = await page.$eval('#ranking', (t) => {
+          const wrap = (t as unknown as El).parentElement!;
+          return { scroll: wrap.scrollWidth, client: wrap.clientWidth };
+        });
+        assert.ok(fit.scroll <= fit.client, `the ranking is ${fit.scroll} px wide in ${fit.client} px`);
+        const heads = await page.$$eval('#ranking th', (ths) => (ths as unknown as El[]).map((th) => th.textContent));
+        assert.ok(heads.includes('seq-readMiB/s cold') && heads.includes('seq-read-warmMiB/s warm'), heads.join('|'));
+        const titles = await page.$$eval('figure[data-workload] h3', (hs) =>
+          (hs as unknown as El[]).map((h) => h.textContent),
+        );
+        assert.ok(
+          titles.some((x) => /^Random read 4 KiB, cold/.test(x ?? '')),
+          titles.join('|'),
+        );
+        assert.ok(
+          titles.some((x) => /^Random read 4 KiB, warm/.test(x ?? '')),
+          titles.join('|'),
+        );
 
         // Sorting the ranking by score: best first, then worst first.
         const firstRow = () => page.$eval('#ranking tbody tr', (tr) => (tr as unknown as El).getAttribute('data-id'));

@@ -13,7 +13,16 @@ import { lines, needTools, vdisk } from '../helpers/run.js';
 import { studyInto } from '../helpers/study.js';
 import { withTempDir } from '../helpers/tmp.js';
 
-const WORKLOADS = ['install', 'seq-write', 'seq-read', 'rand-read', 'db-write', 'db-rewrite'];
+const WORKLOADS = [
+  'install',
+  'seq-write',
+  'seq-read',
+  'seq-read-warm',
+  'rand-read',
+  'rand-read-warm',
+  'db-write',
+  'db-rewrite',
+];
 
 describe('vdisk study --nbd', () => {
   it('measures an export with its server’s settings, only its first SIZE bytes', async (t) => {
@@ -35,6 +44,7 @@ describe('vdisk study --nbd', () => {
         assert.equal(report.engine, 'nbd');
         assert.equal(report.filesystem, null);
         assert.equal(report.size, 4 * 1024 * 1024);
+        assert.equal(report.evictedReads, false, "an export's server cache is its own");
         assert.deepEqual(report.server, {
           uri: server.uri.replace('nbd+unix:///', 'nbd+unix://'),
           exportBytes: 8 * 1024 * 1024,
@@ -52,7 +62,8 @@ describe('vdisk study --nbd', () => {
         );
         for (const w of cell.workloads) {
           assert.ok(w.ops > 0 && w.bytes > 0, w.name);
-          assert.equal(w.samples.length, 2, `${w.name}: the smoke profile's two repetitions`);
+          const repeats = w.name.endsWith('-warm') ? 1 : 2;
+          assert.equal(w.samples.length, repeats, `${w.name}: the smoke profile's two repetitions (one when warm)`);
         }
         assert.equal(report.recommendation.pick, null);
         assert.match(
@@ -60,12 +71,19 @@ describe('vdisk study --nbd', () => {
           /^One NBD export \(nbd\+unix:.*\) measured with its server's own settings: there is nothing to rank/,
         );
         // The terminal: one row named by the export, no ranking columns.
-        assert.match(r.stdout, /^vdisk study \(smoke\) of nbd\+unix:.*: 6 workloads, its first 4 MiB\n/);
-        assert.match(r.stdout, /^export\s+install\s+seq-wr/m);
+        assert.match(r.stdout, /^vdisk study \(smoke\) of nbd\+unix:.*: 8 workloads, its first 4 MiB\n/);
+        assert.match(r.stdout, /^export\s+install\s+seq-write\s+seq-read\s+seq-read-warm/m);
+        // No page cache of its to drop: the reads are not called cold, and the legend says why.
+        assert.match(r.stdout, /^reads\s+the server's cache as it is: the study cannot drop it$/m);
+        assert.doesNotMatch(r.stdout, /MiB\/s cold/);
         assert.match(r.stdout, /Measured on the NBD export nbd\+unix:.*, with its server's settings in \d+ s\./);
         const page = await readFile(html, 'utf8');
         assert.match(page, /<title>vdisk study of an NBD export, /);
-        assert.equal(page.match(/<tr data-workload=/g)?.length, 6, 'one row per workload in the figures table');
+        assert.equal(
+          page.match(/<tr data-workload=/g)?.length,
+          WORKLOADS.length,
+          'one row per workload in the figures table',
+        );
         // The data past the measured bytes is still there.
         const check = await vdisk(['io', '-f', 'raw', '-c', 'read -P 0xab 6M 64k', server.uri]);
         assert.equal(check.code, 0, check.stdout + check.stderr);

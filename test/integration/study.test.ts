@@ -40,7 +40,20 @@ describe('vdisk study', () => {
 
       const report = JSON.parse(await readFile(json, 'utf8'));
       assert.equal(report.tool, 'vdisk study');
-      assert.equal(report.schema, 2);
+      assert.equal(report.schema, 3);
+      assert.equal(report.evictedReads, true);
+      // Cold and warm reads, labelled as such; warm ones are reported but not scored.
+      assert.deepEqual(
+        report.workloadDefinitions
+          .filter((w: { pageCache: string | null }) => w.pageCache !== null)
+          .map((w: { name: string; pageCache: string; scored: boolean }) => [w.name, w.pageCache, w.scored]),
+        [
+          ['seq-read', 'cold', true],
+          ['seq-read-warm', 'warm', false],
+          ['rand-read', 'cold', true],
+          ['rand-read-warm', 'warm', false],
+        ],
+      );
       assert.equal(report.engine, 'vdisk');
       assert.equal(report.server, null);
       assert.match(report.command, /^vdisk study --smoke/);
@@ -92,11 +105,14 @@ describe('vdisk study', () => {
           assertPercentiles(w.latencyMs, `${what} latency`);
           assertPercentiles(w.flushLatencyMs, `${what} flush latency`);
           assert.equal(typeof w.cutShort, 'boolean');
-          assert.equal(w.samples.length, PROFILES.smoke.repeats, `${what}: one sample per repetition`);
+          const repeats = w.name.endsWith('-warm') ? 1 : PROFILES.smoke.repeats;
+          assert.equal(w.samples.length, repeats, `${what}: one sample per repetition (one for warm reads)`);
           const figures = w.samples.map((m: { iops: number; mibPerSecond: number }) =>
-            ['rand-read', 'db-write', 'db-rewrite'].includes(w.name) ? m.iops : m.mibPerSecond,
+            ['rand-read', 'rand-read-warm', 'db-write', 'db-rewrite'].includes(w.name) ? m.iops : m.mibPerSecond,
           );
-          const median = ['rand-read', 'db-write', 'db-rewrite'].includes(w.name) ? w.iops : w.mibPerSecond;
+          const median = ['rand-read', 'rand-read-warm', 'db-write', 'db-rewrite'].includes(w.name)
+            ? w.iops
+            : w.mibPerSecond;
           assert.ok(
             median >= Math.min(...figures) && median <= Math.max(...figures),
             `${what}: the median of its samples`,
@@ -121,7 +137,7 @@ describe('vdisk study', () => {
       assert.ok(report.recommendation.text.length >= 1);
 
       // The terminal: the table (every combination), the recommendation, the two paths.
-      assert.match(r.stdout, /^vdisk study \(smoke\): 35 combinations × 6 workloads × 2 repetitions, 4 MiB images in /);
+      assert.match(r.stdout, /^vdisk study \(smoke\): 35 combinations × 8 workloads × 2 repetitions, 4 MiB images in /);
       for (const id of expected) {
         const [format, prealloc, cache] = id.split('/');
         assert.match(r.stdout, new RegExp(`\\b${format}\\s+${prealloc}\\s+${cache}\\b`), `${id} in the table`);
@@ -130,7 +146,7 @@ describe('vdisk study', () => {
       assert.ok(r.stdout.includes(`JSON: ${json}\n`));
       assert.ok(r.stdout.includes(`HTML: ${html}\n`));
       // Not a terminal: the progress goes to stderr as a few lines, ending at 100%.
-      assert.match(r.stderr, /100% 245\/245/);
+      assert.match(r.stderr, /100% 315\/315/);
       const page = await readFile(html, 'utf8');
       assert.match(page, /^<!doctype html>/);
       assert.doesNotMatch(page, /(src|href)="https?:/, 'nothing is fetched from the network');
@@ -193,7 +209,7 @@ describe('vdisk study', () => {
       const table = formatTable(run);
       assert.match(
         table,
-        /-\s+raw\s+off\s+none\s+on flush\s+unsupported: Could not open 'raw-off-none\.img': the filesystem does not support O_DIRECT \(cache=none\)/,
+        /-\s+raw\s+off\s+none\s+flush-safe\s+unsupported: Could not open 'raw-off-none\.img': the filesystem does not support O_DIRECT \(cache=none\)/,
       );
       const advice = recommend(run);
       assert.equal(advice.pick?.cache, 'writeback');

@@ -1,6 +1,7 @@
 /** `vdisk io`: qemu-io's arguments; the commands themselves are session.ts and commands-*.ts. */
 import readline from 'node:readline';
 import { type CliCommand, type CommandSpec, parseCommandLine, usageError } from '../args.js';
+import { NBD_CLIENT_OPTIONS, nbdClientOptions } from '../nbd-options.js';
 import { IO_DEFAULT_CACHE, ioOpenRequest } from './open-options.js';
 import { IoSession } from './session.js';
 
@@ -51,6 +52,7 @@ are read from standard input, one per line. Without a file name, the first comma
       short: 'U',
       help: 'read an image another process holds, without the image lock (only with -r)',
     },
+    ...NBD_CLIENT_OPTIONS,
   },
   notes: `
 Commands (qemu-io's; 'help' lists them with their flags):
@@ -87,6 +89,7 @@ export const ioCommand: CliCommand = {
       aio: values.aio as string | undefined,
       readOnly: Boolean(values['read-only']),
       forceShare: Boolean(values['force-share']),
+      nbd: nbdClientOptions('io', values),
     });
     const session = new IoSession({ out: streams.out, err: streams.err });
     const filename = positionals[0];

@@ -7,6 +7,7 @@ import { type CacheMode, cacheMode, parseCacheMode } from '../../block/cache-mod
 import { VdiskError } from '../../block/errors.js';
 import { formatDefinition } from '../../engine/formats.js';
 import { openImageWithFormat } from '../../engine/open.js';
+import type { NbdClientOptions } from '../../remote/nbd/client-options.js';
 
 /** qemu-io's default cache mode: every write is durable before it is reported. */
 export const IO_DEFAULT_CACHE = 'writethrough';
@@ -24,6 +25,8 @@ export interface IoOpenRequest {
   /** Discards and zero writes with -u may free space (qemu-io's default, -d unmap). */
   unmap: boolean;
   aio: AioMode;
+  /** How an NBD URI is connected (timeouts, connections). */
+  nbd?: NbdClientOptions;
 }
 
 export interface IoOpenText {
@@ -34,6 +37,7 @@ export interface IoOpenText {
   aio?: string;
   readOnly?: boolean;
   forceShare?: boolean;
+  nbd?: NbdClientOptions;
 }
 
 /** qemu's discard modes: ignore/off keep discards from freeing anything, unmap/on let them. */
@@ -65,6 +69,7 @@ export function ioOpenRequest(text: IoOpenText): IoOpenRequest {
     forceShare: Boolean(text.forceShare),
     unmap: parseDiscard(text.discard ?? 'unmap'),
     aio: parseAio(text.aio ?? 'threads', cache),
+    nbd: text.nbd,
   };
 }
 
@@ -81,6 +86,7 @@ export async function openForIo(filename: string, request: IoOpenRequest): Promi
     cache: request.cache,
     readOnly: request.readOnly,
     forceShare: request.forceShare,
+    nbd: request.nbd,
   });
   return { backend, format, probedRaw: request.format === undefined && format === 'raw' };
 }

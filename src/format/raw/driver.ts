@@ -83,6 +83,9 @@ export class RawDriver implements BlockDriver {
 
   async blockStatus(offset: number, length: number): Promise<Extent> {
     const extent = await this.child.blockStatus(this.#base + offset, length);
+    // A protocol node that knows the chain behind it (an NBD export with qemu:allocation-depth)
+    // gives a depth; anything else is this image's own allocated bytes.
+    if (extent.depth !== undefined) return { ...extent, offset };
     return { ...extent, offset, allocated: true, depth: 0 };
   }
 

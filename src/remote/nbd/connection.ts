@@ -48,13 +48,8 @@ export class NbdConnection implements RequestTable {
     this.negotiated = negotiated;
     this.#settings = settings;
     this.#socket = socket;
-    const base = negotiated.contexts.baseAllocation;
-    this.#reader = new ReplyReader(
-      input.queue,
-      this,
-      negotiated.structuredReplies,
-      new Set(base === undefined ? [] : [base]),
-    );
+    const ids = Object.values(negotiated.contexts).filter((id): id is number => id !== undefined);
+    this.#reader = new ReplyReader(input.queue, this, negotiated.structuredReplies, new Set(ids));
     input.onData(
       () => {
         this.#lastProgress = Date.now();

@@ -5,6 +5,43 @@
  */
 import type { ExtentRun } from './pending-request.js';
 
+function sameState(a: ExtentRun, b: ExtentRun): boolean {
+  return a.flags === b.flags && a.depth === b.depth;
+}
+
+/**
+ * One list of runs from the two contexts' answers: a run ends wherever either context's does,
+ * and the list stops where the shorter answer stops (the rest is asked again later).
+ */
+export function combineContexts(allocation: ExtentRun[] | undefined, depth: ExtentRun[] | undefined): ExtentRun[] {
+  if (!depth) return allocation ?? [];
+  const runs: ExtentRun[] = [];
+  let a = 0;
+  let d = 0;
+  // Bytes of the current run of each list already consumed.
+  let aUsed = 0;
+  let dUsed = 0;
+  while (d < depth.length && (!allocation || a < allocation.length)) {
+    const dRun = depth[d]!;
+    const aRun = allocation?.[a];
+    const length = Math.min(dRun.length - dUsed, aRun ? aRun.length - aUsed : Number.POSITIVE_INFINITY);
+    runs.push({ length, flags: aRun?.flags ?? 0, depth: dRun.flags });
+    dUsed += length;
+    if (dUsed === dRun.length) {
+      d++;
+      dUsed = 0;
+    }
+    if (aRun) {
+      aUsed += length;
+      if (aUsed === aRun.length) {
+        a++;
+        aUsed = 0;
+      }
+    }
+  }
+  return runs;
+}
+
 export class ExtentCache {
   #start = 0;
   #runs: ExtentRun[] = [];
@@ -45,9 +82,8 @@ export class ExtentCache {
         this.#cursorPos = pos;
         let end = pos + run.length;
         // Neighbours with the same flags are one run for the caller.
-        for (let j = i + 1; j < this.#runs.length && this.#runs[j]!.flags === run.flags; j++)
-          end += this.#runs[j]!.length;
-        return { length: end - offset, flags: run.flags };
+        for (let j = i + 1; j < this.#runs.length && sameState(this.#runs[j]!, run); j++) end += this.#runs[j]!.length;
+        return { length: end - offset, flags: run.flags, ...(run.depth === undefined ? {} : { depth: run.depth }) };
       }
       pos += run.length;
     }

@@ -1,14 +1,15 @@
 /**
  * The client's handshake (fixed newstyle): client flags, STARTTLS when TLS is asked for,
- * STRUCTURED_REPLY, SET_META_CONTEXT for base:allocation (the one context block status needs,
- * as in QEMU's client), then GO,
- * falling back to EXPORT_NAME for servers without GO. Every answer is checked; a server that
+ * STRUCTURED_REPLY, SET_META_CONTEXT for base:allocation and qemu:allocation-depth (which
+ * servers that do not know it leave out), then GO asking for the block sizes (so a server that
+ * needs aligned requests gets them), falling back to EXPORT_NAME for servers without GO. Every answer is checked; a server that
  * sends something the protocol does not allow gets EPROTO, never a hang or a crash.
  */
 import type { Duplex } from 'node:stream';
 import { VdiskError } from '../../block/errors.js';
 import { encodeInfoRequest, encodeMetaContextRequest } from '../../nbd-wire/handshake-codec.js';
 import {
+  CONTEXT_ALLOCATION_DEPTH,
   CONTEXT_BASE_ALLOCATION,
   FLAG_FIXED_NEWSTYLE,
   FLAG_NO_ZEROES,
@@ -45,8 +46,8 @@ export interface NegotiatedExport {
   /** As the server gave them (NBD_INFO_BLOCK_SIZE), if it did. */
   blockSizes?: BlockSizes;
   structuredReplies: boolean;
-  /** The context id of base:allocation, when the server agreed to it. */
-  contexts: { baseAllocation?: number };
+  /** The context ids of base:allocation and qemu:allocation-depth, when the server agreed to them. */
+  contexts: { baseAllocation?: number; allocationDepth?: number };
 }
 
 export interface HandshakeRequest {
@@ -117,11 +118,14 @@ async function structuredReply(channel: OptionChannel): Promise<boolean> {
 }
 
 async function metaContexts(channel: OptionChannel, exportName: string): Promise<NegotiatedExport['contexts']> {
-  channel.send(OPT.SET_META_CONTEXT, encodeMetaContextRequest(exportName, [CONTEXT_BASE_ALLOCATION]));
+  channel.send(
+    OPT.SET_META_CONTEXT,
+    encodeMetaContextRequest(exportName, [CONTEXT_BASE_ALLOCATION, CONTEXT_ALLOCATION_DEPTH]),
+  );
   const contexts: NegotiatedExport['contexts'] = {};
   for (let n = 0; n < MAX_REPLIES; n++) {
     const reply = await channel.reply(OPT.SET_META_CONTEXT);
-    if (reply.type === REP.ACK) return contexts;
+    if (reply.type === REP.ACK) return withoutSharedIds(contexts);
     // A server without block status (or with none of these contexts) answers with an error.
     if (isError(reply.type)) return {};
     if (reply.type !== REP.META_CONTEXT || reply.data.length < 4) {
@@ -130,9 +134,18 @@ async function metaContexts(channel: OptionChannel, exportName: string): Promise
     const id = reply.data.readUInt32BE(0);
     const name = reply.data.subarray(4).toString('utf8');
     if (name === CONTEXT_BASE_ALLOCATION && contexts.baseAllocation === undefined) contexts.baseAllocation = id;
+    else if (name === CONTEXT_ALLOCATION_DEPTH && contexts.allocationDepth === undefined) contexts.allocationDepth = id;
     else throw protocolError(`the server selected metadata context '${name.slice(0, 64)}', which was not asked for`);
   }
   throw protocolError('endless replies to NBD_OPT_SET_META_CONTEXT');
+}
+
+/** Two contexts under one id could not be told apart in a reply: a protocol error. */
+function withoutSharedIds(contexts: NegotiatedExport['contexts']): NegotiatedExport['contexts'] {
+  if (contexts.allocationDepth !== undefined && contexts.allocationDepth === contexts.baseAllocation) {
+    throw protocolError('the server gave two metadata contexts the same id');
+  }
+  return contexts;
 }
 
 function blockSizes(data: Buffer): BlockSizes {
@@ -145,7 +158,8 @@ function blockSizes(data: Buffer): BlockSizes {
     !power(sizes.preferred) ||
     sizes.preferred < sizes.minimum ||
     sizes.maximum < sizes.minimum ||
-    sizes.maximum % sizes.minimum !== 0
+    // The spec allows 0xffffffff ("no limit") besides a multiple of the minimum.
+    (sizes.maximum % sizes.minimum !== 0 && sizes.maximum !== 0xffffffff)
   ) {
     throw protocolError(`invalid block sizes ${sizes.minimum}/${sizes.preferred}/${sizes.maximum}`);
   }
@@ -157,7 +171,8 @@ async function go(
   channel: OptionChannel,
   exportName: string,
 ): Promise<Omit<NegotiatedExport, 'structuredReplies' | 'contexts'> | undefined> {
-  channel.send(OPT.GO, encodeInfoRequest(exportName, []));
+  // Asking for BLOCK_SIZE promises to honour the sizes: the driver aligns and splits for them.
+  channel.send(OPT.GO, encodeInfoRequest(exportName, [INFO.BLOCK_SIZE]));
   let size: number | undefined;
   let flags = 0;
   let sizes: BlockSizes | undefined;

@@ -10,7 +10,10 @@ import { ReadCoverage } from './read-coverage.js';
 /** One block status descriptor, clipped to the request. */
 export interface ExtentRun {
   length: number;
+  /** base:allocation's flags (STATE_HOLE, STATE_ZERO). */
   flags: number;
+  /** qemu:allocation-depth's value, when the server gave it: 0 unallocated, 1 the export's own image, 2… backing. */
+  depth?: number;
 }
 
 /** Per metadata context id, the runs from the request's offset on. */

@@ -10,7 +10,7 @@
 import { bestFigures, figureSpread, scoreSpread } from './rank.js';
 import type { StudyRun } from './results.js';
 import { pearson, type Spread, tiedSpearman } from './ties.js';
-import type { WorkloadName } from './workloads.js';
+import { RANKED_WORKLOADS, type WorkloadName } from './workloads.js';
 
 export interface Agreement {
   /** A workload, or 'score' for the overall score. */
@@ -76,7 +76,7 @@ export function agreement(first: Compared, second: Compared): Agreement[] {
   const bestA = bestFigures(first.results);
   const bestB = bestFigures(second.results);
   const scored = pairs
-    .map(([x, y]) => [scoreSpread(x, bestA), scoreSpread(y, bestB)] as const)
+    .map(([x, y]) => [scoreSpread(x, bestA, RANKED_WORKLOADS), scoreSpread(y, bestB, RANKED_WORKLOADS)] as const)
     .filter((p): p is readonly [Spread, Spread] => p[0] !== null && p[1] !== null);
   out.push(compare('score', scored));
   return out;

@@ -12,7 +12,7 @@ import type { StudyReport } from './report-json.js';
 import type { CombinationResult, WorkloadResult } from './results.js';
 import { type Bar, type BarGroup, esc, groupedBarChart, horizontalBarChart } from './svg-charts.js';
 import { sizeText } from './table.js';
-import { workload } from './workloads.js';
+import { workload, workloadTitle } from './workloads.js';
 
 function ms(v: number): string {
   return `${formatNumber(v)} ms`;
@@ -77,9 +77,14 @@ export function workloadFigure(report: StudyReport, name: WorkloadResult['name']
     }),
   }));
   const chart = (scale: 'linear' | 'log') =>
-    groupedBarChart({ groups, unit: def.metric, scale, label: `${def.title}: ${def.metric} by cache mode` });
+    groupedBarChart({
+      groups,
+      unit: def.metric,
+      scale,
+      label: `${workloadTitle(name, report.evictedReads)}: ${def.metric} by cache mode`,
+    });
   return (
-    `<figure data-workload="${name}"><h3>${esc(def.title)} <small>(${def.metric}, ${def.queueDepth} in flight)</small></h3>` +
+    `<figure data-workload="${name}"><h3>${esc(workloadTitle(name, report.evictedReads))} <small>(${def.metric}, ${def.queueDepth} in flight)</small></h3>` +
     `<figcaption>${esc(def.description)}</figcaption>${chart('linear')}${chart('log')}</figure>`
   );
 }

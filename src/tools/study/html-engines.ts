@@ -12,7 +12,7 @@ import { fillOf } from './html-style.js';
 import { figure, formatNumber } from './rank.js';
 import type { StudyReport } from './report-json.js';
 import { type Bar, type BarGroup, esc, groupedBarChart } from './svg-charts.js';
-import { type WorkloadName, workload } from './workloads.js';
+import { type WorkloadName, workload, workloadTitle } from './workloads.js';
 
 /** A workload's figures of both engines, cell by cell, grouped by cache mode. */
 export function pairedWorkloadFigure(reports: readonly [StudyReport, StudyReport], name: WorkloadName): string {
@@ -56,10 +56,10 @@ export function pairedWorkloadFigure(reports: readonly [StudyReport, StudyReport
       scale,
       width: 1100,
       height: 280,
-      label: `${def.title}: ${reports.map((r) => engineTitle(r.engine)).join(' against ')}, ${def.metric} by cache mode`,
+      label: `${workloadTitle(name, reports[0]!.evictedReads)}: ${reports.map((r) => engineTitle(r.engine)).join(' against ')}, ${def.metric} by cache mode`,
     });
   return (
-    `<figure class="wide" data-compare="${name}"><h3>${esc(def.title)} <small>(${def.metric}, ${def.queueDepth} in flight)</small></h3>` +
+    `<figure class="wide" data-compare="${name}"><h3>${esc(workloadTitle(name, reports[0]!.evictedReads))} <small>(${def.metric}, ${def.queueDepth} in flight)</small></h3>` +
     `<figcaption>Each pair: ${esc(engineTitle(reports[0].engine))} (solid), then ${esc(engineTitle(reports[1].engine))} (pale, outlined). ` +
     `${esc(def.description)}</figcaption>${chart('linear')}${chart('log')}</figure>`
   );

@@ -38,6 +38,8 @@ svg.chart{width:100%;height:auto;display:block}
 svg.chart-log{display:none}body.log svg.chart-log{display:block}body.log svg.chart-linear{display:none}
 .grid{stroke:#e6e8eb}.axis{stroke:#8a93a0}.tick,.value,.row-label{font-size:10px;fill:#4a5260}
 .unit{font-size:10px;fill:#596273}.group-label{font-size:11px;fill:#1d2430}
+svg.chart-linear .tick,svg.chart-log .tick,svg.chart-linear .unit,svg.chart-log .unit{font-size:15px}
+svg.chart-linear .group-label,svg.chart-log .group-label{font-size:16px}
 .missing path{stroke:#9aa1ab;stroke-width:1.5}.missing-text{font-size:10px;fill:#9aa1ab}
 .bar:hover{opacity:.8}.bar-new{opacity:.45}
 table{border-collapse:collapse;font-size:12px;background:#fff}th,td{padding:3px 7px;border-bottom:1px solid #e6e8eb;text-align:right;white-space:nowrap}
@@ -52,6 +54,8 @@ dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:0}dt{c
 .notice{background:#fdecea;border-left:4px solid #b42318;padding:6px 12px;border-radius:4px}
 table.agreement td.below{color:#b42318;font-weight:600}
 td.tied{color:#596273}
+table.ranking th{white-space:normal;vertical-align:bottom;padding:3px 5px}table.ranking td{padding:3px 5px}
+.unit-head{font-weight:normal;color:#596273}
 `;
 
 export const SCRIPT = `

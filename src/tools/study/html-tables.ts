@@ -3,8 +3,8 @@ import { SAFETY_TEXT } from './matrix.js';
 import { figure, figureSpread, formatNumber } from './rank.js';
 import type { StudyReport } from './report-json.js';
 import { esc } from './svg-charts.js';
-import { sizeText } from './table.js';
-import { workload } from './workloads.js';
+import { pageCacheLabel, sizeText } from './table.js';
+import { workload, workloadTitle } from './workloads.js';
 
 function cell(text: string, sort?: number | null, cls = ''): string {
   const s = sort === undefined ? '' : ` data-sort="${sort ?? ''}"`;
@@ -20,12 +20,31 @@ function rankCell(rank: number | null, range: [number, number] | null): string {
   return `<td class="l tied" data-sort="${rank}" title="${esc(title)}">${best}–${worst}</td>`;
 }
 
+/** A heading in two lines, the name breakable at its hyphens, so that narrow columns stay narrow. */
+function head(name: string, unit: string, title: string): string {
+  const breakable = esc(name).replace(/-/g, '-<wbr>');
+  return `<th title="${esc(title)}">${breakable}<br><span class="unit-head">${esc(unit)}</span></th>`;
+}
+
+/**
+ * The ranking, one figure per workload (its p50/p99 latencies in the cell's tooltip): it fits a
+ * 1400 px page with every workload, cold and warm reads labelled under their names.
+ */
 export function rankingTable(report: StudyReport, id: string): string {
-  const head = [
-    '<th class="l">#</th><th class="l">format</th><th class="l">prealloc</th><th class="l">cache</th><th class="l">crash safety</th>',
-    '<th>score</th><th>writes</th><th>first touch</th><th>steady</th><th>reads</th>',
-    ...report.workloads.map((n) => `<th>${esc(n)} ${workload(n).metric}</th><th>${esc(n)} p99 ms</th>`),
-    '<th>create s</th><th>disk new</th><th>disk after</th>',
+  const heads = [
+    '<th class="l">#</th><th class="l">format</th><th class="l">prealloc</th><th class="l">cache</th><th class="l">crash<br>safety</th>',
+    head('score', 'all', 'geometric mean of the scored workloads, 1.00 = best at everything'),
+    head('writes', 'score', 'install, seq-write, db-write, db-rewrite'),
+    head('first', 'touch', 'install, seq-write, db-write'),
+    head('steady', 'state', 'db-rewrite'),
+    head('reads', 'cold', 'seq-read, rand-read'),
+    ...report.workloads.map((n) => {
+      const def = workload(n);
+      return head(n, `${def.metric} ${pageCacheLabel(report, n)}`.trim(), workloadTitle(n, report.evictedReads));
+    }),
+    head('create', 's', 'creation time'),
+    head('disk', 'new', 'space on disk after creation'),
+    head('disk', 'after', 'space on disk after the workloads'),
   ].join('');
   const rows = report.ranking.map((rank) => {
     const r = report.results.find((x) => x.id === rank.id)!;
@@ -36,15 +55,15 @@ export function rankingTable(report: StudyReport, id: string): string {
       cell(r.cache, undefined, 'l') +
       `<td class="l ${r.safety}" title="${esc(SAFETY_TEXT[r.safety])}">${esc(r.safety)}</td>`;
     if (r.status !== 'ok') {
-      const span = 5 + report.workloads.length * 2 + 3;
+      const span = 5 + report.workloads.length + 3;
       return `<tr class="not-run" data-id="${esc(r.id)}">${lead}<td class="l" colspan="${span}">${esc(`${r.status}: ${r.reason}`)}</td></tr>`;
     }
     const score = (v: number | null) => cell(v === null ? '-' : v.toFixed(2), v);
     const perWorkload = report.workloads.map((n) => {
       const w = r.workloads.find((x) => x.name === n);
-      return w
-        ? cell(formatNumber(figure(w)), figure(w)) + cell(formatNumber(w.latencyMs.p99), w.latencyMs.p99)
-        : '<td>-</td><td>-</td>';
+      if (!w) return '<td>-</td>';
+      const latency = `latency p50 ${formatNumber(w.latencyMs.p50)} ms, p99 ${formatNumber(w.latencyMs.p99)} ms`;
+      return `<td data-sort="${figure(w)}" title="${esc(latency)}">${esc(formatNumber(figure(w)))}</td>`;
     });
     return (
       `<tr data-id="${esc(r.id)}">${lead}${score(rank.score)}${score(rank.writes)}${score(rank.firstTouch)}${score(rank.steady)}${score(rank.reads)}` +
@@ -55,7 +74,7 @@ export function rankingTable(report: StudyReport, id: string): string {
       '</tr>'
     );
   });
-  return `<div class="table-wrap"><table class="sortable ranking" id="${esc(id)}"><thead><tr>${head}</tr></thead><tbody>${rows.join('')}</tbody></table></div>`;
+  return `<div class="table-wrap"><table class="sortable ranking" id="${esc(id)}"><thead><tr>${heads}</tr></thead><tbody>${rows.join('')}</tbody></table></div>`;
 }
 
 /** An NBD study's one export: each workload's figure, the range of its repetitions, and latencies. */
@@ -68,7 +87,7 @@ export function exportTable(report: StudyReport): string {
       return `<tr data-workload="${esc(n)}">${cell(n, undefined, 'l')}<td class="l" colspan="5">${esc(r.reason ?? 'not measured')}</td></tr>`;
     const spread = figureSpread(w);
     return (
-      `<tr data-workload="${esc(n)}">${cell(n, undefined, 'l')}` +
+      `<tr data-workload="${esc(n)}">${cell(`${n} ${pageCacheLabel(report, n)}`.trim(), undefined, 'l')}` +
       cell(`${formatNumber(figure(w))} ${workload(n).metric}`, figure(w)) +
       cell(`${formatNumber(spread.low)}–${formatNumber(spread.high)}`) +
       cell(formatNumber(w.latencyMs.p50), w.latencyMs.p50) +
@@ -77,9 +96,9 @@ export function exportTable(report: StudyReport): string {
       '</tr>'
     );
   });
-  const head =
+  const heading =
     '<th class="l">workload</th><th>median</th><th>range of the repetitions</th><th>p50 ms</th><th>p99 ms</th><th>flush p99 ms</th>';
-  return `<div class="table-wrap"><table class="sortable" id="export-figures"><thead><tr>${head}</tr></thead><tbody>${rows.join('')}</tbody></table></div>`;
+  return `<div class="table-wrap"><table class="sortable" id="export-figures"><thead><tr>${heading}</tr></thead><tbody>${rows.join('')}</tbody></table></div>`;
 }
 
 export function definitionList(entries: Array<[string, string]>): string {

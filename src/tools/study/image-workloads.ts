@@ -6,6 +6,11 @@
  * more than a quarter (a burst of other work on the machine) they are repeated up to twice more:
  * the median then outvotes the burst, and the range of the middle samples (ties.ts) is what
  * decides ties. First-touch writes cannot be repeated beyond their shares of fresh space.
+ *
+ * Cold reads start each repetition with the image's pages dropped from the host page cache (the
+ * caller's `evict`, after a flush), so they measure the storage; warm reads start with the data
+ * read into it once, untimed, so they measure what the cache mode's host caching gives. Warm
+ * reads are not scored, so one repetition of each does.
  */
 import type { BlockBackend } from '../../block/backend.js';
 import { execute, type Measurement, medianMeasurement } from './execute.js';
@@ -16,6 +21,7 @@ import {
   type ImageState,
   needsSequentialData,
   seededRandom,
+  sequentialReadPass,
   studyLayout,
   WHOLE,
   WORKLOADS,
@@ -29,6 +35,11 @@ export interface ImageWorkloadOptions {
   /** Bytes the layout covers, from the start of the image. */
   size: number;
   signal?: AbortSignal;
+  /**
+   * Drops the image's pages from the host page cache; absent where there is none to drop (an NBD
+   * export: its server's cache is its own), and cold reads are then as they come.
+   */
+  evict?: () => Promise<void>;
 }
 
 /** Runs the selected workloads; `onWorkload` is called as each finishes all its repetitions. */
@@ -47,18 +58,27 @@ export async function runImageWorkloads(
     await execute(backend, fill, { queueDepth: 8, seconds: Number.POSITIVE_INFINITY, finalFlush: true, signal });
     state.seqWritten = layout.seq.length;
   }
-  const repeats = Math.max(1, profile.repeats);
   for (const [index, w] of WORKLOADS.entries()) {
     if (!selected.has(w.name)) continue;
     const samples: Measurement[] = [];
     const reusable = w.phase !== 'first-touch';
+    const repeats = w.pageCache === 'warm' ? 1 : Math.max(1, profile.repeats);
+    if (w.pageCache === 'warm') {
+      const warming = sequentialReadPass(layout, state);
+      await execute(backend, warming, { queueDepth: 8, seconds: Number.POSITIVE_INFINITY, finalFlush: false, signal });
+    }
     for (let part = 0; part < repeats || (reusable && tooNoisy(w.name, samples, repeats)); part++) {
+      if (w.pageCache === 'cold' && options.evict) {
+        await backend.flush();
+        await options.evict();
+      }
       // The same seeds for every combination, so that they all get the same requests.
       const random = seededRandom(0x5eed + index * 0x100 + part);
       const steps = w.steps(layout, state, profile, random, { index: part, of: Math.max(repeats, part + 1) });
       const measured = await execute(backend, steps, {
         queueDepth: w.queueDepth,
-        seconds: profile.workloadSeconds,
+        // Warm reads run from RAM: half the time measures them as well, and keeps the run short.
+        seconds: w.pageCache === 'warm' ? profile.workloadSeconds / 2 : profile.workloadSeconds,
         finalFlush: w.writes,
         signal,
       });

@@ -1,7 +1,7 @@
 /**
  * How combinations are compared. Each workload's figure (MiB/s, or IOPS for 4 KiB requests) is
  * divided by the best figure any combination reached on it, and a combination's score is the
- * geometric mean of those fractions: 1.00 would be the best at everything, 0.50 half as fast as
+ * geometric mean of those fractions (warm reads left out: they measure the host's RAM): 1.00 would be the best at everything, 0.50 half as fast as
  * the best on a typical workload. Sub-scores take the same mean over a subset of the workloads
  * (writes only, first-touch writes only, steady-state writes only).
  *
@@ -13,7 +13,7 @@
 import type { Measurement } from './execute.js';
 import type { CombinationResult, StudyRun, WorkloadResult } from './results.js';
 import { rankWithTies, type Spread, spreadOf, type TiedRank } from './ties.js';
-import { type WorkloadName, workload } from './workloads.js';
+import { RANKED_WORKLOADS, type WorkloadName, workload } from './workloads.js';
 
 /** The figure a workload is ranked by. */
 export function figure(w: WorkloadResult): number {
@@ -82,6 +82,7 @@ export function scoreSpread(result: CombinationResult, best: Best, names?: reado
 export const WRITE_WORKLOADS: readonly WorkloadName[] = ['install', 'seq-write', 'db-write', 'db-rewrite'];
 export const FIRST_TOUCH_WORKLOADS: readonly WorkloadName[] = ['install', 'seq-write', 'db-write'];
 export const STEADY_WORKLOADS: readonly WorkloadName[] = ['db-rewrite'];
+/** Cold reads: what the guest waits for at the storage (warm ones are reported, not scored). */
 export const READ_WORKLOADS: readonly WorkloadName[] = ['seq-read', 'rand-read'];
 
 export interface Ranked {
@@ -112,8 +113,8 @@ export function rankResults(run: Pick<StudyRun, 'results'>): Ranked[] {
       result,
       rank: null,
       tie: null,
-      score: score(result, best),
-      scoreSpread: scoreSpread(result, best),
+      score: score(result, best, RANKED_WORKLOADS),
+      scoreSpread: scoreSpread(result, best, RANKED_WORKLOADS),
       writes: score(result, best, WRITE_WORKLOADS),
       firstTouch: score(result, best, FIRST_TOUCH_WORKLOADS),
       steady: score(result, best, STEADY_WORKLOADS),

@@ -8,10 +8,13 @@ import { fromSystemError } from '../../block/errors.js';
 import { rankResults } from './rank.js';
 import { type Recommendation, recommend } from './recommend.js';
 import type { StudyRun } from './results.js';
-import { WORKLOADS, type Workload } from './workloads.js';
+import { RANKED_WORKLOADS, WORKLOADS, type Workload, workloadTitle } from './workloads.js';
 
-/** 2: repeated workloads (samples per repetition), ties in the ranking, `server` for NBD studies. */
-export const STUDY_SCHEMA = 2;
+/**
+ * 2: repeated workloads (samples per repetition), ties in the ranking, `server` for NBD studies.
+ * 3: cold and warm reads (`pageCache` in the definitions, `evictedReads`), warm reads unscored.
+ */
+export const STUDY_SCHEMA = 3;
 
 export interface StudyReport extends StudyRun {
   tool: 'vdisk study';
@@ -19,7 +22,12 @@ export interface StudyReport extends StudyRun {
   /** The command line that made it. */
   command: string;
   workloadDefinitions: Array<
-    Pick<Workload, 'name' | 'title' | 'description' | 'writes' | 'phase' | 'queueDepth' | 'metric'>
+    Pick<Workload, 'name' | 'title' | 'description' | 'writes' | 'phase' | 'queueDepth' | 'metric'> & {
+      /** Reads: 'cold' (host page cache dropped first) or 'warm' (data read into it first); null for writes. */
+      pageCache: 'cold' | 'warm' | null;
+      /** Whether the workload counts in the score (warm reads do not). */
+      scored: boolean;
+    }
   >;
   /** Combination ids best first, with their scores (null: did not run). */
   ranking: Array<{
@@ -50,14 +58,16 @@ export function studyReport(run: StudyRun, command: string): StudyReport {
     command,
     ...run,
     workloadDefinitions: WORKLOADS.filter((w) => run.workloads.includes(w.name)).map(
-      ({ name, title, description, writes, phase, queueDepth, metric }) => ({
+      ({ name, description, writes, phase, queueDepth, metric, pageCache }) => ({
         name,
-        title,
+        title: workloadTitle(name, run.evictedReads),
         description,
         writes,
         phase,
         queueDepth,
         metric,
+        pageCache: pageCache ?? null,
+        scored: RANKED_WORKLOADS.includes(name),
       }),
     ),
     ranking: rankResults(run).map((r) => ({

@@ -66,6 +66,11 @@ export interface StudyRun {
   /** Where the images were made; null for an NBD export, whose storage is its server's. */
   filesystem: FilesystemInfo | null;
   load: LoadInfo;
+  /**
+   * True when the image's pages were dropped from the host page cache before each cold read
+   * (an image the study made); false for an NBD export, whose server's cache is its own.
+   */
+  evictedReads: boolean;
   /** The export measured by an `nbd` study; null otherwise. */
   server: ServerTarget | null;
   results: CombinationResult[];

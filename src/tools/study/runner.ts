@@ -13,6 +13,7 @@ import { performance } from 'node:perf_hooks';
 import type { BlockBackend } from '../../block/backend.js';
 import { fromSystemError, isVdiskError, VdiskError } from '../../block/errors.js';
 import { type OpenImageOptions, openImage } from '../../engine/open.js';
+import { evictFromPageCache } from '../../io/page-cache.js';
 import { createImage } from '../create.js';
 import { formatSize } from '../size.js';
 import { median, medianMeasurement } from './execute.js';
@@ -104,7 +105,9 @@ async function runCombination(
       return fail(err);
     }
     try {
-      await runImageWorkloads(opened.backend, options, (w) => {
+      // Cold reads: the image's pages leave the host page cache (vdisk's or qemu-nbd's, the same file's).
+      const evict = () => evictFromPageCache(file);
+      await runImageWorkloads(opened.backend, { ...options, evict }, (w) => {
         result.workloads.push(w);
         progress(w.name);
       });
@@ -228,6 +231,7 @@ export async function runStudy(options: StudyOptions): Promise<StudyRun> {
       machine: machineInfo(),
       filesystem,
       load: { start: loadAtStart, end: os.loadavg() },
+      evictedReads: true,
       server: null,
       results,
     };

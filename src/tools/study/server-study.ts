@@ -130,6 +130,7 @@ export async function runServerStudy(options: ServerStudyOptions): Promise<Study
   }
   return {
     engine: 'nbd',
+    evictedReads: false,
     startedAt: started.toISOString(),
     finishedAt: new Date().toISOString(),
     seconds: (performance.now() - t0) / 1000,

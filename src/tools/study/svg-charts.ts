@@ -91,10 +91,12 @@ export interface GroupedChartOptions {
 export function groupedBarChart(options: GroupedChartOptions): string {
   const width = options.width ?? 640;
   const height = options.height ?? 260;
-  const left = 52;
+  // Room for tick labels and group names at a size that stays readable when the chart is scaled
+  // down to a column of the page (the style sheet sets them in these viewBox units).
+  const left = 64;
   const right = 8;
   const top = 12;
-  const bottom = height - 34;
+  const bottom = height - 40;
   const values = options.groups.flatMap((g) => g.bars.map((b) => b.value ?? 0)).filter((v) => v > 0);
   const max = values.length ? Math.max(...values) : 1;
   const min = values.length ? Math.min(...values) : 1;
@@ -113,7 +115,7 @@ export function groupedBarChart(options: GroupedChartOptions): string {
     );
   }
   parts.push(
-    `<text class="unit" x="12" y="${fmt((top + bottom) / 2)}" transform="rotate(-90 12 ${fmt((top + bottom) / 2)})" text-anchor="middle">${esc(options.unit)}</text>`,
+    `<text class="unit" x="14" y="${fmt((top + bottom) / 2)}" transform="rotate(-90 14 ${fmt((top + bottom) / 2)})" text-anchor="middle">${esc(options.unit)}</text>`,
   );
   options.groups.forEach((group, gi) => {
     const x0 = left + gi * groupWidth;
@@ -141,7 +143,7 @@ export function groupedBarChart(options: GroupedChartOptions): string {
       x += barWidth;
     }
     parts.push(
-      `<text class="group-label" x="${fmt(x0 + groupWidth / 2)}" y="${bottom + 18}" text-anchor="middle">${esc(group.label)}</text></g>`,
+      `<text class="group-label" x="${fmt(x0 + groupWidth / 2)}" y="${bottom + 24}" text-anchor="middle">${esc(group.label)}</text></g>`,
     );
   });
   parts.push(`<line class="axis" x1="${left}" x2="${width - right}" y1="${bottom}" y2="${bottom}"/>`);

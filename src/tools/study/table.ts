@@ -4,25 +4,36 @@
  * creation time and space on disk; combinations that did not run last, with the reason. An NBD
  * study has one row, the export, and nothing created.
  */
-import type { Safety } from './matrix.js';
+import { SAFETY_TEXT } from './matrix.js';
 import { figure, formatNumber, rankResults, rankText } from './rank.js';
 import type { StudyRun } from './results.js';
 import { type WorkloadName, workload } from './workloads.js';
 
-const SHORT: Record<WorkloadName, string> = {
-  install: 'install',
-  'seq-write': 'seq-wr',
-  'seq-read': 'seq-rd',
-  'rand-read': 'rand-rd',
-  'db-write': 'db-new',
-  'db-rewrite': 'db-rewr',
-};
+/** A read's page-cache state under its metric: "cold" or "warm" (nothing where nothing was evicted). */
+export function pageCacheLabel(run: Pick<StudyRun, 'evictedReads'>, name: WorkloadName): string {
+  const state = workload(name).pageCache;
+  if (state === undefined || (state === 'cold' && !run.evictedReads)) return '';
+  return state;
+}
 
-const SAFETY_LABEL: Record<Safety, string> = {
-  volatile: 'UNSAFE',
-  'flush-safe': 'on flush',
-  durable: 'durable',
-};
+/** What the words of the table mean: the crash-safety classes, and cold and warm reads. */
+export function tableLegend(run: Pick<StudyRun, 'engine' | 'evictedReads' | 'workloads'>): string {
+  const lines: string[] = [];
+  if (run.engine !== 'nbd') {
+    lines.push(...(['volatile', 'flush-safe', 'durable'] as const).map((s) => `${s.padEnd(10)}  ${SAFETY_TEXT[s]}`));
+  }
+  if (run.workloads.some((n) => workload(n).pageCache === 'cold')) {
+    lines.push(
+      run.evictedReads
+        ? "cold        read after the image's pages were dropped from the host page cache: the storage's speed"
+        : "reads       the server's cache as it is: the study cannot drop it",
+    );
+  }
+  if (run.workloads.some((n) => workload(n).pageCache === 'warm')) {
+    lines.push('warm        read again with the data in the host page cache (RAM); reported, not scored');
+  }
+  return lines.length > 0 ? `${lines.join('\n')}\n` : '';
+}
 
 export function sizeText(bytes: number): string {
   if (bytes < 1024 * 1024) return `${formatNumber(bytes / 1024)}K`;
@@ -48,7 +59,12 @@ export function formatTable(run: StudyRun): string {
           { head: ['crash', 'safety'], right: false },
           { head: ['score', ''], right: true },
         ] as Column[])),
-    ...run.workloads.map((name): Column => ({ head: [SHORT[name], workload(name).metric], right: true })),
+    ...run.workloads.map(
+      (name): Column => ({
+        head: [name, `${workload(name).metric} ${pageCacheLabel(run, name)}`.trim()],
+        right: true,
+      }),
+    ),
     ...(server
       ? []
       : ([
@@ -62,7 +78,7 @@ export function formatTable(run: StudyRun): string {
     const res = r.result;
     const row = server
       ? [run.server?.uri ?? res.id]
-      : [rankText(r.tie), res.format, res.prealloc, res.cache, SAFETY_LABEL[res.safety]];
+      : [rankText(r.tie), res.format, res.prealloc, res.cache, res.safety];
     if (res.status !== 'ok') {
       rows.push([...row, `${res.status}: ${res.reason ?? ''}`]);
       continue;

@@ -13,8 +13,11 @@
  *
  * - install     first touch of the install region: the OS-install-like stream.
  * - seq-write   first touch of the sequential region, 1 MiB at a time.
- * - seq-read    reads back what seq-write wrote, 1 MiB at a time.
- * - rand-read   4 KiB reads at random places of what seq-write wrote.
+ * - seq-read    reads back what seq-write wrote, 1 MiB at a time, cold: the image's pages are
+ *               dropped from the host page cache before each repetition (image-workloads.ts).
+ * - seq-read-warm  the same right after, warm: what the host page cache holds is read from RAM.
+ * - rand-read   4 KiB reads at random places of what seq-write wrote, cold.
+ * - rand-read-warm the same with the written data read into the host page cache first.
  * - db-write    first touch of the database region: 4 KiB random writes, a flush per group.
  * - db-rewrite  the same pattern over the (written) sequential region: steady-state cost.
  *
@@ -25,7 +28,16 @@
  */
 import type { StudyProfile } from './matrix.js';
 
-export const WORKLOAD_NAMES = ['install', 'seq-write', 'seq-read', 'rand-read', 'db-write', 'db-rewrite'] as const;
+export const WORKLOAD_NAMES = [
+  'install',
+  'seq-write',
+  'seq-read',
+  'seq-read-warm',
+  'rand-read',
+  'rand-read-warm',
+  'db-write',
+  'db-rewrite',
+] as const;
 export type WorkloadName = (typeof WORKLOAD_NAMES)[number];
 
 export type Step = { op: 'read' | 'write'; offset: number; length: number } | { op: 'flush' };
@@ -65,6 +77,7 @@ export interface ImageState {
 
 export interface Workload {
   name: WorkloadName;
+  /** Without the page-cache state: workloadTitle() adds it where it holds. */
   title: string;
   /** What a guest does that this models; shown in help, reports and docs. */
   description: string;
@@ -72,6 +85,12 @@ export interface Workload {
   /** first-touch: writes to space never written before; steady: to data already there. */
   phase: 'first-touch' | 'steady' | 'read';
   queueDepth: number;
+  /**
+   * Reads only: cold reads start with the image's pages dropped from the host page cache (what a
+   * guest waits for at the storage), warm ones with the data read into it first (what a host
+   * cache gives a guest re-reading). Warm reads are reported, not scored: a guest caches its own.
+   */
+  pageCache?: 'cold' | 'warm';
   /** The figure that ranks it: MiB/s for large requests, IOPS for 4 KiB ones. */
   metric: 'MiB/s' | 'IOPS';
   steps(layout: Layout, state: ImageState, profile: StudyProfile, random: () => number, part: Part): Iterable<Step>;
@@ -249,10 +268,24 @@ export const WORKLOADS: readonly Workload[] = [
     name: 'seq-read',
     title: 'Sequential read 1 MiB',
     description:
-      'Reading the large file back: 1 MiB sequential reads of the written data, 8 in flight, pass after pass ' +
-      'until the time limit.',
+      'Reading the large file back after a reboot: 1 MiB sequential reads of the written data, 8 in flight, ' +
+      "pass after pass until the time limit, the image's pages dropped from the host page cache first.",
     writes: false,
     phase: 'read',
+    pageCache: 'cold',
+    queueDepth: 8,
+    metric: 'MiB/s',
+    steps: (layout, state) => sequentialPasses(layout.seq.start, state.seqWritten),
+  },
+  {
+    name: 'seq-read-warm',
+    title: 'Sequential read 1 MiB',
+    description:
+      'The same reads again at once: what the host page cache kept (cache modes without O_DIRECT) is read from ' +
+      'RAM. Reported, not scored.',
+    writes: false,
+    phase: 'read',
+    pageCache: 'warm',
     queueDepth: 8,
     metric: 'MiB/s',
     steps: (layout, state) => sequentialPasses(layout.seq.start, state.seqWritten),
@@ -260,9 +293,24 @@ export const WORKLOADS: readonly Workload[] = [
   {
     name: 'rand-read',
     title: 'Random read 4 KiB',
-    description: 'A database or package index looked up: 4 KiB reads at random places of written data, 32 in flight.',
+    description:
+      'A database or package index looked up: 4 KiB reads at random places of written data, 32 in flight, ' +
+      "the image's pages dropped from the host page cache first.",
     writes: false,
     phase: 'read',
+    pageCache: 'cold',
+    queueDepth: 32,
+    metric: 'IOPS',
+    steps: (layout, state, profile, random) => randomReads(layout.seq.start, state.seqWritten, profile.readOps, random),
+  },
+  {
+    name: 'rand-read-warm',
+    title: 'Random read 4 KiB',
+    description:
+      'The same lookups with the written data read into the host page cache first (untimed). Reported, not scored.',
+    writes: false,
+    phase: 'read',
+    pageCache: 'warm',
     queueDepth: 32,
     metric: 'IOPS',
     steps: (layout, state, profile, random) => randomReads(layout.seq.start, state.seqWritten, profile.readOps, random),
@@ -297,11 +345,28 @@ export const WORKLOADS: readonly Workload[] = [
   },
 ];
 
+/** The title with the read's page-cache state when it holds: "Random read 4 KiB, cold". */
+export function workloadTitle(name: WorkloadName, evictedReads = true): string {
+  const w = workload(name);
+  const state = w.pageCache === 'cold' && !evictedReads ? undefined : w.pageCache;
+  return state ? `${w.title}, ${state}` : w.title;
+}
+
 export function workload(name: WorkloadName): Workload {
   return WORKLOADS.find((w) => w.name === name)!;
 }
 
 /** Workloads that read or rewrite what seq-write writes. */
 export function needsSequentialData(name: WorkloadName): boolean {
-  return name === 'seq-read' || name === 'rand-read' || name === 'db-rewrite';
+  return workload(name).phase === 'read' || name === 'db-rewrite';
+}
+
+/** The workloads a score is made of: all but the warm reads. */
+export const RANKED_WORKLOADS: readonly WorkloadName[] = WORKLOADS.filter((w) => w.pageCache !== 'warm').map(
+  (w) => w.name,
+);
+
+/** One pass over the written sequential data, untimed: what puts it into the host page cache. */
+export function sequentialReadPass(layout: Layout, state: ImageState): Iterable<Step> {
+  return sequential('read', layout.seq.start, state.seqWritten);
 }

@@ -4,11 +4,11 @@
  * is reserved (falloc) or written with zeros (full) before the tables that map it.
  */
 import { VdiskError } from '../../../block/errors.js';
-import type { FileDriver } from '../../../io/file.js';
 import {
   type CreateOptionDesc,
   type CreateRequest,
   type CreateSpec,
+  type CreateTarget,
   type FormatCreator,
   SIZE_OPTION,
 } from '../../create-options.js';
@@ -143,7 +143,7 @@ async function createQcow2(request: CreateRequest): Promise<void> {
 }
 
 async function writeLayout(
-  file: FileDriver,
+  file: CreateTarget,
   layout: CreateLayout,
   s: Qcow2CreateSettings,
   request: CreateRequest,

@@ -42,6 +42,10 @@ export interface Qcow2BitmapsDeps extends BitmapStoreDeps {
   size: () => number;
 }
 
+function isPowerOf2(n: number): boolean {
+  return Number.isInteger(Math.log2(n));
+}
+
 function inconsistent(name: string): VdiskError {
   return new VdiskError(
     'EINVAL',
@@ -135,7 +139,8 @@ export class Qcow2Bitmaps implements PersistentBitmaps {
     if (Buffer.byteLength(name, 'utf8') > BITMAP_LIMITS.maxNameBytes) {
       throw new VdiskError('EINVAL', `Bitmap name too long: ${name}`);
     }
-    if (granularity < 512 || (granularity & (granularity - 1)) !== 0) {
+    // QEMU takes the granularity as a 32-bit number: 2^32 and above are refused the same way.
+    if (!Number.isInteger(granularity) || granularity < 512 || granularity >= 2 ** 32 || !isPowerOf2(granularity)) {
       throw new VdiskError('EINVAL', 'Granularity must be power of 2 and at least 512');
     }
     const names = this.#order;
@@ -148,9 +153,6 @@ export class Qcow2Bitmaps implements PersistentBitmaps {
       );
     }
     const bits = Math.log2(granularity);
-    if (bits > BITMAP_LIMITS.maxGranularityBits) {
-      throw new VdiskError('EINVAL', `Granularity exceeds maximum (${2 ** BITMAP_LIMITS.maxGranularityBits} bytes)`);
-    }
     const { clusterSize, size } = { clusterSize: this.#deps.clusterSize, size: this.#deps.size() };
     if (bitmapTableSize(size, bits, clusterSize) * clusterSize > BITMAP_LIMITS.maxPhysBytes) {
       throw new VdiskError('EINVAL', 'Too much space will be occupied by the bitmap. Use larger granularity');

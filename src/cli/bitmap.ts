@@ -20,7 +20,7 @@ vdisk convert --bitmaps).`,
     clear: { type: 'boolean', help: 'clear every bit of the bitmap' },
     enable: { type: 'boolean', help: 'let writes set bits of the bitmap' },
     disable: { type: 'boolean', help: 'stop writes from setting bits of the bitmap' },
-    merge: { type: 'string', arg: 'SOURCE', help: 'set every bit that is set in bitmap SOURCE' },
+    merge: { type: 'string', arg: 'SOURCE', multiple: true, help: 'set every bit that is set in bitmap SOURCE' },
     granularity: {
       type: 'string',
       short: 'g',
@@ -61,13 +61,15 @@ export const bitmapCommand: CliCommand = {
     if (sourceFormat !== undefined && sourceFile === undefined) {
       throw new VdiskError('EINVAL', '-F only supported with -b');
     }
+    // Each --merge takes its own SOURCE, in the order given.
+    const sources = [...((values.merge as string[] | undefined) ?? [])];
     const actions: BitmapAction[] = order
       .filter((name) => OPERATIONS.has(name))
       .map((op) =>
         op === 'merge'
           ? {
               op,
-              source: values.merge as string,
+              source: sources.shift()!,
               sourceFile,
               sourceFormat: sourceFormat === undefined ? undefined : formatDefinition(sourceFormat).name,
             }

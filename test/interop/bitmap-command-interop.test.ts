@@ -76,11 +76,12 @@ describe('vdisk bitmap against qemu-img bitmap', { skip }, () => {
       // QEMU's writes set the bits; vdisk must read them back and keep them.
       ioBoth(ours, theirs, 'write -P 1 1M 4k', 'write -P 2 40M 100k', 'discard 7M 64k');
       await both(ours, theirs, ['--merge', 'b'], 'c');
+      await both(ours, theirs, ['--add', '--merge', 'b', '--merge', 'a', '--disable'], 'e');
       await both(ours, theirs, ['--enable'], 'c');
       await both(ours, theirs, ['--disable'], 'a');
       await both(ours, theirs, ['--clear'], 'b');
       await both(ours, theirs, ['--remove', '--add', '-g', '4k'], 'd');
-      await sameMaps(ours, theirs, ['a', 'b', 'c', 'd']);
+      await sameMaps(ours, theirs, ['a', 'b', 'c', 'd', 'e']);
       ioBoth(ours, theirs, 'write -P 3 2M 512');
       await sameMaps(ours, theirs, ['a', 'b', 'c', 'd']);
       // A source bitmap in another image (opened read-only).
@@ -100,6 +101,7 @@ describe('vdisk bitmap against qemu-img bitmap', { skip }, () => {
       await both(ours, theirs, ['--remove'], 'b');
       await both(ours, theirs, ['--remove'], 'c');
       await both(ours, theirs, ['--remove'], 'd');
+      await both(ours, theirs, ['--remove'], 'e');
       assert.equal(bitmapList(ours), undefined);
       assert.equal(run('qemu-img', ['check', ours]).status, 0);
       assert.equal(run('qemu-img', ['compare', ours, theirs]).status, 0);
@@ -115,6 +117,8 @@ describe('vdisk bitmap against qemu-img bitmap', { skip }, () => {
         [['--add'], 'a'],
         [['--add', '-g', '1000'], 'x'],
         [['--add', '-g', '256'], 'x'],
+        [['--add', '-g', '4G'], 'x'],
+        [['--add', '-g', '96k'], 'x'],
         [['--add'], ''],
         [['--clear'], 'nope'],
         [['--remove'], 'nope'],

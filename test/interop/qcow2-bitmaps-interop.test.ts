@@ -175,6 +175,24 @@ describe('qcow2 persistent dirty bitmaps against QEMU', { skip }, () => {
       assert.deepEqual(bitmapList(ours), bitmapList(theirs));
       const inUse = await qemuDirtyMap(ours, 'b0').catch((err: Error) => err.message);
       assert.match(String(inUse), /inconsistent/);
+      // Next to inconsistent bitmaps: a new one goes last, a removed one goes, the others keep
+      // their places, and only the new one is tracked.
+      for (const args of [
+        ['--add', 'new'],
+        ['--remove', 'b1'],
+        ['--remove', 'b2'],
+        ['--add', 'b2'],
+      ]) {
+        const name = args[1]!;
+        assert.equal((await vdisk(['bitmap', args[0]!, ours, name])).code, 0);
+        runOk('qemu-img', ['bitmap', args[0]!, theirs, name]);
+      }
+      await ioBoth(ours, theirs, ['write -P 0x67 8M 4k']);
+      assert.deepEqual(bitmapList(ours), bitmapList(theirs));
+      for (const name of ['new', 'b2']) {
+        assert.deepEqual(await qemuDirtyMap(ours, name), await qemuDirtyMap(theirs, name));
+      }
+      assert.equal(run('qemu-img', ['check', ours]).status, 0);
     });
   });
 

@@ -42,6 +42,10 @@ export interface Qcow2BitmapsDeps extends BitmapStoreDeps {
   size: () => number;
 }
 
+function isPowerOf2(n: number): boolean {
+  return Number.isInteger(Math.log2(n));
+}
+
 function inconsistent(name: string): VdiskError {
   return new VdiskError(
     'EINVAL',
@@ -58,8 +62,12 @@ export class Qcow2Bitmaps implements PersistentBitmaps {
   readonly #live = new Map<string, DirtyBitmap>();
   /** Bitmaps handed out by get() before activation: they become the live ones, so readers see writes. */
   readonly #views = new Map<string, DirtyBitmap>();
-  /** Names found in use on open. */
+  /** Names found in use on open (and not removed since). */
   readonly #inconsistent: Set<string>;
+  /** Every bitmap's name, in directory order: added ones go last, as in QEMU. */
+  readonly #order: string[];
+  /** A bitmap was removed: the directory must be written even if no bitmap is left in use. */
+  #removed = false;
   /** Marked in use on disk by this open: the bitmaps are stored on close. */
   #active = false;
   #activating: Promise<void> | undefined;
@@ -69,6 +77,7 @@ export class Qcow2Bitmaps implements PersistentBitmaps {
     this.#ext = ext;
     this.#stored = entries;
     this.#inconsistent = new Set(entries.filter((e) => e.flags & BITMAP_FLAG_IN_USE).map((e) => e.name));
+    this.#order = entries.map((e) => e.name);
   }
 
   get canStore(): boolean {
@@ -84,17 +93,12 @@ export class Qcow2Bitmaps implements PersistentBitmaps {
     }));
   }
 
-  /** Whether the image has bitmaps to keep up to date (the first write must activate them). */
-  get present(): boolean {
-    return this.#stored.length > 0 || this.#live.size > 0;
-  }
-
   /** A bitmap's current bits (for export and copying); inconsistent bitmaps are refused. */
   get(name: string): DirtyBitmap {
     const live = this.#live.get(name);
     if (live) return live;
     const e = this.#stored.find((s) => s.name === name);
-    if (!e || !this.#names().includes(name)) throw new VdiskError('ENOENT', `Dirty bitmap '${name}' not found`);
+    if (!e || !this.#order.includes(name)) throw new VdiskError('ENOENT', `Dirty bitmap '${name}' not found`);
     if (this.#inconsistent.has(name)) throw inconsistent(name);
     let view = this.#views.get(name);
     if (!view) {
@@ -135,10 +139,11 @@ export class Qcow2Bitmaps implements PersistentBitmaps {
     if (Buffer.byteLength(name, 'utf8') > BITMAP_LIMITS.maxNameBytes) {
       throw new VdiskError('EINVAL', `Bitmap name too long: ${name}`);
     }
-    if (granularity < 512 || (granularity & (granularity - 1)) !== 0) {
+    // QEMU takes the granularity as a 32-bit number: 2^32 and above are refused the same way.
+    if (!Number.isInteger(granularity) || granularity < 512 || granularity >= 2 ** 32 || !isPowerOf2(granularity)) {
       throw new VdiskError('EINVAL', 'Granularity must be power of 2 and at least 512');
     }
-    const names = this.#names();
+    const names = this.#order;
     if (names.includes(name)) throw new VdiskError('EINVAL', `Bitmap already exists: ${name}`);
     if (this.#deps.header.header.version < 3) {
       const where = this.#deps.file.filename ?? 'image';
@@ -148,9 +153,6 @@ export class Qcow2Bitmaps implements PersistentBitmaps {
       );
     }
     const bits = Math.log2(granularity);
-    if (bits > BITMAP_LIMITS.maxGranularityBits) {
-      throw new VdiskError('EINVAL', `Granularity exceeds maximum (${2 ** BITMAP_LIMITS.maxGranularityBits} bytes)`);
-    }
     const { clusterSize, size } = { clusterSize: this.#deps.clusterSize, size: this.#deps.size() };
     if (bitmapTableSize(size, bits, clusterSize) * clusterSize > BITMAP_LIMITS.maxPhysBytes) {
       throw new VdiskError('EINVAL', 'Too much space will be occupied by the bitmap. Use larger granularity');
@@ -160,13 +162,17 @@ export class Qcow2Bitmaps implements PersistentBitmaps {
     if (dirBytes > MAX_BITMAP_DIRECTORY_SIZE) throw new VdiskError('EINVAL', 'Bitmap directory is too large');
     await this.activate();
     this.#live.set(name, new DirtyBitmap({ name, granularityBits: bits, clusterSize, size, enabled }));
+    this.#order.push(name);
   }
 
   /** Removes a bitmap, inconsistent ones included (qemu-img bitmap --remove). */
   async remove(name: string): Promise<void> {
-    if (!this.#names().includes(name)) throw new VdiskError('ENOENT', `Dirty bitmap '${name}' not found`);
+    if (!this.#order.includes(name)) throw new VdiskError('ENOENT', `Dirty bitmap '${name}' not found`);
     await this.activate();
-    if (!this.#live.delete(name)) this.#inconsistent.delete(name);
+    this.#live.delete(name);
+    this.#inconsistent.delete(name);
+    this.#order.splice(this.#order.indexOf(name), 1);
+    this.#removed = true;
   }
 
   async clear(name: string): Promise<void> {
@@ -183,7 +189,7 @@ export class Qcow2Bitmaps implements PersistentBitmaps {
 
   /** The bitmap `name`, to be changed by an operation of qemu-img bitmap. */
   async #usable(name: string): Promise<DirtyBitmap> {
-    if (this.#names().includes(name) && !this.#inconsistent.has(name)) await this.activate();
+    if (this.#order.includes(name) && !this.#inconsistent.has(name)) await this.activate();
     const live = this.#live.get(name);
     if (live) return live;
     if (this.#inconsistent.has(name)) throw inconsistent(name);
@@ -197,19 +203,22 @@ export class Qcow2Bitmaps implements PersistentBitmaps {
   async store(): Promise<boolean> {
     // Nothing to store when there are no bitmaps in use here and none was removed (QEMU writes
     // nothing then either): an image with only inconsistent bitmaps keeps them as they are.
-    const removed = this.#stored.length !== this.#inconsistent.size + this.#live.size;
-    if (!this.#active || (this.#live.size === 0 && !removed)) return false;
+    if (!this.#active || (this.#live.size === 0 && !this.#removed)) return false;
+    // An image found corrupt while open is written no more: its bitmaps stay in use (inconsistent).
+    if (this.#deps.writer.corruption !== undefined) return false;
     const deps = this.#deps;
     const entries: BitmapDirectoryEntry[] = [];
-    const replaced: BitmapDirectoryEntry[] = [];
-    for (const e of this.#stored) {
-      if (this.#inconsistent.has(e.name)) entries.push(e);
-      else replaced.push(e);
-    }
-    for (const bitmap of this.#live.values()) {
+    // Inconsistent bitmaps keep their entries; every other old entry's clusters are freed after.
+    const replaced = this.#stored.filter((e) => !this.#inconsistent.has(e.name));
+    for (const name of this.#order) {
+      const bitmap = this.#live.get(name);
+      if (!bitmap) {
+        entries.push(this.#stored.find((e) => e.name === name)!);
+        continue;
+      }
       const table = await storeBitmapData(deps, bitmap);
       entries.push({
-        name: bitmap.name,
+        name,
         ...table,
         flags: bitmap.enabled ? BITMAP_FLAG_AUTO : 0,
         granularityBits: bitmap.granularityBits,
@@ -223,6 +232,7 @@ export class Qcow2Bitmaps implements PersistentBitmaps {
     this.#ext = ext;
     this.#stored = entries;
     this.#active = false;
+    this.#removed = false;
     if (old) {
       deps.writer.release('bitmap-directory', old.directoryOffset, old.directorySize);
       await deps.allocator.free(old.directoryOffset, Math.ceil(old.directorySize / deps.clusterSize));
@@ -251,12 +261,6 @@ export class Qcow2Bitmaps implements PersistentBitmaps {
     await file.flush();
     await header.setAutoclear(header.header.autoclearFeatures | AUTOCLEAR_BITMAPS);
     this.#stored = marked;
-  }
-
-  /** The names of the image's bitmaps: as stored, or as changed since activation. */
-  #names(): string[] {
-    if (!this.#active) return this.#stored.map((e) => e.name);
-    return [...this.#inconsistent, ...this.#live.keys()];
   }
 
   #fromDisk(e: BitmapDirectoryEntry): DirtyBitmap {

@@ -4,7 +4,7 @@ import { hasHelpOption, joinOptionLists } from '../tools/options.js';
 import { type CliCommand, type CommandSpec, oneFilename, parseCommandLine } from './args.js';
 import { formatOption } from './format-option.js';
 import { commandHelp } from './help.js';
-import { progressPrinter } from './progress.js';
+import { withProgress } from './progress.js';
 
 const SPEC: CommandSpec = {
   name: 'amend',
@@ -47,13 +47,14 @@ export const amendCommand: CliCommand = {
     }
     const filename = oneFilename('amend', positionals);
     const quiet = Boolean(values.quiet);
-    const progress = values.progress && !quiet ? progressPrinter(streams) : undefined;
-    await amendImage(filename, {
-      format: formatOption(values.format),
-      options: lists,
-      force: Boolean(values.force),
-      onProgress: progress?.update,
-    }).finally(() => progress?.finish());
+    await withProgress(Boolean(values.progress) && !quiet, streams, (onProgress) =>
+      amendImage(filename, {
+        format: formatOption(values.format),
+        options: lists,
+        force: Boolean(values.force),
+        onProgress,
+      }),
+    );
     return 0;
   },
 };

@@ -12,7 +12,8 @@ const SPEC: CommandSpec = {
   purpose: "change an image's options in place (qemu-img amend)",
   description: `
 Changes options of an existing image, as qemu-img amend does. qcow2: compat (0.10 or 1.1; a
-downgrade refuses what version 2 cannot hold, and turns zero clusters into zero data first),
+downgrade refuses what version 2 cannot hold, and first turns zero clusters into zero data over a
+backing file, unallocated clusters without one),
 lazy_refcounts, refcount_bits (the refcount structure is written anew at the end of the file and
 switched to in one header write) and size. Use rebase to change the backing file. "-o help"
 lists the options.`,

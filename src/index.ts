@@ -1,7 +1,8 @@
 /**
  * vdisk's public API. Open an image with openImage() and read, write, flush and close it through
- * the returned BlockBackend; make, inspect, check, map, convert, compare, resize and serve
- * images, and change their persistent dirty bitmaps, with the functions below. Every failure is a VdiskError with a stable `code`.
+ * the returned BlockBackend; make, inspect, check, map, convert, compare, resize, commit, rebase,
+ * amend, measure and serve images, manage their internal snapshots and persistent dirty bitmaps,
+ * with the functions below. Every failure is a VdiskError with a stable `code`.
  * docs/api.md shows them at work.
  */
 
@@ -34,11 +35,17 @@ export type { Preallocation } from './block/preallocation.js';
 export { PREALLOCATIONS } from './block/preallocation.js';
 export type { OpenImageOptions } from './engine/open.js';
 export { openImage } from './engine/open.js';
-export type { FormatName, RepairMode, SnapshotRef } from './format/format.js';
+export type { FormatName, MeasureResult, RepairMode, SnapshotRef } from './format/format.js';
 export { FORMAT_NAMES } from './format/format.js';
 export { MemoryDriver } from './io/memory.js';
+export type { AmendOptions } from './tools/amend.js';
+export { amendImage } from './tools/amend.js';
 export type { BitmapAction, BitmapOptions } from './tools/bitmap.js';
 export { changeBitmap } from './tools/bitmap.js';
+export type { CommitOptions } from './tools/chain/commit.js';
+export { commitImage } from './tools/chain/commit.js';
+export type { RebaseOptions } from './tools/chain/rebase.js';
+export { rebaseImage } from './tools/chain/rebase.js';
 export type { CheckImageOptions, CheckOutcome, CheckReport } from './tools/check.js';
 export { checkExitCode, checkImage } from './tools/check.js';
 export type { CompareOptions, CompareResult } from './tools/compare.js';
@@ -52,6 +59,8 @@ export type { ImageInfo, ImageInfoOptions } from './tools/info.js';
 export { imageChainInfo, imageInfo } from './tools/info.js';
 export type { MapEntry, MapOptions } from './tools/map.js';
 export { mapImage } from './tools/map.js';
+export type { MeasureOptions } from './tools/measure.js';
+export { measureImage } from './tools/measure.js';
 export type { ResizeOptions } from './tools/resize.js';
 export { resizeImage } from './tools/resize.js';
 export type { ServeHandle, ServeOptions } from './tools/serve.js';

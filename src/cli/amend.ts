@@ -3,7 +3,7 @@ import { amendImage, amendOptionHelp } from '../tools/amend.js';
 import { hasHelpOption, joinOptionLists } from '../tools/options.js';
 import { type CliCommand, type CommandSpec, oneFilename, parseCommandLine } from './args.js';
 import { formatOption } from './format-option.js';
-import { progressPrinter } from './progress.js';
+import { withProgress } from './progress.js';
 
 const SPEC: CommandSpec = {
   name: 'amend',
@@ -11,7 +11,8 @@ const SPEC: CommandSpec = {
   purpose: "change an image's options in place (qemu-img amend)",
   description: `
 Changes options of an existing image, as qemu-img amend does. qcow2: compat (0.10 or 1.1; a
-downgrade refuses what version 2 cannot hold, and turns zero clusters into zero data first),
+downgrade refuses what version 2 cannot hold, and first turns zero clusters into zero data over a
+backing file, unallocated clusters without one),
 lazy_refcounts, refcount_bits (the refcount structure is written anew at the end of the file and
 switched to in one header write) and size. Use rebase to change the backing file. "-o help"
 lists the options.`,
@@ -42,13 +43,14 @@ export const amendCommand: CliCommand = {
     }
     const filename = oneFilename('amend', positionals);
     const quiet = Boolean(values.quiet);
-    const progress = values.progress && !quiet ? progressPrinter(streams) : undefined;
-    await amendImage(filename, {
-      format: formatOption(values.format),
-      options: lists,
-      force: Boolean(values.force),
-      onProgress: progress?.update,
-    }).finally(() => progress?.finish());
+    await withProgress(Boolean(values.progress) && !quiet, streams, (onProgress) =>
+      amendImage(filename, {
+        format: formatOption(values.format),
+        options: lists,
+        force: Boolean(values.force),
+        onProgress,
+      }),
+    );
     return 0;
   },
 };

@@ -3,7 +3,7 @@ import { parseCacheModeName } from '../block/cache-mode.js';
 import { commitImage } from '../tools/chain/commit.js';
 import { type CliCommand, type CommandSpec, oneFilename, parseCommandLine } from './args.js';
 import { formatOption } from './format-option.js';
-import { progressPrinter } from './progress.js';
+import { withProgress } from './progress.js';
 
 const SPEC: CommandSpec = {
   name: 'commit',
@@ -37,14 +37,15 @@ export const commitCommand: CliCommand = {
     const { values, positionals } = parseCommandLine(SPEC, args);
     const filename = oneFilename('commit', positionals);
     const quiet = Boolean(values.quiet);
-    const progress = values.progress && !quiet ? progressPrinter(streams) : undefined;
-    await commitImage(filename, {
-      format: formatOption(values.format),
-      cache: values.cache === undefined ? undefined : parseCacheModeName(values.cache as string),
-      base: values.base as string | undefined,
-      drop: Boolean(values.drop),
-      onProgress: progress?.update,
-    }).finally(() => progress?.finish());
+    await withProgress(Boolean(values.progress) && !quiet, streams, (onProgress) =>
+      commitImage(filename, {
+        format: formatOption(values.format),
+        cache: values.cache === undefined ? undefined : parseCacheModeName(values.cache as string),
+        base: values.base as string | undefined,
+        drop: Boolean(values.drop),
+        onProgress,
+      }),
+    );
     if (!quiet) streams.out('Image committed.\n');
     return 0;
   },

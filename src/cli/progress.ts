@@ -65,3 +65,20 @@ export function progressBar(
     },
   };
 }
+
+/**
+ * Runs `work` with qemu-img's -p line when `show` (not with -q): the line ends at 100% when the
+ * work ends, as qemu-img's does.
+ */
+export async function withProgress<T>(
+  show: boolean,
+  streams: CliStreams,
+  work: (onProgress?: (done: number, total: number) => void) => Promise<T>,
+): Promise<T> {
+  const progress = show ? progressPrinter(streams) : undefined;
+  try {
+    return await work(progress?.update);
+  } finally {
+    progress?.finish();
+  }
+}

@@ -3,7 +3,7 @@ import { parseCacheModeName } from '../block/cache-mode.js';
 import { rebaseImage } from '../tools/chain/rebase.js';
 import { type CliCommand, type CommandSpec, oneFilename, parseCommandLine, usageError } from './args.js';
 import { formatOption } from './format-option.js';
-import { progressPrinter } from './progress.js';
+import { withProgress } from './progress.js';
 
 const SPEC: CommandSpec = {
   name: 'rebase',
@@ -48,17 +48,18 @@ export const rebaseCommand: CliCommand = {
       throw usageError('rebase', 'Must specify backing file (-b) or use unsafe mode (-u)');
     }
     const quiet = Boolean(values.quiet);
-    const progress = values.progress && !quiet ? progressPrinter(streams) : undefined;
-    await rebaseImage(filename, {
-      format: formatOption(values.format),
-      backing: backing ?? '',
-      backingFormat: values['backing-format'] as string | undefined,
-      unsafe: Boolean(values.unsafe),
-      cache: values.cache === undefined ? undefined : parseCacheModeName(values.cache as string),
-      sourceCache:
-        values['source-cache'] === undefined ? undefined : parseCacheModeName(values['source-cache'] as string),
-      onProgress: progress?.update,
-    }).finally(() => progress?.finish());
+    await withProgress(Boolean(values.progress) && !quiet, streams, (onProgress) =>
+      rebaseImage(filename, {
+        format: formatOption(values.format),
+        backing: backing ?? '',
+        backingFormat: values['backing-format'] as string | undefined,
+        unsafe: Boolean(values.unsafe),
+        cache: values.cache === undefined ? undefined : parseCacheModeName(values.cache as string),
+        sourceCache:
+          values['source-cache'] === undefined ? undefined : parseCacheModeName(values['source-cache'] as string),
+        onProgress,
+      }),
+    );
     return 0;
   },
 };

@@ -5,75 +5,24 @@
  * first sector probe as anything but raw is refused. The open policy puts this filter above
  * every writable raw image it probed.
  */
-import type { Alignment, BlockDriver, DriverCapabilities, Extent, WriteFlags, ZeroFlags } from '../block/driver.js';
+import type { WriteFlags } from '../block/driver.js';
 import { VdiskError } from '../block/errors.js';
-import type { Preallocation } from '../block/preallocation.js';
+import { ForwardingDriver } from '../block/forwarding-driver.js';
 import { probeFormat } from './formats.js';
 
 const SECTOR = 512;
 
-export class ProbedRawGuard implements BlockDriver {
-  readonly driverName: string;
-  readonly #child: BlockDriver;
-
-  constructor(child: BlockDriver) {
-    this.#child = child;
-    this.driverName = child.driverName;
-  }
-
-  get filename(): string | undefined {
-    return this.#child.filename;
-  }
-  get capabilities(): DriverCapabilities {
-    return this.#child.capabilities;
-  }
-  get alignment(): Alignment {
-    return this.#child.alignment;
-  }
-  get readOnly(): boolean {
-    return this.#child.readOnly;
-  }
-  length(): number {
-    return this.#child.length();
-  }
-  read(offset: number, buf: Buffer): Promise<void> {
-    return this.#child.read(offset, buf);
-  }
-
-  async write(offset: number, buf: Buffer, flags?: WriteFlags): Promise<void> {
+export class ProbedRawGuard extends ForwardingDriver {
+  override async write(offset: number, buf: Buffer, flags?: WriteFlags): Promise<void> {
     if (offset < SECTOR) await this.#checkFirstSector(offset, buf);
-    return this.#child.write(offset, buf, flags);
+    return this.child.write(offset, buf, flags);
   }
 
-  writeZeroes(offset: number, length: number, flags?: ZeroFlags): Promise<void> {
-    // Zeros never make a header: nothing to check.
-    return this.#child.writeZeroes(offset, length, flags);
-  }
-  discard(offset: number, length: number): Promise<void> {
-    return this.#child.discard(offset, length);
-  }
-  flush(): Promise<void> {
-    return this.#child.flush();
-  }
-  blockStatus(offset: number, length: number): Promise<Extent> {
-    return this.#child.blockStatus(offset, length);
-  }
-  truncate(length: number, preallocation: Preallocation): Promise<void> {
-    return this.#child.truncate(length, preallocation);
-  }
-  close(): Promise<void> {
-    return this.#child.close();
-  }
-  allocatedSize(): Promise<number | undefined> {
-    return this.#child.allocatedSize?.() ?? Promise.resolve(undefined);
-  }
-  describe() {
-    return this.#child.describe?.() ?? { format: this.driverName };
-  }
+  // writeZeroes passes: zeros never make a header.
 
   async #checkFirstSector(offset: number, data: Buffer): Promise<void> {
-    const head = Buffer.alloc(Math.min(SECTOR, this.#child.length()));
-    await this.#child.read(0, head);
+    const head = Buffer.alloc(Math.min(SECTOR, this.child.length()));
+    await this.child.read(0, head);
     data.copy(head, offset, 0, Math.min(data.length, head.length - offset));
     if (probeFormat(head) !== 'raw') {
       throw new VdiskError(

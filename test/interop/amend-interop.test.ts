@@ -15,6 +15,7 @@ import {
   infoFields,
   type Layer,
   QEMU_TOOLS,
+  rangesOf,
   twinChains,
 } from '../helpers/chain.js';
 import { hasCommand, vdisk } from '../helpers/run.js';
@@ -51,6 +52,7 @@ async function amendBoth(options: string, amend: string, withBacking = false): P
     assertSameContent(mine, join(theirs, 'image.qcow2'));
     assertClean(mine);
     assert.deepEqual(infoFields(mine), infoFields(join(theirs, 'image.qcow2')));
+    assert.deepEqual(rangesOf(mine), rangesOf(join(theirs, 'image.qcow2')), 'the same ranges allocated');
   });
 }
 

@@ -94,30 +94,10 @@ describe('convert options and create -u against qemu-img', { skip: !QEMU && 'qem
   it('create -u names a backing file that does not exist yet; the size is needed', () =>
     withTempDir(async (dir) => {
       const [ours, theirs] = await twinChains(dir, CHAIN);
-      await bothRun(ours, theirs, [
-        'create',
-        '-f',
-        'qcow2',
-        '-u',
-        '-b',
-        'later.qcow2',
-        '-F',
-        'qcow2',
-        'new.qcow2',
-        '1M',
-      ]);
+      const create = ['create', '-f', 'qcow2', '-u', '-b', 'later.qcow2', '-F', 'qcow2'];
+      await bothRun(ours, theirs, [...create, 'new.qcow2', '1M']);
       assert.deepEqual(infoFields(join(ours, 'new.qcow2')), infoFields(join(theirs, 'new.qcow2')));
-      const r = await bothRun(ours, theirs, [
-        'create',
-        '-f',
-        'qcow2',
-        '-u',
-        '-b',
-        'later.qcow2',
-        '-F',
-        'qcow2',
-        'n2.qcow2',
-      ]);
+      const r = await bothRun(ours, theirs, [...create, 'n2.qcow2']);
       assert.match(r.stderr, /Image creation needs a size parameter/);
       assert.equal((await fileState(join(ours, 'n2.qcow2'))).exists, false);
     }));

@@ -16,7 +16,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const FAMILIES: Record<string, string[]> = {
-  crash: ['crash.test.js', 'crash-regressions.test.js', 'snapshot-crash.test.js'],
+  crash: ['crash.test.js', 'crash-regressions.test.js', 'snapshot-crash.test.js', 'chain-crash.test.js'],
   faults: ['faults.test.js'],
   hostile: [
     'hostile.test.js',

@@ -43,16 +43,29 @@ export async function commitImage(filename: string, commitOptions: CommitOptions
   });
   const top = opened.backend;
   try {
-    const base = opened.writableBacking!;
-    if (base.length < top.length) await base.truncate(top.length);
-    await copyDown(top, base, depth, o.onProgress);
-    await base.flush();
-    if (!keepTop) {
-      await top.makeEmpty();
-      await top.flush();
-    }
+    await commitInto(top, opened.writableBacking!, depth, { keepTop, onProgress: o.onProgress });
   } finally {
     await top.close();
+  }
+}
+
+/**
+ * The commit itself, on open images: `base` is the layer `depth` below `top`, writable. The base
+ * grows to the overlay's size, takes the data and is flushed; then (unless keepTop) the overlay
+ * is emptied and flushed.
+ */
+export async function commitInto(
+  top: BlockBackend,
+  base: BlockBackend,
+  depth: number,
+  o: { keepTop: boolean; onProgress?: CommitOptions['onProgress'] },
+): Promise<void> {
+  if (base.length < top.length) await base.truncate(top.length);
+  await copyDown(top, base, depth, o.onProgress);
+  await base.flush();
+  if (!o.keepTop) {
+    await top.makeEmpty();
+    await top.flush();
   }
 }
 

@@ -96,7 +96,7 @@ async function openNewBacking(
 }
 
 /** Copies into `top` what its old chain gives where the new backing file (zeros past its end) differs. */
-async function copyDifferences(
+export async function copyDifferences(
   top: BlockBackend,
   target: BlockBackend | undefined,
   onProgress: RebaseOptions['onProgress'],

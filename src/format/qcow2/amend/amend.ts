@@ -15,6 +15,7 @@ import type { AmendRequest, FormatAmender } from '../../format.js';
 import { checkQcow2 } from '../check/check.js';
 import { COMPAT_LAZY_REFCOUNTS, COMPRESSION_ZLIB, INCOMPAT_COMPRESSION, INCOMPAT_DIRTY } from '../codec/constants.js';
 import type { Qcow2Header } from '../codec/header.js';
+import type { Qcow2Image } from '../image/image.js';
 import { openQcow2 } from '../image/open.js';
 import { BorrowedFile } from './borrowed-file.js';
 import { type HeaderCluster, keptExtensions, readHeaderCluster, rewriteHeaderCluster } from './header-rewrite.js';
@@ -109,19 +110,30 @@ async function changeContent(
   });
   try {
     if (plan.size !== undefined && plan.size !== image.length()) await image.truncate(plan.size, 'off');
-    if (downgrade) await expandZeroClusters(image, request.onProgress);
+    if (downgrade) await expandZeroClusters(image, old.extensions.backingFile !== undefined, request.onProgress);
   } finally {
     await image.close();
   }
 }
 
-/** Ranges this layer reads as zero by its zero flag become data clusters of zeros. */
-async function expandZeroClusters(image: BlockDriver, onProgress: AmendRequest['onProgress']): Promise<void> {
+/**
+ * Ranges this layer reads as zero by its zero flag become what version 2 can say: unallocated
+ * without a backing file (which reads as zeros too), data clusters of zeros over one or where the
+ * zero cluster keeps its host cluster.
+ */
+async function expandZeroClusters(
+  image: Qcow2Image,
+  hasBacking: boolean,
+  onProgress: AmendRequest['onProgress'],
+): Promise<void> {
   const size = image.length();
   const zeros = Buffer.alloc(1024 * 1024);
   for (let offset = 0; offset < size; ) {
     const extent = await image.blockStatus(offset, size - offset);
-    if ((extent.depth ?? 0) === 0 && extent.allocated && extent.zero && !extent.data) {
+    const zeroFlag = (extent.depth ?? 0) === 0 && extent.allocated && extent.zero && !extent.data;
+    // As QEMU: a zero cluster that keeps a host cluster gets zeros written there.
+    if (zeroFlag && !hasBacking && extent.hostOffset === undefined) await image.unallocate(offset, extent.length);
+    else if (zeroFlag) {
       for (let pos = offset; pos < offset + extent.length; pos += zeros.length) {
         await image.write(pos, zeros.subarray(0, Math.min(zeros.length, offset + extent.length - pos)));
       }

@@ -169,12 +169,20 @@ export class Qcow2Image implements BlockDriver {
   }
 
   async makeEmpty(): Promise<void> {
-    await this.#beforeWrite();
     // In steps, so that the clusters to free stay a bounded list; each step is consistent alone.
     const step = EMPTY_STEP_CLUSTERS * this.#d.geometry.clusterSize;
     for (let offset = 0; offset < this.length(); offset += step) {
-      await this.#wholeClusters(offset, Math.min(step, this.length() - offset), 'forget', async () => {});
+      await this.unallocate(offset, Math.min(step, this.length() - offset));
     }
+  }
+
+  /**
+   * Makes the whole clusters of a range unallocated in this layer (it then reads from the
+   * backing file, or as zeros without one); partial clusters are left alone.
+   */
+  async unallocate(offset: number, length: number): Promise<void> {
+    await this.#beforeWrite();
+    await this.#wholeClusters(offset, length, 'forget', async () => {});
   }
 
   async writeCompressed(offset: number, buf: Buffer): Promise<void> {

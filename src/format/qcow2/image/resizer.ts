@@ -42,6 +42,10 @@ export class Resizer {
     const header = this.#d.header;
     const old = header.header.size;
     if (size % 512 !== 0) throw new VdiskError('EINVAL', 'The new size must be a multiple of 512');
+    // A v2 snapshot may not record its disk size: QEMU refuses any resize (even to the same size).
+    if (g.version < 3 && header.header.nbSnapshots > 0) {
+      throw new VdiskError('ENOTSUP', "Can't resize a v2 image which has snapshots");
+    }
     if (size === old) return;
     if (size < old) {
       if (preallocation !== 'off') throw new VdiskError('ENOTSUP', 'Preallocation is only for growing an image');

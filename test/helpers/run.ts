@@ -63,6 +63,20 @@ export function vdisk(args: readonly string[], options: RunOptions = {}): Promis
 }
 
 /** Skips the test, saying which, when a tool it needs is not on PATH; true when all are there. */
+/** Runs `command` and returns its stdout; a non-zero exit fails the test with its output. */
+export async function runOk(command: string, args: readonly string[]): Promise<string> {
+  const r = await run(command, args);
+  if (r.code !== 0) throw new Error(`${command} ${args.join(' ')} failed (${r.code}): ${r.stderr}${r.stdout}`);
+  return r.stdout;
+}
+
+/** Runs vdisk and returns its stdout; a non-zero exit fails the test with its output. */
+export function vdiskOk(args: readonly string[]): Promise<string> {
+  return runOk(process.execPath, [VDISK_MAIN, ...args]).catch((err: Error) => {
+    throw new Error(err.message.replace(`${process.execPath} ${VDISK_MAIN}`, 'vdisk'));
+  });
+}
+
 export function needTools(t: { skip(message: string): void }, ...tools: string[]): boolean {
   const missing = tools.filter((tool) => !hasCommand(tool));
   if (missing.length > 0) {

@@ -9,20 +9,8 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { startNbdkit, startQemuNbd, startVdiskServe } from '../helpers/nbd-serve.js';
-import { needTools as need, run, vdisk } from '../helpers/run.js';
+import { needTools as need, runOk, vdiskOk } from '../helpers/run.js';
 import { withTempDir } from '../helpers/tmp.js';
-
-async function ok(command: string, args: string[]): Promise<string> {
-  const r = await run(command, args);
-  assert.equal(r.code, 0, `${command} ${args.join(' ')} failed (${r.code}): ${r.stderr}${r.stdout}`);
-  return r.stdout;
-}
-
-async function okVdisk(args: string[]): Promise<string> {
-  const r = await vdisk(args);
-  assert.equal(r.code, 0, `vdisk ${args.join(' ')} failed (${r.code}): ${r.stderr}${r.stdout}`);
-  return r.stdout;
-}
 
 const io = (commands: string[]) => commands.flatMap((c) => ['-c', c]);
 
@@ -79,12 +67,12 @@ async function makeChain(dir: string): Promise<string> {
   const base = path.join(dir, 'base.qcow2');
   const mid = path.join(dir, 'mid.qcow2');
   const top = path.join(dir, 'top.qcow2');
-  await ok('qemu-img', ['create', '-q', '-f', 'qcow2', base, '8M']);
-  await ok('qemu-io', ['-f', 'qcow2', ...io(['write -P 1 0 1M', 'write -P 1 6M 512k']), base]);
-  await ok('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', mid]);
-  await ok('qemu-io', ['-f', 'qcow2', ...io(['write -P 2 512k 1M', 'write -z 3M 64k']), mid]);
-  await ok('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', mid, '-F', 'qcow2', top]);
-  await ok('qemu-io', ['-f', 'qcow2', ...io(['write -P 3 2M 64k', 'write -z 6M 64k']), top]);
+  await runOk('qemu-img', ['create', '-q', '-f', 'qcow2', base, '8M']);
+  await runOk('qemu-io', ['-f', 'qcow2', ...io(['write -P 1 0 1M', 'write -P 1 6M 512k']), base]);
+  await runOk('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', mid]);
+  await runOk('qemu-io', ['-f', 'qcow2', ...io(['write -P 2 512k 1M', 'write -z 3M 64k']), mid]);
+  await runOk('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', mid, '-F', 'qcow2', top]);
+  await runOk('qemu-io', ['-f', 'qcow2', ...io(['write -P 3 2M 64k', 'write -z 6M 64k']), top]);
   return top;
 }
 
@@ -101,12 +89,15 @@ describe('the NBD client and a server minimum block size', () => {
       const server = await startNbdkit(['--filter=blocksize-policy', 'memory', '8M', ...policy], path.join(dir, 'k'));
       try {
         const uri = server.uri;
-        verified(await okVdisk(['io', '-f', 'raw', ...io([...WRITES, ...READS]), uri]));
-        verified(await ok('qemu-io', ['-f', 'raw', ...io(READS), uri]));
+        verified(await vdiskOk(['io', '-f', 'raw', ...io([...WRITES, ...READS]), uri]));
+        verified(await runOk('qemu-io', ['-f', 'raw', ...io(READS), uri]));
         // And what qemu-io writes unaligned, vdisk reads unaligned.
-        await ok('qemu-io', ['-f', 'raw', ...io(['write -P 0x77 1048577 3333']), uri]);
-        verified(await okVdisk(['io', '-f', 'raw', ...io(['read -P 0x77 1048577 3333', 'read -P 0xcd 1M 1']), uri]));
-        assert.equal(await okVdisk(['map', '--output=json', uri]), await ok('qemu-img', ['map', '--output=json', uri]));
+        await runOk('qemu-io', ['-f', 'raw', ...io(['write -P 0x77 1048577 3333']), uri]);
+        verified(await vdiskOk(['io', '-f', 'raw', ...io(['read -P 0x77 1048577 3333', 'read -P 0xcd 1M 1']), uri]));
+        assert.equal(
+          await vdiskOk(['map', '--output=json', uri]),
+          await runOk('qemu-img', ['map', '--output=json', uri]),
+        );
       } finally {
         await server.stop();
       }
@@ -117,14 +108,14 @@ describe('the NBD client and a server minimum block size', () => {
     if (!need(t, 'qemu-io', 'qemu-img')) return;
     await withTempDir(async (dir) => {
       const image = path.join(dir, 'disk.raw');
-      await ok('qemu-img', ['create', '-q', '-f', 'raw', image, '8M']);
+      await runOk('qemu-img', ['create', '-q', '-f', 'raw', image, '8M']);
       const server = await startVdiskServe(['-f', 'raw', '-t', '--cache=none', '-k', path.join(dir, 'v'), image]);
       try {
-        verified(await okVdisk(['io', '-f', 'raw', ...io(WRITES), server.uri]));
+        verified(await vdiskOk(['io', '-f', 'raw', ...io(WRITES), server.uri]));
       } finally {
         await server.stop();
       }
-      verified(await ok('qemu-io', ['-f', 'raw', ...io(READS), image]));
+      verified(await runOk('qemu-io', ['-f', 'raw', ...io(READS), image]));
     });
   });
 });
@@ -134,22 +125,22 @@ describe('the NBD client and qemu:allocation-depth', () => {
     if (!need(t, 'qemu-nbd', 'qemu-img', 'qemu-io')) return;
     await withTempDir(async (dir) => {
       const top = await makeChain(dir);
-      const expected = chainView(await ok('qemu-img', ['map', '--output=json', top]));
+      const expected = chainView(await runOk('qemu-img', ['map', '--output=json', top]));
       assert.ok(expected.some((e) => e.depth === 2) && expected.some((e) => !e.present));
       const server = await startQemuNbd(['-A', '-r', '-f', 'qcow2', '-t', top], { socket: path.join(dir, 's') });
       try {
-        assert.deepEqual(chainView(await okVdisk(['map', '--output=json', server.uri])), expected);
+        assert.deepEqual(chainView(await vdiskOk(['map', '--output=json', server.uri])), expected);
         const overlay = path.join(dir, 'overlay.qcow2');
         const local = path.join(dir, 'local.qcow2');
         // A local overlay on the remote chain maps as an overlay on the local chain does.
-        await okVdisk(['create', '-q', '-f', 'qcow2', '-b', server.uri, '-F', 'raw', overlay]);
-        await ok('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', top, '-F', 'qcow2', local]);
+        await vdiskOk(['create', '-q', '-f', 'qcow2', '-b', server.uri, '-F', 'raw', overlay]);
+        await runOk('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', top, '-F', 'qcow2', local]);
         for (const image of [overlay, local]) {
-          await ok('qemu-io', ['-f', 'qcow2', ...io(['write -P 9 5M 64k']), image]);
+          await runOk('qemu-io', ['-f', 'qcow2', ...io(['write -P 9 5M 64k']), image]);
         }
         assert.deepEqual(
-          chainView(await okVdisk(['map', '--output=json', overlay])),
-          chainView(await ok('qemu-img', ['map', '--output=json', '-U', local])),
+          chainView(await vdiskOk(['map', '--output=json', overlay])),
+          chainView(await runOk('qemu-img', ['map', '--output=json', '-U', local])),
         );
       } finally {
         await server.stop();
@@ -158,8 +149,8 @@ describe('the NBD client and qemu:allocation-depth', () => {
       const plain = await startQemuNbd(['-r', '-f', 'qcow2', '-t', top], { socket: path.join(dir, 'p') });
       try {
         assert.equal(
-          await okVdisk(['map', '--output=json', plain.uri]),
-          await ok('qemu-img', ['map', '--output=json', plain.uri]),
+          await vdiskOk(['map', '--output=json', plain.uri]),
+          await runOk('qemu-img', ['map', '--output=json', plain.uri]),
         );
       } finally {
         await plain.stop();
@@ -171,10 +162,10 @@ describe('the NBD client and qemu:allocation-depth', () => {
     if (!need(t, 'qemu-img', 'qemu-io')) return;
     await withTempDir(async (dir) => {
       const top = await makeChain(dir);
-      const expected = chainView(await ok('qemu-img', ['map', '--output=json', top]));
+      const expected = chainView(await runOk('qemu-img', ['map', '--output=json', top]));
       const server = await startVdiskServe(['-A', '-r', '-f', 'qcow2', '-t', '-k', path.join(dir, 'v'), top]);
       try {
-        assert.deepEqual(chainView(await okVdisk(['map', '--output=json', server.uri])), expected);
+        assert.deepEqual(chainView(await vdiskOk(['map', '--output=json', server.uri])), expected);
       } finally {
         await server.stop();
       }

@@ -15,22 +15,10 @@ import { VdiskError } from '../../src/block/errors.js';
 import { openImage } from '../../src/engine/open.js';
 import { NbdDriver } from '../../src/remote/nbd/nbd-driver.js';
 import { type ServerProcess, startNbdkit, startQemuNbd, startVdiskServe } from '../helpers/nbd-serve.js';
-import { needTools as need, run, vdisk } from '../helpers/run.js';
+import { needTools as need, runOk, vdisk, vdiskOk } from '../helpers/run.js';
 import { withTempDir } from '../helpers/tmp.js';
 
 const MiB = 1024 * 1024;
-
-async function ok(command: string, args: string[]): Promise<string> {
-  const r = await run(command, args);
-  assert.equal(r.code, 0, `${command} ${args.join(' ')} failed (${r.code}): ${r.stderr}${r.stdout}`);
-  return r.stdout;
-}
-
-async function okVdisk(args: string[]): Promise<string> {
-  const r = await vdisk(args);
-  assert.equal(r.code, 0, `vdisk ${args.join(' ')} failed (${r.code}): ${r.stderr}${r.stdout}`);
-  return r.stdout;
-}
 
 async function stopping<T>(server: ServerProcess, fn: (s: ServerProcess) => Promise<T>): Promise<T> {
   try {
@@ -70,30 +58,30 @@ describe('the NBD client against qemu-nbd', () => {
     if (!need(t, 'qemu-nbd', 'qemu-img', 'qemu-io')) return;
     await withTempDir(async (dir) => {
       const image = path.join(dir, 'disk.qcow2');
-      await ok('qemu-img', ['create', '-q', '-f', 'qcow2', image, '16M']);
-      await ok('qemu-io', ['-f', 'qcow2', ...io(['write -P 0x77 8M 256k', 'write -z 12M 64k']), image]);
+      await runOk('qemu-img', ['create', '-q', '-f', 'qcow2', image, '16M']);
+      await runOk('qemu-io', ['-f', 'qcow2', ...io(['write -P 0x77 8M 256k', 'write -z 12M 64k']), image]);
       const server = await startQemuNbd(['-f', 'qcow2', '-t', '-e', '0', image], { socket: path.join(dir, 's') });
       await stopping(server, async ({ uri }) => {
-        verified(await okVdisk(['io', '-f', 'raw', ...io([...WRITES, 'read -P 0x77 8M 256k']), uri]));
-        verified(await ok('qemu-io', ['-f', 'raw', ...io(READS), uri]));
+        verified(await vdiskOk(['io', '-f', 'raw', ...io([...WRITES, 'read -P 0x77 8M 256k']), uri]));
+        verified(await runOk('qemu-io', ['-f', 'raw', ...io(READS), uri]));
         for (const output of ['json', 'human']) {
           assert.equal(
-            await okVdisk(['map', `--output=${output}`, uri]),
-            await ok('qemu-img', ['map', `--output=${output}`, uri]),
+            await vdiskOk(['map', `--output=${output}`, uri]),
+            await runOk('qemu-img', ['map', `--output=${output}`, uri]),
           );
           assert.equal(
-            await okVdisk(['info', `--output=${output}`, uri]),
-            await ok('qemu-img', ['info', `--output=${output}`, uri]),
+            await vdiskOk(['info', `--output=${output}`, uri]),
+            await runOk('qemu-img', ['info', `--output=${output}`, uri]),
           );
         }
         const copy = path.join(dir, 'copy.qcow2');
-        await okVdisk(['convert', '-f', 'raw', '-O', 'qcow2', uri, copy]);
-        await ok('qemu-img', ['check', '-q', copy]);
-        await ok('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', copy, uri]);
-        assert.equal(await okVdisk(['compare', '-f', 'qcow2', '-F', 'raw', copy, uri]), 'Images are identical.\n');
+        await vdiskOk(['convert', '-f', 'raw', '-O', 'qcow2', uri, copy]);
+        await runOk('qemu-img', ['check', '-q', copy]);
+        await runOk('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', copy, uri]);
+        assert.equal(await vdiskOk(['compare', '-f', 'qcow2', '-F', 'raw', copy, uri]), 'Images are identical.\n');
       });
-      await ok('qemu-img', ['check', '-q', image]);
-      verified(await ok('qemu-io', ['-f', 'qcow2', ...io(READS), image]));
+      await runOk('qemu-img', ['check', '-q', image]);
+      verified(await runOk('qemu-io', ['-f', 'qcow2', ...io(READS), image]));
     });
   });
 
@@ -101,7 +89,7 @@ describe('the NBD client against qemu-nbd', () => {
     if (!need(t, 'qemu-nbd', 'qemu-io')) return;
     await withTempDir(async (dir) => {
       const image = path.join(dir, 'disk.raw');
-      await ok('qemu-img', ['create', '-q', '-f', 'raw', image, '16M']);
+      await runOk('qemu-img', ['create', '-q', '-f', 'raw', image, '16M']);
       const server = await startQemuNbd(['-f', 'raw', '-t', '-e', '4', image], { socket: path.join(dir, 's') });
       await stopping(server, async ({ uri }) => {
         const driver = await NbdDriver.open(uri, { connections: 4 });
@@ -112,7 +100,7 @@ describe('the NBD client against qemu-nbd', () => {
         await driver.close();
       });
       const checks = Array.from({ length: 16 }, (_, i) => `read -P 0x${(0x10 + i).toString(16)} ${i}M 1M`);
-      verified(await ok('qemu-io', ['-f', 'raw', ...io(checks), image]));
+      verified(await runOk('qemu-io', ['-f', 'raw', ...io(checks), image]));
     });
   });
 
@@ -120,14 +108,14 @@ describe('the NBD client against qemu-nbd', () => {
     if (!need(t, 'qemu-nbd', 'qemu-img', 'qemu-io')) return;
     await withTempDir(async (dir) => {
       const source = path.join(dir, 'source.qcow2');
-      await ok('qemu-img', ['create', '-q', '-f', 'qcow2', source, '8M']);
-      await ok('qemu-io', ['-f', 'qcow2', ...io(WRITES), source]);
+      await runOk('qemu-img', ['create', '-q', '-f', 'qcow2', source, '8M']);
+      await runOk('qemu-io', ['-f', 'qcow2', ...io(WRITES), source]);
       const target = path.join(dir, 'target.raw');
-      await ok('qemu-img', ['create', '-q', '-f', 'raw', target, '8M']);
-      await ok('qemu-io', ['-f', 'raw', '-c', 'write -P 0xee 0 8M', target]);
+      await runOk('qemu-img', ['create', '-q', '-f', 'raw', target, '8M']);
+      await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0xee 0 8M', target]);
       const server = await startQemuNbd(['-f', 'raw', '-t', target], { socket: path.join(dir, 's') });
-      await stopping(server, ({ uri }) => okVdisk(['convert', '-O', 'raw', source, uri]));
-      await ok('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', source, target]);
+      await stopping(server, ({ uri }) => vdiskOk(['convert', '-O', 'raw', source, uri]));
+      await runOk('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', source, target]);
     });
   });
 
@@ -135,32 +123,32 @@ describe('the NBD client against qemu-nbd', () => {
     if (!need(t, 'qemu-nbd', 'qemu-img', 'qemu-io')) return;
     await withTempDir(async (dir) => {
       const base = path.join(dir, 'base.raw');
-      await ok('qemu-img', ['create', '-q', '-f', 'raw', base, '8M']);
-      await ok('qemu-io', ['-f', 'raw', ...io(WRITES), base]);
+      await runOk('qemu-img', ['create', '-q', '-f', 'raw', base, '8M']);
+      await runOk('qemu-io', ['-f', 'raw', ...io(WRITES), base]);
       const server = await startQemuNbd(['-f', 'raw', '-r', '-t', '-e', '0', base], { socket: path.join(dir, 's') });
       await stopping(server, async ({ uri }) => {
         const ours = path.join(dir, 'ours.qcow2');
         const theirs = path.join(dir, 'theirs.qcow2');
-        await okVdisk(['create', '-q', '-f', 'qcow2', '-b', uri, '-F', 'raw', ours]);
-        await ok('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', uri, '-F', 'raw', theirs]);
+        await vdiskOk(['create', '-q', '-f', 'qcow2', '-b', uri, '-F', 'raw', ours]);
+        await runOk('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', uri, '-F', 'raw', theirs]);
         assert.deepEqual(await readFile(ours), await readFile(theirs));
-        verified(await okVdisk(['io', '-f', 'qcow2', ...io(['write -P 0x5e 2M 64k', ...READS.slice(0, 3)]), ours]));
-        await ok('qemu-img', ['check', '-q', ours]);
+        verified(await vdiskOk(['io', '-f', 'qcow2', ...io(['write -P 0x5e 2M 64k', ...READS.slice(0, 3)]), ours]));
+        await runOk('qemu-img', ['check', '-q', ours]);
         verified(
-          await ok('qemu-io', ['-f', 'qcow2', '-r', ...io(['read -P 0x5e 2M 64k', ...READS.slice(0, 3)]), ours]),
+          await runOk('qemu-io', ['-f', 'qcow2', '-r', ...io(['read -P 0x5e 2M 64k', ...READS.slice(0, 3)]), ours]),
         );
         assert.equal(
-          await okVdisk(['map', '--output=json', ours]),
-          await ok('qemu-img', ['map', '--output=json', ours]),
+          await vdiskOk(['map', '--output=json', ours]),
+          await runOk('qemu-img', ['map', '--output=json', ours]),
         );
         assert.equal(
-          await okVdisk(['info', '--backing-chain', ours]),
-          await ok('qemu-img', ['info', '--backing-chain', '-U', ours]),
+          await vdiskOk(['info', '--backing-chain', ours]),
+          await runOk('qemu-img', ['info', '--backing-chain', '-U', ours]),
         );
         // Served by vdisk, the overlay (with its remote base) reads as qemu-img reads the file.
         const served = await startVdiskServe(['-f', 'qcow2', '-r', '-t', '-e', '0', '-k', path.join(dir, 'v'), ours]);
         await stopping(served, async (s) => {
-          await ok('qemu-img', ['compare', '-U', '-f', 'raw', '-F', 'qcow2', s.uri, ours]);
+          await runOk('qemu-img', ['compare', '-U', '-f', 'raw', '-F', 'qcow2', s.uri, ours]);
         });
       });
     });
@@ -173,21 +161,24 @@ describe('the NBD client against nbdkit', () => {
     await withTempDir(async (dir) => {
       const server = await startNbdkit(['memory', '8M'], path.join(dir, 'k'));
       await stopping(server, async ({ uri }) => {
-        verified(await okVdisk(['io', '-f', 'raw', ...io([...WRITES, ...READS]), uri]));
+        verified(await vdiskOk(['io', '-f', 'raw', ...io([...WRITES, ...READS]), uri]));
         const out = path.join(dir, 'out.raw');
-        await ok('nbdcopy', [uri, out]);
+        await runOk('nbdcopy', [uri, out]);
         const bytes = await readFile(out);
         assert.deepEqual(bytes.subarray(0, 1000), Buffer.alloc(1000, 0xab));
         assert.deepEqual(bytes.subarray(1000, 4000), Buffer.alloc(3000, 0xcd));
         assert.deepEqual(bytes.subarray(MiB + 512 * 1024, MiB + 640 * 1024), Buffer.alloc(128 * 1024));
         assert.deepEqual(bytes.subarray(7 * MiB, 7 * MiB + 512), Buffer.alloc(512, 0x33));
-        assert.equal(await okVdisk(['map', '--output=json', uri]), await ok('qemu-img', ['map', '--output=json', uri]));
+        assert.equal(
+          await vdiskOk(['map', '--output=json', uri]),
+          await runOk('qemu-img', ['map', '--output=json', uri]),
+        );
         // And the other way: what nbdcopy writes into the export, vdisk reads as the file it came from.
         const source = path.join(dir, 'source.raw');
-        await ok('qemu-img', ['create', '-q', '-f', 'raw', source, '8M']);
-        await ok('qemu-io', ['-f', 'raw', ...io(['write -P 0x2c 0 3M', 'write -P 0x4d 5M 1M']), source]);
-        await ok('nbdcopy', [source, uri]);
-        assert.equal(await okVdisk(['compare', '-f', 'raw', '-F', 'raw', source, uri]), 'Images are identical.\n');
+        await runOk('qemu-img', ['create', '-q', '-f', 'raw', source, '8M']);
+        await runOk('qemu-io', ['-f', 'raw', ...io(['write -P 0x2c 0 3M', 'write -P 0x4d 5M 1M']), source]);
+        await runOk('nbdcopy', [source, uri]);
+        assert.equal(await vdiskOk(['compare', '-f', 'raw', '-F', 'raw', source, uri]), 'Images are identical.\n');
       });
     });
   });

@@ -9,16 +9,10 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { startNbdkit } from '../helpers/nbd-serve.js';
-import { lines, needTools as need, run, vdisk } from '../helpers/run.js';
+import { lines, needTools as need, runOk, vdisk } from '../helpers/run.js';
 import { withTempDir } from '../helpers/tmp.js';
 
 const io = (commands: string[]) => commands.flatMap((c) => ['-c', c]);
-
-async function ok(command: string, args: string[]): Promise<string> {
-  const r = await run(command, args);
-  assert.equal(r.code, 0, `${command} ${args.join(' ')} failed (${r.code}): ${r.stderr}${r.stdout}`);
-  return r.stdout;
-}
 
 function verified(out: string): void {
   assert.doesNotMatch(out, /Pattern verification failed|error|failed/i, out);
@@ -75,8 +69,8 @@ describe('the NBD client settings on the command line', () => {
     if (!need(t, 'nbdkit', 'qemu-img', 'qemu-io')) return;
     await withTempDir(async (dir) => {
       const disk = path.join(dir, 'disk.raw');
-      await ok('qemu-img', ['create', '-q', '-f', 'raw', disk, '4M']);
-      await ok('qemu-io', ['-f', 'raw', ...io(['write -P 0x5c 0 1M']), disk]);
+      await runOk('qemu-img', ['create', '-q', '-f', 'raw', disk, '4M']);
+      await runOk('qemu-io', ['-f', 'raw', ...io(['write -P 0x5c 0 1M']), disk]);
       const socket = path.join(dir, 'k');
       const killedUnder = async (args: string[]) => {
         const log = path.join(dir, 'log');
@@ -103,7 +97,7 @@ describe('the NBD client settings on the command line', () => {
       const withDelay = await killedUnder(['--reconnect-delay', '20']);
       assert.equal(withDelay.code, 0, withDelay.stdout + withDelay.stderr);
       verified(withDelay.stdout);
-      verified(await ok('qemu-io', ['-f', 'raw', ...io(['read -P 0x5c 0 1M', 'read -P 0x6d 1M 64k']), disk]));
+      verified(await runOk('qemu-io', ['-f', 'raw', ...io(['read -P 0x5c 0 1M', 'read -P 0x6d 1M 64k']), disk]));
     });
   });
 
@@ -121,7 +115,7 @@ describe('the NBD client settings on the command line', () => {
         const connects = (await readFile(log, 'utf8')).split('\n').filter((l) => / Connect /.test(l));
         assert.equal(connects.length, 4);
         const reads = writes.map((w) => w.replace('write', 'read'));
-        verified(await ok('qemu-io', ['-f', 'raw', ...io(reads), server.uri]));
+        verified(await runOk('qemu-io', ['-f', 'raw', ...io(reads), server.uri]));
       } finally {
         await server.stop();
       }

@@ -9,22 +9,10 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { type ServerProcess, startNbdkit, startQemuNbd } from '../helpers/nbd-serve.js';
-import { lines, needTools as need, run, vdisk } from '../helpers/run.js';
+import { lines, needTools as need, runOk, vdisk, vdiskOk } from '../helpers/run.js';
 import { withTempDir } from '../helpers/tmp.js';
 
 const io = (commands: string[]) => commands.flatMap((c) => ['-c', c]);
-
-async function ok(command: string, args: string[]): Promise<string> {
-  const r = await run(command, args);
-  assert.equal(r.code, 0, `${command} ${args.join(' ')} failed (${r.code}): ${r.stderr}${r.stdout}`);
-  return r.stdout;
-}
-
-async function okVdisk(args: string[]): Promise<string> {
-  const r = await vdisk(args);
-  assert.equal(r.code, 0, `vdisk ${args.join(' ')} failed (${r.code}): ${r.stderr}${r.stdout}`);
-  return r.stdout;
-}
 
 function verified(out: string): void {
   assert.doesNotMatch(out, /Pattern verification failed|error|failed/i, out);
@@ -42,29 +30,29 @@ const READS = [
 /** A 64 MiB raw file full of 0xee (an export that held something before), and a 16 MiB qcow2 source. */
 async function prepare(dir: string): Promise<{ exported: string; source: string }> {
   const exported = path.join(dir, 'export.raw');
-  await ok('qemu-img', ['create', '-q', '-f', 'raw', exported, '64M']);
-  await ok('qemu-io', ['-f', 'raw', ...io(['write -P 0xee 0 64M']), exported]);
+  await runOk('qemu-img', ['create', '-q', '-f', 'raw', exported, '64M']);
+  await runOk('qemu-io', ['-f', 'raw', ...io(['write -P 0xee 0 64M']), exported]);
   const source = path.join(dir, 'source.qcow2');
-  await ok('qemu-img', ['create', '-q', '-f', 'qcow2', source, '16M']);
-  await ok('qemu-io', ['-f', 'qcow2', ...io(WRITES.map((w) => w.replace('3M+4k', '3149824'))), source]);
+  await runOk('qemu-img', ['create', '-q', '-f', 'qcow2', source, '16M']);
+  await runOk('qemu-io', ['-f', 'qcow2', ...io(WRITES.map((w) => w.replace('3M+4k', '3149824'))), source]);
   return { exported, source };
 }
 
 /** What qemu-img says about the qcow2 inside the export, compared with the source and with vdisk. */
 async function checkedOver(uri: string, source: string): Promise<void> {
-  await ok('qemu-img', ['check', '-f', 'qcow2', uri]);
+  await runOk('qemu-img', ['check', '-f', 'qcow2', uri]);
   assert.equal((await vdisk(['check', '-f', 'qcow2', uri])).code, 0);
-  await ok('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', source, uri]);
-  verified(await ok('qemu-io', ['-f', 'qcow2', '-r', ...io(READS), uri]));
+  await runOk('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', source, uri]);
+  verified(await runOk('qemu-io', ['-f', 'qcow2', '-r', ...io(READS), uri]));
   for (const output of ['json', 'human']) {
     assert.equal(
-      await okVdisk(['info', '-f', 'qcow2', `--output=${output}`, uri]),
-      await ok('qemu-img', ['info', '-f', 'qcow2', `--output=${output}`, uri]),
+      await vdiskOk(['info', '-f', 'qcow2', `--output=${output}`, uri]),
+      await runOk('qemu-img', ['info', '-f', 'qcow2', `--output=${output}`, uri]),
     );
   }
   assert.equal(
-    await okVdisk(['map', '-f', 'qcow2', '--output=json', uri]),
-    await ok('qemu-img', ['map', '-f', 'qcow2', '--output=json', uri]),
+    await vdiskOk(['map', '-f', 'qcow2', '--output=json', uri]),
+    await runOk('qemu-img', ['map', '-f', 'qcow2', '--output=json', uri]),
   );
 }
 
@@ -83,11 +71,11 @@ describe('a qcow2 image inside an NBD export', () => {
       const { exported, source } = await prepare(dir);
       const server = await startQemuNbd(['-f', 'raw', '-t', exported], { socket: path.join(dir, 's') });
       await stopping(server, async (uri) => {
-        await okVdisk(['convert', '-O', 'qcow2', source, uri]);
+        await vdiskOk(['convert', '-O', 'qcow2', source, uri]);
         await checkedOver(uri, source);
       });
       // The file behind the export is the qcow2 image now.
-      await ok('qemu-img', ['check', '-f', 'qcow2', exported]);
+      await runOk('qemu-img', ['check', '-f', 'qcow2', exported]);
     });
   });
 
@@ -96,16 +84,16 @@ describe('a qcow2 image inside an NBD export', () => {
     await withTempDir(async (dir) => {
       const { exported, source } = await prepare(dir);
       await stopping(await startNbdkit(['file', exported], path.join(dir, 'k')), async (uri) => {
-        await okVdisk(['convert', '-O', 'qcow2', source, uri]);
+        await vdiskOk(['convert', '-O', 'qcow2', source, uri]);
         await checkedOver(uri, source);
       });
       await stopping(await startNbdkit(['file', exported], path.join(dir, 'k2')), async (uri) => {
         // qemu-img's first, then vdisk's over it: the same announcement, and vdisk's is the image.
-        const theirs = await ok('qemu-img', ['create', '-f', 'qcow2', uri, '32M']);
-        assert.equal(await okVdisk(['create', '-f', 'qcow2', uri, '32M']), theirs);
-        await ok('qemu-img', ['check', '-f', 'qcow2', uri]);
-        verified(await ok('qemu-io', ['-f', 'qcow2', ...io(['write -P 0x44 1M 64k', 'read -P 0 0 1M']), uri]));
-        verified(await okVdisk(['io', '-f', 'qcow2', ...io(['read -P 0x44 1M 64k', 'read -P 0 2M 30M']), uri]));
+        const theirs = await runOk('qemu-img', ['create', '-f', 'qcow2', uri, '32M']);
+        assert.equal(await vdiskOk(['create', '-f', 'qcow2', uri, '32M']), theirs);
+        await runOk('qemu-img', ['check', '-f', 'qcow2', uri]);
+        verified(await runOk('qemu-io', ['-f', 'qcow2', ...io(['write -P 0x44 1M 64k', 'read -P 0 0 1M']), uri]));
+        verified(await vdiskOk(['io', '-f', 'qcow2', ...io(['read -P 0x44 1M 64k', 'read -P 0 2M 30M']), uri]));
       });
     });
   });
